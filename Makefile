@@ -1,0 +1,19 @@
+# The two commands of the README, and their helpers. Every target installs what it needs first.
+.PHONY: dev test bench bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+# Command 1: the local vault (moto, demo provider, gateway, demo page) on 127.0.0.1.
+dev: bootstrap
+	cargo run -p credvault-tests --bin local-vault
+
+# Command 2: every check and every test.
+test: bootstrap
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+# The figures of the README's "Numbers" section.
+bench: bootstrap
+	cargo bench -p credvault-tests

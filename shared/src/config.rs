@@ -1,0 +1,220 @@
+//! Typed configuration, read from the environment once at start-up and validated there, so a bad value
+//! stops the function before it serves anything.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required setting {0}")]
+    Missing(&'static str),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// How the refresh protocol (DESIGN §3) is timed. See `vault.rs`.
+#[derive(Debug, Clone)]
+pub struct RefreshTiming {
+    /// How long a claimed refresh lease is held before another instance may take it over.
+    pub lease_length: Duration,
+    /// Timeout of one call to a provider's token endpoint.
+    pub provider_timeout: Duration,
+    /// How many times a transient provider failure is tried in all, within one lease.
+    pub provider_attempts: u32,
+    /// How long an instance that lost the lease race waits for the winner before giving up.
+    pub poll_deadline: Duration,
+}
+
+impl Default for RefreshTiming {
+    fn default() -> Self {
+        Self {
+            lease_length: Duration::from_secs(30),
+            provider_timeout: Duration::from_secs(5),
+            provider_attempts: 3,
+            poll_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RefreshTiming {
+    /// The worst time a lease holder can spend on the provider: every attempt timing out, plus backoff.
+    pub fn worst_provider_time(&self) -> Duration {
+        let attempts = self.provider_attempts.max(1);
+        self.provider_timeout * attempts + crate::oauth::provider::max_total_backoff(attempts)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.provider_attempts == 0 {
+            return Err(invalid("CREDVAULT_PROVIDER_ATTEMPTS", "must be at least 1"));
+        }
+        // The lease must outlive the holder's provider calls with room to commit; otherwise a second
+        // instance could take over while the first still holds a live refresh token in flight.
+        if self.worst_provider_time() * 3 > self.lease_length * 2 {
+            return Err(invalid(
+                "CREDVAULT_LEASE_SECONDS",
+                format!(
+                    "lease of {:?} is not well above the worst provider time {:?} (timeout x attempts + backoff); \
+                     raise the lease or lower CREDVAULT_PROVIDER_TIMEOUT_MS",
+                    self.lease_length,
+                    self.worst_provider_time()
+                ),
+            ));
+        }
+        if self.poll_deadline.is_zero() {
+            return Err(invalid("CREDVAULT_POLL_DEADLINE_SECONDS", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The DynamoDB table holding every item kind.
+    pub table_name: String,
+    /// KMS symmetric key for envelope encryption.
+    pub data_key_id: String,
+    /// KMS ECC_NIST_P256 SIGN_VERIFY key that signs vault user tokens.
+    pub signing_key_id: String,
+    /// Public base URL of the vault, no trailing slash: `iss` of vault tokens and prefix of callback URLs.
+    pub issuer: String,
+    /// `aud` of vault user tokens.
+    pub audience: String,
+    /// App redirect URLs accepted by `POST /api/authentication`, compared exactly.
+    pub allowed_redirect_urls: Vec<String>,
+    /// Endpoint override for DynamoDB and KMS (the local emulator); `None` on AWS.
+    pub aws_endpoint_url: Option<String>,
+    pub user_token_lifetime: Duration,
+    /// Used when a credentials request names no `minimumValiditySeconds`.
+    pub default_minimum_validity: Duration,
+    pub login_request_lifetime: Duration,
+    pub vault_code_lifetime: Duration,
+    pub refresh: RefreshTiming,
+    pub data_key_cache_entries: usize,
+    pub data_key_cache_max_age: Duration,
+    /// Allow plain-http provider URLs on loopback addresses. Only for the local stack and tests.
+    pub insecure_allow_http_loopback: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the config from any name -> value lookup, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name));
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|e| invalid(name, e.to_string())),
+            }
+        };
+        let issuer = required("CREDVAULT_ISSUER")?.trim_end_matches('/').to_string();
+        url::Url::parse(&issuer).map_err(|e| invalid("CREDVAULT_ISSUER", e.to_string()))?;
+        let provider_timeout = match get("CREDVAULT_PROVIDER_TIMEOUT_MS") {
+            None => RefreshTiming::default().provider_timeout,
+            Some(v) => Duration::from_millis(
+                v.parse::<u64>()
+                    .map_err(|e| invalid("CREDVAULT_PROVIDER_TIMEOUT_MS", e.to_string()))?,
+            ),
+        };
+        let provider_attempts = match get("CREDVAULT_PROVIDER_ATTEMPTS") {
+            None => RefreshTiming::default().provider_attempts,
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|e| invalid("CREDVAULT_PROVIDER_ATTEMPTS", e.to_string()))?,
+        };
+        let refresh = RefreshTiming {
+            lease_length: secs("CREDVAULT_LEASE_SECONDS", 30)?,
+            provider_timeout,
+            provider_attempts,
+            poll_deadline: secs("CREDVAULT_POLL_DEADLINE_SECONDS", 20)?,
+        };
+        let config = Config {
+            table_name: required("CREDVAULT_TABLE")?,
+            data_key_id: required("CREDVAULT_DATA_KEY_ID")?,
+            signing_key_id: required("CREDVAULT_SIGNING_KEY_ID")?,
+            audience: get("CREDVAULT_AUDIENCE").unwrap_or_else(|| issuer.clone()),
+            issuer,
+            allowed_redirect_urls: get("CREDVAULT_ALLOWED_REDIRECT_URLS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            aws_endpoint_url: get("CREDVAULT_AWS_ENDPOINT_URL").filter(|v| !v.is_empty()),
+            user_token_lifetime: secs("CREDVAULT_USER_TOKEN_SECONDS", 3600)?,
+            default_minimum_validity: secs("CREDVAULT_MINIMUM_VALIDITY_SECONDS", 300)?,
+            login_request_lifetime: secs("CREDVAULT_LOGIN_REQUEST_SECONDS", 600)?,
+            vault_code_lifetime: secs("CREDVAULT_VAULT_CODE_SECONDS", 60)?,
+            refresh,
+            data_key_cache_entries: 1000,
+            data_key_cache_max_age: secs("CREDVAULT_DATA_KEY_CACHE_SECONDS", 300)?,
+            insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.refresh.validate()?;
+        for url in &self.allowed_redirect_urls {
+            url::Url::parse(url).map_err(|e| invalid("CREDVAULT_ALLOWED_REDIRECT_URLS", format!("{url}: {e}")))?;
+        }
+        if self.user_token_lifetime.is_zero() || self.vault_code_lifetime.is_zero() {
+            return Err(invalid("CREDVAULT_USER_TOKEN_SECONDS", "lifetimes must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The provider redirect URI for a connection: one per connection, as a mix-up defence.
+    pub fn callback_url(&self, connection_id: &str) -> String {
+        format!("{}/api/callback/{}", self.issuer, connection_id)
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { name, reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars: Vec<(String, String)> = [
+            ("CREDVAULT_TABLE", "t"),
+            ("CREDVAULT_DATA_KEY_ID", "k"),
+            ("CREDVAULT_SIGNING_KEY_ID", "s"),
+            ("CREDVAULT_ISSUER", "https://vault.example.com/"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        vars.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        Config::from_lookup(|name| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_are_safe_and_issuer_loses_its_trailing_slash() {
+        let c = base(&[]).unwrap();
+        assert_eq!(c.issuer, "https://vault.example.com");
+        assert!(c.refresh.worst_provider_time() < c.refresh.lease_length);
+        assert_eq!(c.callback_url("con_a"), "https://vault.example.com/api/callback/con_a");
+    }
+
+    #[test]
+    fn provider_timeout_close_to_the_lease_is_refused_at_start() {
+        let err = base(&[("CREDVAULT_LEASE_SECONDS", "10"), ("CREDVAULT_PROVIDER_TIMEOUT_MS", "5000")]).unwrap_err();
+        assert!(err.to_string().contains("CREDVAULT_LEASE_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn missing_table_is_named() {
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing(_)));
+    }
+}

@@ -1,0 +1,102 @@
+//! Decrypted data keys, kept briefly in memory so a warm credential fetch costs no KMS call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::LessSafeKey;
+
+struct Entry {
+    key: Arc<LessSafeKey>,
+    wrapped: Vec<u8>,
+    created: Instant,
+}
+
+/// Bounded by entry count and age. Entries are keyed by encryption context *and* wrapped key, so a
+/// cached key is only ever used for the context KMS released it under.
+pub struct DataKeyCache {
+    max_entries: usize,
+    max_age: Duration,
+    entries: Mutex<HashMap<(String, Vec<u8>), Entry>>,
+    /// The newest key per context, reused when sealing a new value for the same attribute.
+    newest: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl DataKeyCache {
+    pub fn new(max_entries: usize, max_age: Duration) -> Self {
+        Self { max_entries, max_age, entries: Mutex::new(HashMap::new()), newest: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, context: &str, wrapped: &[u8]) -> Option<Arc<LessSafeKey>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(&(context.to_string(), wrapped.to_vec()))?;
+        (entry.created.elapsed() < self.max_age).then(|| entry.key.clone())
+    }
+
+    /// A fresh-enough key already released for this context, with its wrapped form, for sealing.
+    pub fn for_sealing(&self, context: &str) -> Option<(Vec<u8>, Arc<LessSafeKey>)> {
+        let wrapped = self.newest.lock().unwrap_or_else(|p| p.into_inner()).get(context).cloned()?;
+        let key = self.get(context, &wrapped)?;
+        Some((wrapped, key))
+    }
+
+    pub fn insert(&self, context: &str, wrapped: Vec<u8>, key: Arc<LessSafeKey>) {
+        if self.max_entries == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, e| e.created.elapsed() < self.max_age);
+        if entries.len() >= self.max_entries
+            && let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        entries.insert((context.to_string(), wrapped.clone()), Entry { key, wrapped: wrapped.clone(), created: Instant::now() });
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        newest.retain(|ctx, w| entries.get(&(ctx.clone(), w.clone())).is_some_and(|e| e.wrapped == *w));
+        newest.insert(context.to_string(), wrapped);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::aead::{AES_256_GCM, UnboundKey};
+
+    fn key() -> Arc<LessSafeKey> {
+        Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap()))
+    }
+
+    #[test]
+    fn a_key_is_only_found_under_its_own_context() {
+        let cache = DataKeyCache::new(10, Duration::from_secs(60));
+        cache.insert("ctx-a", vec![1], key());
+        assert!(cache.get("ctx-a", &[1]).is_some());
+        assert!(cache.get("ctx-b", &[1]).is_none());
+        assert!(cache.for_sealing("ctx-a").is_some());
+        assert!(cache.for_sealing("ctx-b").is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keys_age_out() {
+        let cache = DataKeyCache::new(3, Duration::from_secs(60));
+        for i in 0..10u8 {
+            cache.insert(&format!("ctx-{i}"), vec![i], key());
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("ctx-9", &[9]).is_some());
+
+        let short = DataKeyCache::new(3, Duration::from_millis(1));
+        short.insert("ctx", vec![1], key());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(short.get("ctx", &[1]).is_none());
+    }
+}

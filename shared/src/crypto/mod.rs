@@ -1,0 +1,21 @@
+//! Envelope encryption of every secret the vault stores (DESIGN §4).
+//!
+//! Each ciphertext is bound to its table, item key and attribute: the same context goes to KMS as the
+//! encryption context of the data key and to AES-256-GCM as additional data, so a ciphertext copied
+//! onto another item or attribute fails to decrypt, even when its data key is cached.
+
+mod data_key_cache;
+mod envelope;
+
+pub use data_key_cache::DataKeyCache;
+pub use envelope::{Envelope, EncryptionContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("KMS {operation} failed: {cause}")]
+    Kms { operation: &'static str, cause: String },
+    #[error("stored ciphertext is malformed")]
+    Malformed,
+    #[error("ciphertext does not belong to this item and attribute, or was altered")]
+    NotAuthentic,
+}

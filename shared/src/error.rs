@@ -1,0 +1,170 @@
+//! The one error type every handler answers with: each variant has its HTTP status and stable
+//! `errorCode`. Internal causes go to the log (by Display, never Debug), never to the response body.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+/// The whole cause of an internal failure, kept for the log line.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A malformed or unacceptable request: `code` is the stable snake_case `errorCode`.
+    #[error("bad request ({code}): {detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found ({code})")]
+    NotFound { code: &'static str, detail: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the credential needs the user to log in again")]
+    ReauthenticationRequired,
+    #[error("the provider is unavailable")]
+    ProviderUnavailable { retry_after: Duration },
+    /// DynamoDB or KMS throttled us beyond the SDK's own retries.
+    #[error("throttled")]
+    Throttled,
+    #[error("internal error: {0}")]
+    Internal(Cause),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, detail: detail.into() }
+    }
+
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::NotFound { code, detail: detail.into() }
+    }
+
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        ApiError::Internal(cause.into())
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest { .. } => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden => 403,
+            ApiError::NotFound { .. } => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::ReauthenticationRequired => 409,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::Internal(_) => 500,
+            ApiError::ProviderUnavailable { .. } | ApiError::Throttled => 503,
+        }
+    }
+
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. } => code,
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::ReauthenticationRequired => "reauthentication_required",
+            ApiError::ProviderUnavailable { .. } => "provider_unavailable",
+            ApiError::Throttled => "throttled",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "The request is not valid.",
+            ApiError::PayloadTooLarge => "The request body is too large.",
+            ApiError::Unauthorized(_) => "The request JWT found in the Authorization header is not valid.",
+            ApiError::Forbidden => "The caller does not have permission for this request.",
+            ApiError::NotFound { .. } => "Not found.",
+            ApiError::MethodNotAllowed => "This method is not allowed on this route.",
+            ApiError::ReauthenticationRequired => {
+                "The provider no longer accepts this credential: the user must log in again."
+            }
+            ApiError::ProviderUnavailable { .. } => {
+                "The provider is unavailable and no valid access token is stored. Retry later."
+            }
+            ApiError::Throttled => "The vault is busy. Retry later.",
+            ApiError::Internal(_) => "Internal error.",
+        }
+    }
+
+    /// Detail shown to the caller: only text this code wrote itself, never an upstream body.
+    fn detail(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { detail, .. } | ApiError::NotFound { detail, .. } => Some(detail.clone()),
+            ApiError::Unauthorized(why) => Some((*why).to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::ProviderUnavailable { retry_after } => Some(*retry_after),
+            ApiError::Throttled => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The JSON body, with a fresh `errorId` that is also written to the log line for this error.
+    pub fn body(&self, error_id: &str) -> serde_json::Value {
+        let mut body = json!({
+            "title": self.title(),
+            "errorCode": self.error_code(),
+            "errorId": error_id,
+            "status": self.status(),
+        });
+        if let Some(detail) = self.detail() {
+            body["detail"] = json!(detail);
+        }
+        body
+    }
+}
+
+/// Writes the full cause chain of an error, by Display only.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_cause_never_reaches_the_body() {
+        let err = ApiError::internal("dynamodb said secret-value-123");
+        let body = err.body("e1").to_string();
+        assert!(!body.contains("secret-value-123"), "{body}");
+        assert_eq!(err.status(), 500);
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx_with_stable_codes() {
+        let cases = [
+            (ApiError::bad_request("invalid_json", "x"), 400, "invalid_json"),
+            (ApiError::Unauthorized("expired"), 401, "unauthorized"),
+            (ApiError::Forbidden, 403, "forbidden"),
+            (ApiError::not_found("credentials_not_found", "x"), 404, "credentials_not_found"),
+            (ApiError::ReauthenticationRequired, 409, "reauthentication_required"),
+            (ApiError::PayloadTooLarge, 413, "payload_too_large"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status(), status);
+            let body = err.body("id");
+            assert_eq!(body["errorCode"], code);
+            assert_eq!(body["status"], status);
+        }
+    }
+}

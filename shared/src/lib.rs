@@ -1,0 +1,25 @@
+//! credvault: the code the three Lambda functions share.
+//!
+//! Handlers in `functions/*` translate HTTP to calls into this crate and back; everything that decides
+//! anything lives here. Start at `routes.rs` (what the API is), `login.rs` (how a credential gets in)
+//! and `vault.rs` (how a fresh access token gets out).
+
+pub mod access;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod login;
+pub mod oauth;
+pub mod random;
+pub mod routes;
+pub mod services;
+pub mod store;
+pub mod telemetry;
+pub mod vault;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use services::Services;

@@ -1,0 +1,294 @@
+//! The login flow: start (`POST /api/authentication`), the provider callback, and the exchange of the
+//! vault code for vault user tokens. See DESIGN §2 and lessons "OAuth client checklist".
+
+use std::collections::BTreeMap;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::oauth::authorize::{AuthorizeRequest, authorize_url, merge_properties};
+use crate::oauth::connection::is_valid_connection_id;
+use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
+use crate::oauth::provider::TokenResponse;
+use crate::services::Services;
+use crate::store::credentials::{self, NewTokens};
+use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
+use crate::store::vault_codes::{self, Refusal, VaultCode};
+use crate::store::{StoreError, connections};
+
+/// Providers that send no `expires_in` (GitHub OAuth apps) issue tokens that do not expire.
+const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
+/// How often a login retries saving when a concurrent refresh moved the credential's version.
+const SAVE_ATTEMPTS: u32 = 3;
+
+/// `POST /api/authentication`. Unknown fields (antiAbuseHash, applicationId, ...) are accepted and
+/// ignored: the Authress login SDK sends them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    pub connection_id: Option<String>,
+    pub redirect_url: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    #[serde(default)]
+    pub connection_properties: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartResponse {
+    pub authentication_url: String,
+    pub authentication_request_id: String,
+}
+
+pub async fn start(services: &Services, req: StartRequest) -> Result<StartResponse, ApiError> {
+    let connection_id = req
+        .connection_id
+        .filter(|c| is_valid_connection_id(c))
+        .ok_or_else(|| ApiError::bad_request("invalid_connection_id", "connectionId is missing or malformed"))?;
+    let redirect_url = req.redirect_url.ok_or_else(|| ApiError::bad_request("invalid_redirect_url", "redirectUrl is required"))?;
+    // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
+    if !services.config.allowed_redirect_urls.iter().any(|allowed| *allowed == redirect_url) {
+        return Err(ApiError::bad_request("invalid_redirect_url", "redirectUrl is not an allowed redirect URL"));
+    }
+    if req.code_challenge_method.as_deref() != Some("S256") {
+        return Err(ApiError::bad_request("invalid_code_challenge", "codeChallengeMethod must be S256"));
+    }
+    let app_code_challenge = req
+        .code_challenge
+        .filter(|c| is_valid_s256_challenge(c))
+        .ok_or_else(|| ApiError::bad_request("invalid_code_challenge", "codeChallenge must be a base64url SHA-256 digest"))?;
+    let connection = connections::get(&services.table, &services.envelope, &connection_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("connection_not_found", "no such connection"))?;
+    let properties = merge_properties(&connection.default_connection_properties, &req.connection_properties)?;
+
+    let state = crate::random::token(32);
+    let nonce = crate::random::token(32);
+    let authentication_request_id = crate::random::token(24);
+    let verifier = PkceVerifier::generate();
+    let callback_url = services.config.callback_url(&connection_id);
+    let authentication_url = authorize_url(
+        &connection,
+        &AuthorizeRequest { callback_url: &callback_url, state: &state, nonce: &nonce, code_challenge: &verifier.challenge() },
+        &properties,
+    )?;
+    let sealed_verifier = services
+        .envelope
+        .seal_str(&login_requests::verifier_context(&services.table, &state), verifier.secret())
+        .await
+        .map_err(ApiError::internal)?;
+    let expires_at = services.clock.now_secs() + services.config.login_request_lifetime.as_secs() as i64;
+    login_requests::put(
+        &services.table,
+        LoginRequest {
+            state,
+            authentication_request_id: authentication_request_id.clone(),
+            connection_id: connection_id.clone(),
+            redirect_url,
+            app_code_challenge,
+            provider_code_verifier: sealed_verifier,
+            nonce,
+            expires_at,
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tracing::info!(connection_id = %connection_id, authentication_request_id = %authentication_request_id, "login started");
+    Ok(StartResponse { authentication_url, authentication_request_id })
+}
+
+/// `GET /api/callback/{connectionId}`: returns where to redirect the browser.
+pub async fn callback(services: &Services, connection_id: &str, params: &[(String, String)]) -> Result<String, ApiError> {
+    let param = |name: &str| crate::http::single_query_param(params, name);
+    let state = param("state")?.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing"))?;
+    let now = services.clock.now_secs();
+    let request = match login_requests::consume(&services.table, &state, connection_id, now).await.map_err(ApiError::internal)? {
+        ConsumeOutcome::Consumed(request) => request,
+        ConsumeOutcome::Unknown => {
+            return Err(ApiError::bad_request("invalid_state", "unknown or already used login state"));
+        }
+        ConsumeOutcome::ForeignConnection => {
+            return Err(ApiError::bad_request("invalid_state", "this login state belongs to another connection"));
+        }
+        ConsumeOutcome::Expired => return Err(ApiError::bad_request("login_expired", "the login request has expired")),
+    };
+    let fail = |error: &str| app_redirect(&request.redirect_url, &[("error", error), ("nonce", &request.authentication_request_id)]);
+
+    if let Some(error) = param("error")? {
+        // The provider refused (user said no, ...). Pass its error code on; store nothing.
+        let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        tracing::info!(connection_id = %connection_id, provider_error = %code, "provider returned an error to the callback");
+        return fail(if code.is_empty() { "access_denied" } else { &code });
+    }
+    let Some(code) = param("code")?.filter(|c| !c.is_empty()).map(SecretString::from) else {
+        return fail("invalid_request");
+    };
+    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id).await.map_err(ApiError::internal)? else {
+        return fail("server_error");
+    };
+    let verifier = services
+        .envelope
+        .open_str(&login_requests::verifier_context(&services.table, &state), &request.provider_code_verifier)
+        .await
+        .map(PkceVerifier::from_secret)
+        .map_err(ApiError::internal)?;
+    let tokens = match services
+        .provider
+        .exchange_code(&connection, &code, &verifier, &services.config.callback_url(connection_id))
+        .await
+    {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            tracing::warn!(connection_id = %connection_id, error = %e, "code exchange with the provider failed");
+            return fail("server_error");
+        }
+    };
+    let provider_subject = match (&connection.issuer_url, &tokens.id_token) {
+        (Some(_), Some(id_token)) => {
+            match services.provider_keys.verify(&connection, id_token.expose_secret(), &request.nonce).await {
+                Ok(claims) => claims.sub,
+                Err(e) => {
+                    tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
+                    return fail("invalid_id_token");
+                }
+            }
+        }
+        _ => {
+            tracing::warn!(connection_id = %connection_id, "provider sent no verifiable identity (connection needs issuerUrl and an id_token)");
+            return fail("invalid_id_token");
+        }
+    };
+    let user_id = format!("{connection_id}|{provider_subject}");
+    save_credential(services, connection_id, &user_id, tokens).await?;
+
+    let vault_code = crate::random::token(32);
+    vault_codes::put(
+        &services.table,
+        &vault_code,
+        &VaultCode {
+            authentication_request_id: request.authentication_request_id.clone(),
+            app_code_challenge: request.app_code_challenge.clone(),
+            redirect_url: request.redirect_url.clone(),
+            connection_id: connection_id.to_string(),
+            user_id: user_id.clone(),
+            expires_at: now + services.config.vault_code_lifetime.as_secs() as i64,
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
+    app_redirect(
+        &request.redirect_url,
+        &[("code", &vault_code), ("nonce", &request.authentication_request_id), ("iss", &services.config.issuer)],
+    )
+}
+
+/// Seals and stores the tokens of a login; a login without a refresh token keeps the stored one.
+async fn save_credential(services: &Services, connection_id: &str, user_id: &str, tokens: TokenResponse) -> Result<(), ApiError> {
+    let table = &services.table;
+    let access_token = services
+        .envelope
+        .seal_str(&credentials::context(table, connection_id, user_id, credentials::ATTR_ACCESS_TOKEN), tokens.access_token.expose_secret())
+        .await
+        .map_err(ApiError::internal)?;
+    let refresh_token = match &tokens.refresh_token {
+        Some(rt) => Some(
+            services
+                .envelope
+                .seal_str(&credentials::context(table, connection_id, user_id, credentials::ATTR_REFRESH_TOKEN), rt.expose_secret())
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+        None => None,
+    };
+    let now = services.clock.now_secs();
+    let new_tokens = || NewTokens {
+        access_token: access_token.clone(),
+        refresh_token: refresh_token.clone(),
+        access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+        token_type: tokens.token_type.clone(),
+        scope: tokens.scope.clone(),
+    };
+    for _ in 0..SAVE_ATTEMPTS {
+        let previous = credentials::get(table, connection_id, user_id).await.map_err(ApiError::internal)?;
+        match credentials::save_after_login(table, connection_id, user_id, previous.as_ref(), new_tokens(), now).await {
+            Ok(()) => return Ok(()),
+            // A refresh or another login committed in between: read again and replace that version.
+            Err(StoreError::ConditionFailed(_)) => continue,
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Err(ApiError::internal("credential kept changing while saving a login"))
+}
+
+fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, ApiError> {
+    let mut url = url::Url::parse(redirect_url).map_err(|e| ApiError::internal(format!("stored redirect URL is invalid: {e}")))?;
+    url.query_pairs_mut().extend_pairs(params);
+    Ok(url.into())
+}
+
+/// `POST /api/authentication/{authenticationRequestId}/tokens`.
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub code_verifier: Option<String>,
+    pub redirect_uri: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct VaultTokens {
+    pub access_token: String,
+    pub id_token: String,
+    pub expires_in: u64,
+    pub token_type: &'static str,
+}
+
+pub async fn exchange(services: &Services, authentication_request_id: &str, req: TokenRequest) -> Result<VaultTokens, ApiError> {
+    if req.grant_type.as_deref() != Some("authorization_code") {
+        return Err(ApiError::bad_request("unsupported_grant_type", "grant_type must be authorization_code"));
+    }
+    let code = req.code.filter(|c| !c.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_request", "code is required"))?;
+    let verifier = req
+        .code_verifier
+        .filter(|v| is_plausible_verifier(v))
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "code_verifier is missing or malformed"))?;
+    let redirect_uri = req.redirect_uri.ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is required"))?;
+    let outcome = vault_codes::consume(
+        &services.table,
+        &code,
+        authentication_request_id,
+        &s256_challenge(&verifier),
+        &redirect_uri,
+        services.clock.now_secs(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let record = outcome.map_err(|refusal| {
+        ApiError::bad_request(
+            "invalid_grant",
+            match refusal {
+                Refusal::Unknown => "the code is unknown or was already used",
+                Refusal::Expired => "the code has expired",
+                Refusal::WrongRequest => "the code belongs to another authentication request",
+                Refusal::WrongVerifier => "code_verifier does not match the code challenge",
+                Refusal::WrongRedirect => "redirect_uri does not match the login request",
+            },
+        )
+    })?;
+    let scope = "openid profile";
+    let access = services
+        .user_tokens
+        .issue(&record.user_id, &record.connection_id, scope)
+        .await
+        .map_err(ApiError::internal)?;
+    let id = services
+        .user_tokens
+        .issue(&record.user_id, &record.connection_id, "openid")
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(VaultTokens { access_token: access.token, id_token: id.token, expires_in: access.expires_in, token_type: "Bearer" })
+}

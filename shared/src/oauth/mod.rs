@@ -1,0 +1,9 @@
+//! Talking OAuth/OIDC to providers: connections, PKCE, authorize URLs, the token endpoint and id_tokens.
+
+pub mod authorize;
+pub mod connection;
+pub mod id_token;
+pub mod pkce;
+pub mod provider;
+
+pub use connection::{Connection, TokenRequestEncoding};

@@ -1,0 +1,289 @@
+//! The provider's token endpoint: code exchange and refresh (RFC 6749), and revocation (RFC 7009).
+//!
+//! The HTTP client follows no redirects and has a timeout. Errors name the HTTP status and the OAuth
+//! `error` code only: a provider body may echo a token, so it never reaches a log or an error.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::pkce::PkceVerifier;
+use super::{Connection, TokenRequestEncoding};
+
+/// OAuth `error` codes that mean the grant or client is dead: retrying cannot help (lessons §4).
+const PERMANENT_ERRORS: &[&str] = &["invalid_grant", "unauthorized_client", "invalid_client"];
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the grant or the client for good (`invalid_grant`, ...).
+    #[error("provider refused the grant: {error} (HTTP {status})")]
+    Permanent { status: u16, error: String },
+    /// Down, slow, rate-limited or otherwise not answering usefully now.
+    #[error("provider unavailable: {reason}")]
+    Transient { reason: String, retry_after: Option<Duration>, retryable: bool },
+}
+
+impl ProviderError {
+    fn transient(reason: impl Into<String>, retryable: bool) -> Self {
+        ProviderError::Transient { reason: reason.into(), retry_after: None, retryable }
+    }
+}
+
+/// A token endpoint answer. Tokens are secrets; `Debug` shows which ones came back, not their values.
+pub struct TokenResponse {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<i64>,
+    pub token_type: String,
+    pub scope: Option<String>,
+    pub id_token: Option<SecretString>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("has_id_token", &self.id_token.is_some())
+            .field("expires_in", &self.expires_in)
+            .field("token_type", &self.token_type)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    token_type: Option<String>,
+    scope: Option<String>,
+    id_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawErrorResponse {
+    error: Option<String>,
+}
+
+pub struct ProviderClient {
+    http: reqwest::Client,
+    attempts: u32,
+}
+
+impl ProviderClient {
+    pub fn new(timeout: Duration, attempts: u32) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent("credvault")
+            .build()?;
+        Ok(Self { http, attempts: attempts.max(1) })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Exchanges an authorization code. One attempt only: a code is single-use at the provider.
+    pub async fn exchange_code(
+        &self,
+        connection: &Connection,
+        code: &SecretString,
+        verifier: &PkceVerifier,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, ProviderError> {
+        let params = [
+            ("grant_type", "authorization_code"),
+            ("code", code.expose_secret()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier.secret()),
+            ("client_id", &connection.client_id),
+            ("client_secret", connection.client_secret.expose_secret()),
+        ];
+        self.token_request(connection, &params).await
+    }
+
+    /// Uses a refresh token, retrying 5xx/429/connection failures with jittered backoff. A timeout is not
+    /// retried: the provider may have rotated the token already, and a second use could revoke the family.
+    pub async fn refresh(&self, connection: &Connection, refresh_token: &SecretString) -> Result<TokenResponse, ProviderError> {
+        let params = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+            ("client_id", &connection.client_id),
+            ("client_secret", connection.client_secret.expose_secret()),
+        ];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.token_request(connection, &params).await {
+                Err(ProviderError::Transient { retryable: true, reason, .. }) if attempt < self.attempts => {
+                    tracing::warn!(connection_id = %connection.connection_id, attempt, reason = %reason, "provider refresh failed, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn token_request(&self, connection: &Connection, params: &[(&str, &str)]) -> Result<TokenResponse, ProviderError> {
+        let req = self.http.post(&connection.token_url).header(reqwest::header::ACCEPT, "application/json");
+        let req = match connection.token_request_encoding {
+            TokenRequestEncoding::Form => req.form(params),
+            TokenRequestEncoding::Json => {
+                let body: serde_json::Map<String, serde_json::Value> =
+                    params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+                req.json(&body)
+            }
+        };
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ProviderError::transient("timeout", false)
+            } else {
+                ProviderError::transient("connection failed", true)
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(|e| {
+            ProviderError::transient(if e.is_timeout() { "timeout reading response" } else { "response interrupted" }, false)
+        })?;
+        if (200..300).contains(&status) {
+            return parse_success(&body);
+        }
+        let error = serde_json::from_slice::<RawErrorResponse>(&body).ok().and_then(|e| e.error).map(|e| sanitize_code(&e));
+        match (status, error) {
+            (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => Err(ProviderError::Permanent { status, error }),
+            (429 | 500..=599, error) => Err(ProviderError::Transient {
+                reason: format!("HTTP {status}{}", error.map(|e| format!(" {e}")).unwrap_or_default()),
+                retry_after,
+                retryable: true,
+            }),
+            (_, error) => Err(ProviderError::transient(
+                format!("unexpected HTTP {status}{}", error.map(|e| format!(" {e}")).unwrap_or_default()),
+                false,
+            )),
+        }
+    }
+
+    /// RFC 7009 revocation of a refresh token. 200 is success even for unknown tokens.
+    pub async fn revoke(&self, connection: &Connection, revocation_url: &str, token: &SecretString) -> Result<(), ProviderError> {
+        let params = [
+            ("token", token.expose_secret()),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", &connection.client_id),
+            ("client_secret", connection.client_secret.expose_secret()),
+        ];
+        let resp = self
+            .http
+            .post(revocation_url)
+            .form(&params)
+            .send()
+            .await
+            .map_err(|e| ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, true))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(ProviderError::transient(format!("revocation answered HTTP {status}"), status >= 500 || status == 429)),
+        }
+    }
+}
+
+fn parse_success(body: &[u8]) -> Result<TokenResponse, ProviderError> {
+    let raw: RawTokenResponse =
+        serde_json::from_slice(body).map_err(|_| ProviderError::transient("token response is not the expected JSON", false))?;
+    if raw.access_token.is_empty() {
+        return Err(ProviderError::transient("token response has an empty access_token", false));
+    }
+    let expires_in = match raw.expires_in {
+        None => None,
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    };
+    Ok(TokenResponse {
+        access_token: SecretString::from(raw.access_token),
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(SecretString::from),
+        expires_in,
+        token_type: raw.token_type.unwrap_or_else(|| "Bearer".to_string()),
+        scope: raw.scope,
+        id_token: raw.id_token.map(SecretString::from),
+    })
+}
+
+/// OAuth error codes are short ASCII words; anything else is cut, so a hostile body cannot write to logs.
+fn sanitize_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
+}
+
+/// Jittered exponential backoff before retry `attempt + 1`.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1))).min(BACKOFF_CAP);
+    ceiling.mul_f64(0.5 + crate::random::unit_fraction() / 2.0)
+}
+
+/// The most time all backoffs of `attempts` tries can add up to (used to check the lease length).
+pub fn max_total_backoff(attempts: u32) -> Duration {
+    (1..attempts).map(|a| (BACKOFF_BASE * 2u32.saturating_pow(a - 1)).min(BACKOFF_CAP)).sum()
+}
+
+/// Provider URLs must be https; plain http only to loopback, and only when the vault runs locally.
+pub fn is_acceptable_provider_url(value: &str, insecure_allow_http_loopback: bool) -> bool {
+    let Ok(url) = url::Url::parse(value) else { return false };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" if insecure_allow_http_loopback => match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_ceiling() {
+        for attempt in 1..6 {
+            let b = backoff(attempt);
+            assert!(b <= BACKOFF_CAP, "{b:?}");
+        }
+        assert_eq!(max_total_backoff(1), Duration::ZERO);
+        assert_eq!(max_total_backoff(3), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn http_is_only_for_loopback_and_only_when_allowed() {
+        assert!(is_acceptable_provider_url("https://accounts.google.com/o/oauth2", false));
+        assert!(!is_acceptable_provider_url("http://127.0.0.1:8080/token", false));
+        assert!(is_acceptable_provider_url("http://127.0.0.1:8080/token", true));
+        assert!(!is_acceptable_provider_url("http://10.0.0.1/token", true));
+        assert!(!is_acceptable_provider_url("ftp://x/token", true));
+    }
+
+    #[test]
+    fn hostile_error_codes_are_cut() {
+        assert_eq!(sanitize_code("invalid_grant\nFAKE LOG LINE"), "invalid_grantFAKELOGLINE");
+    }
+
+    #[test]
+    fn token_response_debug_shows_no_token() {
+        let r = parse_success(br#"{"access_token":"planted-at","refresh_token":"planted-rt","expires_in":"3600"}"#).unwrap();
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("planted"), "{shown}");
+        assert_eq!(r.expires_in, Some(3600));
+        assert_eq!(r.token_type, "Bearer");
+    }
+}

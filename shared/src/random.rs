@@ -1,0 +1,26 @@
+//! Unguessable identifiers and secrets (state, nonce, PKCE verifiers, vault codes, lease owners).
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// `bytes` random bytes, base64url without padding. 32 bytes gives 256 bits: enough for any secret here.
+pub fn token(bytes: usize) -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes(bytes))
+}
+
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    // SystemRandom reads the OS generator; it only fails if the OS has none, which Lambda always has.
+    if SystemRandom::new().fill(&mut buf).is_err() {
+        panic!("the operating system random generator is unavailable");
+    }
+    buf
+}
+
+/// A random fraction in [0, 1), for jitter.
+pub fn unit_fraction() -> f64 {
+    let b = random_bytes(8);
+    let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    (n >> 11) as f64 / (1u64 << 53) as f64
+}

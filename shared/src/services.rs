@@ -1,0 +1,68 @@
+//! Everything a handler needs, built once per Lambda instance (in `main`) and shared by reference.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::{DataKeyCache, Envelope};
+use crate::identity::{SigningKey, UserTokens};
+use crate::oauth::id_token::ProviderKeys;
+use crate::oauth::provider::ProviderClient;
+use crate::store::Table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot build the provider HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+pub struct Services {
+    pub config: Config,
+    pub table: Table,
+    pub envelope: Envelope,
+    pub provider: ProviderClient,
+    pub provider_keys: ProviderKeys,
+    pub user_tokens: UserTokens,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Services {
+    /// Builds AWS clients from the standard credential chain, pointed at the emulator when configured.
+    pub async fn from_config(config: Config) -> Result<Self, StartupError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(endpoint) = &config.aws_endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk = loader.load().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        Self::from_clients(config, dynamodb, kms, Arc::new(SystemClock))
+    }
+
+    /// Builds from ready clients: tests pass clients with call counters, or a shifted clock.
+    pub fn from_clients(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        kms: aws_sdk_kms::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        config.validate()?;
+        let provider = ProviderClient::new(config.refresh.provider_timeout, config.refresh.provider_attempts)?;
+        let provider_keys = ProviderKeys::new(provider.http().clone(), config.insecure_allow_http_loopback);
+        let envelope = Envelope::new(
+            kms.clone(),
+            config.data_key_id.clone(),
+            DataKeyCache::new(config.data_key_cache_entries, config.data_key_cache_max_age),
+        );
+        let user_tokens = UserTokens::new(
+            SigningKey::new(kms, config.signing_key_id.clone()),
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.user_token_lifetime,
+            clock.clone(),
+        );
+        Ok(Self { table: Table::new(dynamodb, config.table_name.clone()), envelope, provider, provider_keys, user_tokens, clock, config })
+    }
+}

@@ -1,0 +1,333 @@
+//! The credential item: one per (connection, user), holding the sealed provider tokens and the state of
+//! the refresh protocol (`tokenVersion`, the lease, `status`). The protocol itself is in `vault.rs`.
+
+use std::fmt;
+
+use super::{StoreError, Table, b, classify, get_b, get_n, get_s, n, opt_b, opt_n, opt_s, s};
+use crate::crypto::EncryptionContext;
+
+pub const ATTR_REFRESH_TOKEN: &str = "refreshToken";
+pub const ATTR_ACCESS_TOKEN: &str = "accessToken";
+
+/// A lease may be claimed when it is the version we read, the credential is usable, and no live lease exists.
+const CLAIM_LEASE: &str = "tokenVersion = :v AND #status = :active \
+     AND (attribute_not_exists(leaseOwner) OR leaseExpiresAtMs < :now)";
+/// New tokens land only from the lease holder, and only on the version they were refreshed from.
+const COMMIT_REFRESH: &str = "leaseOwner = :me AND tokenVersion = :v";
+/// Only the owner releases a lease (Nango's lock was released by anyone).
+const RELEASE_LEASE: &str = "leaseOwner = :me";
+/// A credential is declared dead only by the holder that saw the provider refuse this very version.
+const MARK_REAUTH: &str = "leaseOwner = :me AND tokenVersion = :v";
+const CREATE: &str = "attribute_not_exists(pk)";
+/// A login replaces the tokens of exactly the version it read.
+const REPLACE_AFTER_LOGIN: &str = "tokenVersion = :v";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialStatus {
+    Active,
+    ReauthRequired,
+}
+
+impl CredentialStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            CredentialStatus::Active => "ACTIVE",
+            CredentialStatus::ReauthRequired => "REAUTH_REQUIRED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshLease {
+    pub owner: String,
+    pub expires_at_ms: i64,
+}
+
+/// The stored credential. Token fields hold ciphertexts; `Debug` shows only their presence.
+#[derive(Clone)]
+pub struct CredentialItem {
+    pub connection_id: String,
+    pub user_id: String,
+    pub refresh_token: Option<Vec<u8>>,
+    pub access_token: Vec<u8>,
+    /// Epoch seconds.
+    pub access_expires_at: i64,
+    pub token_type: String,
+    pub scope: Option<String>,
+    pub token_version: i64,
+    pub lease: Option<RefreshLease>,
+    pub status: CredentialStatus,
+}
+
+impl fmt::Debug for CredentialItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialItem")
+            .field("connection_id", &self.connection_id)
+            .field("user_id", &self.user_id)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("access_expires_at", &self.access_expires_at)
+            .field("token_version", &self.token_version)
+            .field("lease", &self.lease)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+/// New sealed tokens to write, from a login or a refresh.
+pub struct NewTokens {
+    pub access_token: Vec<u8>,
+    /// `None` keeps the stored refresh token (providers often send none on refresh or re-login).
+    pub refresh_token: Option<Vec<u8>>,
+    pub access_expires_at: i64,
+    pub token_type: String,
+    pub scope: Option<String>,
+}
+
+pub fn pk(connection_id: &str) -> String {
+    format!("CREDENTIAL#{connection_id}")
+}
+
+pub fn sk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+pub fn context(table: &Table, connection_id: &str, user_id: &str, attribute: &'static str) -> EncryptionContext {
+    table.context(&pk(connection_id), &sk(user_id), attribute)
+}
+
+/// Consistent read: the refresh protocol decides on the latest committed version.
+pub async fn get(table: &Table, connection_id: &str, user_id: &str) -> Result<Option<CredentialItem>, StoreError> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(connection_id)))
+        .key("sk", s(sk(user_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| classify("GetItem", e))?;
+    out.item.map(|item| from_item(&item)).transpose()
+}
+
+fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
+    let status = match get_s(item, "status")?.as_str() {
+        "ACTIVE" => CredentialStatus::Active,
+        "REAUTH_REQUIRED" => CredentialStatus::ReauthRequired,
+        other => return Err(StoreError::Malformed(format!("unknown status {other}"))),
+    };
+    let lease = match (opt_s(item, "leaseOwner")?, opt_n(item, "leaseExpiresAtMs")?) {
+        (Some(owner), Some(expires_at_ms)) => Some(RefreshLease { owner, expires_at_ms }),
+        _ => None,
+    };
+    Ok(CredentialItem {
+        connection_id: get_s(item, "connectionId")?,
+        user_id: get_s(item, "userId")?,
+        refresh_token: opt_b(item, ATTR_REFRESH_TOKEN)?,
+        access_token: get_b(item, ATTR_ACCESS_TOKEN)?,
+        access_expires_at: get_n(item, "accessExpiresAt")?,
+        token_type: get_s(item, "tokenType")?,
+        scope: opt_s(item, "tokenScope")?,
+        token_version: get_n(item, "tokenVersion")?,
+        lease,
+        status,
+    })
+}
+
+/// Stores the tokens of a login. Creates the item, or replaces the tokens of the version `previous`
+/// read, making it ACTIVE again and dropping any lease (the new tokens supersede a refresh in flight).
+pub async fn save_after_login(
+    table: &Table,
+    connection_id: &str,
+    user_id: &str,
+    previous: Option<&CredentialItem>,
+    tokens: NewTokens,
+    now_secs: i64,
+) -> Result<(), StoreError> {
+    match previous {
+        None => {
+            let mut req = table
+                .client
+                .put_item()
+                .table_name(&table.name)
+                .item("pk", s(pk(connection_id)))
+                .item("sk", s(sk(user_id)))
+                .item("connectionId", s(connection_id))
+                .item("userId", s(user_id))
+                .item(ATTR_ACCESS_TOKEN, b(tokens.access_token))
+                .item("accessExpiresAt", n(tokens.access_expires_at))
+                .item("tokenType", s(tokens.token_type))
+                .item("tokenVersion", n(1))
+                .item("status", s(CredentialStatus::Active.as_str()))
+                .item("createdAt", n(now_secs))
+                .item("updatedAt", n(now_secs))
+                .condition_expression(CREATE);
+            if let Some(rt) = tokens.refresh_token {
+                req = req.item(ATTR_REFRESH_TOKEN, b(rt));
+            }
+            if let Some(scope) = tokens.scope {
+                req = req.item("tokenScope", s(scope));
+            }
+            req.send().await.map_err(|e| classify("PutItem", e))?;
+        }
+        Some(prev) => {
+            let mut set = vec![
+                "accessToken = :at",
+                "accessExpiresAt = :exp",
+                "tokenType = :tt",
+                "tokenVersion = :next",
+                "#status = :active",
+                "updatedAt = :now",
+            ];
+            let mut remove = vec!["leaseOwner", "leaseExpiresAtMs"];
+            let mut req = table
+                .client
+                .update_item()
+                .table_name(&table.name)
+                .key("pk", s(pk(connection_id)))
+                .key("sk", s(sk(user_id)))
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":at", b(tokens.access_token))
+                .expression_attribute_values(":exp", n(tokens.access_expires_at))
+                .expression_attribute_values(":tt", s(tokens.token_type))
+                .expression_attribute_values(":next", n(prev.token_version + 1))
+                .expression_attribute_values(":v", n(prev.token_version))
+                .expression_attribute_values(":active", s(CredentialStatus::Active.as_str()))
+                .expression_attribute_values(":now", n(now_secs))
+                .condition_expression(REPLACE_AFTER_LOGIN);
+            if let Some(rt) = tokens.refresh_token {
+                set.push("refreshToken = :rt");
+                req = req.expression_attribute_values(":rt", b(rt));
+            }
+            match tokens.scope {
+                Some(scope) => {
+                    set.push("tokenScope = :scope");
+                    req = req.expression_attribute_values(":scope", s(scope));
+                }
+                None => remove.push("tokenScope"),
+            }
+            let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+            req.update_expression(expr).send().await.map_err(|e| classify("UpdateItem", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tries to take the refresh lease on `version`. `Ok(false)`: someone else holds it or the version moved.
+pub async fn claim_lease(
+    table: &Table,
+    item: &CredentialItem,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression("SET leaseOwner = :me, leaseExpiresAtMs = :until")
+        .condition_expression(CLAIM_LEASE)
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":until", n(now_ms + lease_ms))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":active", s(CredentialStatus::Active.as_str()))
+        .expression_attribute_values(":now", n(now_ms))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
+/// Commits refreshed tokens as `version + 1` and drops the lease. `Ok(false)`: we no longer own the
+/// lease on that version, so our tokens must not land.
+pub async fn commit_refresh(
+    table: &Table,
+    item: &CredentialItem,
+    owner: &str,
+    tokens: NewTokens,
+    now_secs: i64,
+) -> Result<bool, StoreError> {
+    let mut set = vec!["accessToken = :at", "accessExpiresAt = :exp", "tokenType = :tt", "tokenVersion = :next", "updatedAt = :now"];
+    let mut req = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .condition_expression(COMMIT_REFRESH)
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":next", n(item.token_version + 1))
+        .expression_attribute_values(":at", b(tokens.access_token))
+        .expression_attribute_values(":exp", n(tokens.access_expires_at))
+        .expression_attribute_values(":tt", s(tokens.token_type))
+        .expression_attribute_values(":now", n(now_secs));
+    if let Some(rt) = tokens.refresh_token {
+        set.push("refreshToken = :rt");
+        req = req.expression_attribute_values(":rt", b(rt));
+    }
+    if let Some(scope) = tokens.scope {
+        set.push("tokenScope = :scope");
+        req = req.expression_attribute_values(":scope", s(scope));
+    }
+    let expr = format!("SET {} REMOVE leaseOwner, leaseExpiresAtMs", set.join(", "));
+    condition_outcome("UpdateItem", req.update_expression(expr).send().await)
+}
+
+/// Gives the lease back after a failed refresh so the next fetch can try at once.
+pub async fn release_lease(table: &Table, item: &CredentialItem, owner: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression("REMOVE leaseOwner, leaseExpiresAtMs")
+        .condition_expression(RELEASE_LEASE)
+        .expression_attribute_values(":me", s(owner))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
+/// Marks the credential dead after the provider refused its refresh token; drops the lease.
+pub async fn mark_reauth_required(
+    table: &Table,
+    item: &CredentialItem,
+    owner: &str,
+    now_secs: i64,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression("SET #status = :dead, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs")
+        .condition_expression(MARK_REAUTH)
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":dead", s(CredentialStatus::ReauthRequired.as_str()))
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":now", n(now_secs))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
+/// `Ok(true)` when the write happened, `Ok(false)` when its condition did not hold.
+fn condition_outcome<T, E, R>(operation: &'static str, result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify(operation, e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}

@@ -1,0 +1,125 @@
+//! The login request: what `POST /api/authentication` started and the provider callback finishes.
+//! Keyed by the `state` sent to the provider, consumed exactly once by a conditional delete.
+
+use std::fmt;
+
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+
+use super::{Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
+use crate::crypto::EncryptionContext;
+
+const SK: &str = "LOGIN_REQUEST";
+pub const ATTR_PROVIDER_VERIFIER: &str = "providerCodeVerifier";
+
+/// Consumed only by the callback of its own connection, and only before it expires.
+const CONSUME: &str = "attribute_exists(pk) AND connectionId = :connection AND expiresAt > :now";
+
+pub struct LoginRequest {
+    pub state: String,
+    pub authentication_request_id: String,
+    pub connection_id: String,
+    pub redirect_url: String,
+    /// The app's S256 code challenge, checked at the vault token exchange.
+    pub app_code_challenge: String,
+    /// The vault's own PKCE verifier towards the provider, sealed.
+    pub provider_code_verifier: Vec<u8>,
+    pub nonce: String,
+    /// Epoch seconds.
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("authentication_request_id", &self.authentication_request_id)
+            .field("connection_id", &self.connection_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn pk(state: &str) -> String {
+    format!("LOGIN#{}", super::secret_digest(state))
+}
+
+pub fn verifier_context(table: &Table, state: &str) -> EncryptionContext {
+    table.context(&pk(state), SK, ATTR_PROVIDER_VERIFIER)
+}
+
+pub async fn put(table: &Table, request: LoginRequest) -> Result<(), StoreError> {
+    table
+        .client
+        .put_item()
+        .table_name(&table.name)
+        .item("pk", s(pk(&request.state)))
+        .item("sk", s(SK))
+        .item("authenticationRequestId", s(request.authentication_request_id))
+        .item("connectionId", s(request.connection_id))
+        .item("redirectUrl", s(request.redirect_url))
+        .item("appCodeChallenge", s(request.app_code_challenge))
+        .item(ATTR_PROVIDER_VERIFIER, b(request.provider_code_verifier))
+        .item("nonce", s(request.nonce))
+        .item("expiresAt", n(request.expires_at))
+        .item(TTL_ATTRIBUTE, n(request.expires_at))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+        .map_err(|e| classify("PutItem", e))?;
+    Ok(())
+}
+
+#[derive(Debug)]
+pub enum ConsumeOutcome {
+    Consumed(LoginRequest),
+    /// No such request: never made, or already consumed (a replay).
+    Unknown,
+    /// The request belongs to another connection's callback (a mix-up attempt); left untouched.
+    ForeignConnection,
+    Expired,
+}
+
+pub async fn consume(table: &Table, state: &str, connection_id: &str, now_secs: i64) -> Result<ConsumeOutcome, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(state)))
+        .key("sk", s(SK))
+        .condition_expression(CONSUME)
+        .expression_attribute_values(":connection", s(connection_id))
+        .expression_attribute_values(":now", n(now_secs))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            let item = out.attributes.ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
+            Ok(ConsumeOutcome::Consumed(from_item(state, &item)?))
+        }
+        Err(err) => {
+            if let Some(DeleteItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
+                return Ok(match &failed.item {
+                    None => ConsumeOutcome::Unknown,
+                    Some(old) if get_s(old, "connectionId")? != connection_id => ConsumeOutcome::ForeignConnection,
+                    Some(_) => ConsumeOutcome::Expired,
+                });
+            }
+            Err(classify("DeleteItem", err))
+        }
+    }
+}
+
+fn from_item(state: &str, item: &Item) -> Result<LoginRequest, StoreError> {
+    Ok(LoginRequest {
+        state: state.to_string(),
+        authentication_request_id: get_s(item, "authenticationRequestId")?,
+        connection_id: get_s(item, "connectionId")?,
+        redirect_url: get_s(item, "redirectUrl")?,
+        app_code_challenge: get_s(item, "appCodeChallenge")?,
+        provider_code_verifier: get_b(item, ATTR_PROVIDER_VERIFIER)?,
+        nonce: get_s(item, "nonce")?,
+        expires_at: get_n(item, "expiresAt")?,
+    })
+}

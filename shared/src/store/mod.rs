@@ -1,0 +1,126 @@
+//! DynamoDB items, one module per item kind. Every state-changing write carries a named condition;
+//! a failed condition comes back as `StoreError::ConditionFailed`, never as a generic error.
+//!
+//! One table, keys `pk` (partition) and `sk` (sort). Short-lived items carry `deleteAfter`, the TTL
+//! attribute, in epoch seconds; their own `expiresAt` is checked on read because TTL deletion is lazy.
+
+pub mod connections;
+pub mod credentials;
+pub mod login_requests;
+pub mod vault_codes;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::crypto::EncryptionContext;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The TTL attribute of the table (see infra/template.yaml).
+pub const TTL_ATTRIBUTE: &str = "deleteAfter";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's condition did not hold; the item as it was, when DynamoDB returned it.
+    #[error("condition failed")]
+    ConditionFailed(Option<Box<Item>>),
+    #[error("DynamoDB throttled the request")]
+    Throttled,
+    #[error("stored item is malformed: {0}")]
+    Malformed(String),
+    #[error("DynamoDB {operation} failed: {cause}")]
+    Dynamo { operation: &'static str, cause: String },
+}
+
+/// The table and the client, handed to every item module.
+#[derive(Clone)]
+pub struct Table {
+    pub client: aws_sdk_dynamodb::Client,
+    pub name: String,
+}
+
+impl Table {
+    pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
+        Self { client, name: name.into() }
+    }
+
+    pub fn context(&self, pk: &str, sk: &str, attribute: &'static str) -> EncryptionContext {
+        EncryptionContext { table: self.name.clone(), pk: pk.to_string(), sk: sk.to_string(), attribute }
+    }
+}
+
+/// Turns an SDK error into a store outcome: throttling and failed conditions keep their meaning.
+pub(crate) fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let code = err.as_service_error().and_then(|e| e.code()).map(str::to_string);
+    match code.as_deref() {
+        Some("ConditionalCheckFailedException") => StoreError::ConditionFailed(None),
+        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
+            StoreError::Throttled
+        }
+        _ => StoreError::Dynamo { operation, cause: crate::error::cause_chain(&err) },
+    }
+}
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(crate) fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub(crate) fn b(value: Vec<u8>) -> AttributeValue {
+    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(value))
+}
+
+pub(crate) fn get_s(item: &Item, name: &str) -> Result<String, StoreError> {
+    opt_s(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
+}
+
+pub(crate) fn opt_s(item: &Item, name: &str) -> Result<Option<String>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+        Some(_) => Err(StoreError::Malformed(format!("{name} is not a string"))),
+    }
+}
+
+pub(crate) fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+    opt_n(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
+}
+
+pub(crate) fn opt_n(item: &Item, name: &str) -> Result<Option<i64>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Malformed(format!("{name} is not an integer"))),
+        Some(_) => Err(StoreError::Malformed(format!("{name} is not a number"))),
+    }
+}
+
+pub(crate) fn opt_b(item: &Item, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::B(v)) => Ok(Some(v.clone().into_inner())),
+        Some(_) => Err(StoreError::Malformed(format!("{name} is not binary"))),
+    }
+}
+
+pub(crate) fn get_b(item: &Item, name: &str) -> Result<Vec<u8>, StoreError> {
+    opt_b(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
+}
+
+/// The SHA-256 of a secret, base64url: how single-use secrets are keyed, so the raw value is never stored.
+pub fn secret_digest(secret: &str) -> String {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}

@@ -1,0 +1,118 @@
+//! The vault code: the one-time code the app exchanges for vault user tokens. Stored under the hash
+//! of the code, bound to the app's code challenge, redirect URL and authentication request.
+
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::{Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, s};
+
+const SK: &str = "VAULT_CODE";
+
+/// Every binding is part of the delete's condition, so a wrong verifier or redirect URL changes nothing.
+const CONSUME: &str = "attribute_exists(pk) AND authenticationRequestId = :rid \
+     AND appCodeChallenge = :challenge AND redirectUrl = :redirect AND expiresAt > :now";
+
+#[derive(Debug, Clone)]
+pub struct VaultCode {
+    pub authentication_request_id: String,
+    pub app_code_challenge: String,
+    pub redirect_url: String,
+    pub connection_id: String,
+    pub user_id: String,
+    pub expires_at: i64,
+}
+
+fn pk(code: &str) -> String {
+    format!("VAULT_CODE#{}", super::secret_digest(code))
+}
+
+pub async fn put(table: &Table, code: &str, record: &VaultCode) -> Result<(), StoreError> {
+    table
+        .client
+        .put_item()
+        .table_name(&table.name)
+        .item("pk", s(pk(code)))
+        .item("sk", s(SK))
+        .item("authenticationRequestId", s(&record.authentication_request_id))
+        .item("appCodeChallenge", s(&record.app_code_challenge))
+        .item("redirectUrl", s(&record.redirect_url))
+        .item("connectionId", s(&record.connection_id))
+        .item("userId", s(&record.user_id))
+        .item("expiresAt", n(record.expires_at))
+        .item(TTL_ATTRIBUTE, n(record.expires_at))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+        .map_err(|e| classify("PutItem", e))?;
+    Ok(())
+}
+
+/// Why a code exchange was refused. Only `Unknown` means the code is gone; the others leave it in place.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Expired,
+    WrongRequest,
+    WrongVerifier,
+    WrongRedirect,
+}
+
+/// Consumes the code if it matches every binding. `computed_challenge` is S256 of the presented verifier.
+pub async fn consume(
+    table: &Table,
+    code: &str,
+    authentication_request_id: &str,
+    computed_challenge: &str,
+    redirect_url: &str,
+    now_secs: i64,
+) -> Result<Result<VaultCode, Refusal>, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(code)))
+        .key("sk", s(SK))
+        .condition_expression(CONSUME)
+        .expression_attribute_values(":rid", s(authentication_request_id))
+        .expression_attribute_values(":challenge", s(computed_challenge))
+        .expression_attribute_values(":redirect", s(redirect_url))
+        .expression_attribute_values(":now", n(now_secs))
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            let item = out.attributes.ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
+            Ok(Ok(from_item(&item)?))
+        }
+        Err(err) => {
+            if let Some(DeleteItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
+                let Some(old) = &failed.item else { return Ok(Err(Refusal::Unknown)) };
+                let old = from_item(old)?;
+                let refusal = if old.authentication_request_id != authentication_request_id {
+                    Refusal::WrongRequest
+                } else if old.app_code_challenge != computed_challenge {
+                    Refusal::WrongVerifier
+                } else if old.redirect_url != redirect_url {
+                    Refusal::WrongRedirect
+                } else {
+                    Refusal::Expired
+                };
+                return Ok(Err(refusal));
+            }
+            Err(classify("DeleteItem", err))
+        }
+    }
+}
+
+fn from_item(item: &Item) -> Result<VaultCode, StoreError> {
+    Ok(VaultCode {
+        authentication_request_id: get_s(item, "authenticationRequestId")?,
+        app_code_challenge: get_s(item, "appCodeChallenge")?,
+        redirect_url: get_s(item, "redirectUrl")?,
+        connection_id: get_s(item, "connectionId")?,
+        user_id: get_s(item, "userId")?,
+        expires_at: get_n(item, "expiresAt")?,
+    })
+}

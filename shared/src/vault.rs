@@ -1,0 +1,262 @@
+//! The vault: a fresh provider access token for a stored credential, by the lease protocol of DESIGN §3.
+//!
+//! Many Lambda instances may ask at once. Exactly one claims the refresh lease (a conditional update on
+//! the version it read) and calls the provider; the others poll until the version moves. New tokens are
+//! committed only by the lease holder and only onto the version they were refreshed from, so a rotated
+//! refresh token is never used twice, even if a lease runs out under a paused holder.
+
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::ApiError;
+use crate::oauth::provider::ProviderError;
+use crate::services::Services;
+use crate::store::credentials::{self, CredentialItem, CredentialStatus, NewTokens};
+use crate::store::{StoreError, connections};
+
+/// Told to callers when the provider is down and no valid token is left.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+const POLL_BASE: Duration = Duration::from_millis(25);
+const POLL_CAP: Duration = Duration::from_millis(400);
+/// Providers that send no `expires_in` on refresh: treat the token as not expiring (see login.rs).
+const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// An access token ready to hand out. Never carries the refresh token.
+pub struct FreshAccessToken {
+    pub access_token: SecretString,
+    /// Epoch seconds.
+    pub expires_at: i64,
+    pub token_type: String,
+    pub scope: Option<String>,
+    /// Whether this request made the provider call.
+    pub refreshed: bool,
+}
+
+impl std::fmt::Debug for FreshAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshAccessToken")
+            .field("expires_at", &self.expires_at)
+            .field("refreshed", &self.refreshed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the lease holder's attempt came to.
+enum HolderOutcome {
+    Done(Result<FreshAccessToken, ApiError>),
+    /// The version moved under us (a lost race): read again.
+    ReadAgain,
+}
+
+/// An access token for (connection, user) valid for at least `min_validity`, refreshing it if needed.
+pub async fn fresh_access_token(
+    services: &Services,
+    connection_id: &str,
+    user_id: &str,
+    min_validity: Duration,
+) -> Result<FreshAccessToken, ApiError> {
+    let timing = &services.config.refresh;
+    let deadline = Instant::now() + timing.poll_deadline;
+    let mut first_version = None;
+    let mut polls = 0u32;
+    loop {
+        let item = credentials::get(&services.table, connection_id, user_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found("credentials_not_found", "no credentials stored for this user and connection"))?;
+        if item.status == CredentialStatus::ReauthRequired {
+            return Err(ApiError::ReauthenticationRequired);
+        }
+        let now = services.clock.now_secs();
+        if item.access_expires_at >= now + min_validity.as_secs() as i64 {
+            return open_access_token(services, &item, false).await;
+        }
+        // Someone refreshed while we waited: theirs is as fresh as the provider makes them; take it
+        // rather than refreshing again, as long as it has not actually expired.
+        let first = *first_version.get_or_insert(item.token_version);
+        if item.token_version > first && item.access_expires_at > now {
+            return open_access_token(services, &item, false).await;
+        }
+        if item.refresh_token.is_none() {
+            return if item.access_expires_at > now {
+                open_access_token(services, &item, false).await
+            } else {
+                Err(ApiError::ReauthenticationRequired)
+            };
+        }
+        let now_ms = services.clock.now_millis();
+        let lease_free = item.lease.as_ref().is_none_or(|lease| lease.expires_at_ms < now_ms);
+        if lease_free {
+            let owner = crate::random::token(16);
+            let lease_ms = timing.lease_length.as_millis() as i64;
+            if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms).await.map_err(store_error)? {
+                match refresh_as_holder(services, &item, &owner).await {
+                    HolderOutcome::Done(result) => return result,
+                    HolderOutcome::ReadAgain => continue,
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(connection_id = %connection_id, "gave up waiting for another instance's refresh");
+            return serve_unexpired_or_unavailable(services, &item, DEFAULT_RETRY_AFTER).await;
+        }
+        tokio::time::sleep(poll_backoff(polls)).await;
+        polls += 1;
+    }
+}
+
+/// We hold the lease on `item.token_version`: refresh with the provider and commit, or give the lease back.
+async fn refresh_as_holder(services: &Services, item: &CredentialItem, owner: &str) -> HolderOutcome {
+    let result = call_provider_and_commit(services, item, owner).await;
+    match result {
+        Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
+        Ok(None) => HolderOutcome::ReadAgain,
+        Err(RefreshFailure::Permanent(e)) => {
+            // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
+            match credentials::get(&services.table, &item.connection_id, &item.user_id).await {
+                Ok(Some(current)) if current.token_version != item.token_version => return HolderOutcome::ReadAgain,
+                Err(err) => return HolderOutcome::Done(Err(store_error(err))),
+                _ => {}
+            }
+            tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
+            let now = services.clock.now_secs();
+            match credentials::mark_reauth_required(&services.table, item, owner, now).await {
+                Ok(true) => HolderOutcome::Done(Err(ApiError::ReauthenticationRequired)),
+                Ok(false) => HolderOutcome::ReadAgain,
+                Err(err) => HolderOutcome::Done(Err(store_error(err))),
+            }
+        }
+        Err(RefreshFailure::Transient(e)) => {
+            tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
+            release(services, item, owner).await;
+            let retry_after = match &e {
+                ProviderError::Transient { retry_after: Some(r), .. } => *r,
+                _ => DEFAULT_RETRY_AFTER,
+            };
+            HolderOutcome::Done(serve_unexpired_or_unavailable(services, item, retry_after).await)
+        }
+        Err(RefreshFailure::Internal(e)) => {
+            release(services, item, owner).await;
+            HolderOutcome::Done(Err(e))
+        }
+    }
+}
+
+enum RefreshFailure {
+    Permanent(ProviderError),
+    Transient(ProviderError),
+    Internal(ApiError),
+}
+
+/// `Ok(None)`: we lost the lease before committing; the caller reads again.
+async fn call_provider_and_commit(
+    services: &Services,
+    item: &CredentialItem,
+    owner: &str,
+) -> Result<Option<FreshAccessToken>, RefreshFailure> {
+    let table = &services.table;
+    let internal = |e: ApiError| RefreshFailure::Internal(e);
+    let connection = connections::get(table, &services.envelope, &item.connection_id)
+        .await
+        .map_err(|e| internal(ApiError::internal(e)))?
+        .ok_or_else(|| internal(ApiError::not_found("connection_not_found", "the credential's connection no longer exists")))?;
+    let sealed_refresh = item.refresh_token.as_deref().ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
+    let refresh_token = services
+        .envelope
+        .open_str(&credentials::context(table, &item.connection_id, &item.user_id, credentials::ATTR_REFRESH_TOKEN), sealed_refresh)
+        .await
+        .map_err(|e| internal(ApiError::internal(e)))?;
+
+    let tokens = services.provider.refresh(&connection, &refresh_token).await.map_err(|e| match e {
+        ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
+        ProviderError::Transient { .. } => RefreshFailure::Transient(e),
+    })?;
+
+    // From here the provider may have rotated the refresh token: keep this window short and commit.
+    let seal = |attribute: &'static str, value: SecretString| {
+        let ctx = credentials::context(table, &item.connection_id, &item.user_id, attribute);
+        async move { services.envelope.seal_str(&ctx, value.expose_secret()).await }
+    };
+    let access_token = seal(credentials::ATTR_ACCESS_TOKEN, tokens.access_token.clone())
+        .await
+        .map_err(|e| internal(ApiError::internal(e)))?;
+    let new_refresh = match &tokens.refresh_token {
+        Some(rt) => Some(seal(credentials::ATTR_REFRESH_TOKEN, rt.clone()).await.map_err(|e| internal(ApiError::internal(e)))?),
+        None => None,
+    };
+    let now = services.clock.now_secs();
+    let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
+    let committed = credentials::commit_refresh(
+        table,
+        item,
+        owner,
+        NewTokens {
+            access_token,
+            refresh_token: new_refresh,
+            access_expires_at: expires_at,
+            token_type: tokens.token_type.clone(),
+            scope: tokens.scope.clone().or_else(|| item.scope.clone()),
+        },
+        now,
+    )
+    .await
+    .map_err(|e| internal(store_error(e)))?;
+    if !committed {
+        tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
+        return Ok(None);
+    }
+    tracing::info!(connection_id = %item.connection_id, user_id = %item.user_id, version = item.token_version + 1, rotated = tokens.refresh_token.is_some(), "credential refreshed");
+    Ok(Some(FreshAccessToken {
+        access_token: tokens.access_token,
+        expires_at,
+        token_type: tokens.token_type,
+        scope: tokens.scope.or_else(|| item.scope.clone()),
+        refreshed: true,
+    }))
+}
+
+async fn release(services: &Services, item: &CredentialItem, owner: &str) {
+    // Failing to release only delays the next refresh until the lease runs out.
+    if let Err(e) = credentials::release_lease(&services.table, item, owner).await {
+        tracing::warn!(connection_id = %item.connection_id, error = %e, "could not release refresh lease");
+    }
+}
+
+/// The stored token if it has not actually expired (below the requested validity, but usable), else 503.
+async fn serve_unexpired_or_unavailable(
+    services: &Services,
+    item: &CredentialItem,
+    retry_after: Duration,
+) -> Result<FreshAccessToken, ApiError> {
+    if item.access_expires_at > services.clock.now_secs() {
+        open_access_token(services, item, false).await
+    } else {
+        Err(ApiError::ProviderUnavailable { retry_after })
+    }
+}
+
+async fn open_access_token(services: &Services, item: &CredentialItem, refreshed: bool) -> Result<FreshAccessToken, ApiError> {
+    let ctx = credentials::context(&services.table, &item.connection_id, &item.user_id, credentials::ATTR_ACCESS_TOKEN);
+    let access_token = services.envelope.open_str(&ctx, &item.access_token).await.map_err(ApiError::internal)?;
+    Ok(FreshAccessToken {
+        access_token,
+        expires_at: item.access_expires_at,
+        token_type: item.token_type.clone(),
+        scope: item.scope.clone(),
+        refreshed,
+    })
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        // Throttling survived the SDK's own retries: a 503 with Retry-After, nothing changed.
+        StoreError::Throttled => ApiError::Throttled,
+        other => ApiError::internal(other),
+    }
+}
+
+fn poll_backoff(polls: u32) -> Duration {
+    let ceiling = (POLL_BASE * 2u32.saturating_pow(polls.min(8))).min(POLL_CAP);
+    ceiling.mul_f64(0.5 + crate::random::unit_fraction() / 2.0)
+}

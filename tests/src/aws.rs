@@ -1,0 +1,165 @@
+//! AWS clients pointed at moto, with call counters, and a fresh table and fresh keys per test so tests
+//! run in parallel without sharing state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+
+/// Calls counted by operation, as an SDK interceptor sees them (one per logical call).
+#[derive(Default, Debug)]
+pub struct CallCounters {
+    pub dynamodb_reads: AtomicU64,
+    pub dynamodb_writes: AtomicU64,
+    pub kms_calls: AtomicU64,
+}
+
+impl CallCounters {
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.dynamodb_reads.load(Ordering::SeqCst),
+            self.dynamodb_writes.load(Ordering::SeqCst),
+            self.kms_calls.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct DynamoCounter(Arc<CallCounters>);
+
+impl aws_sdk_dynamodb::config::Intercept for DynamoCounter {
+    fn name(&self) -> &'static str {
+        "credvault-test-dynamodb-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use aws_sdk_dynamodb::operation::{get_item::GetItemInput, query::QueryInput, scan::ScanInput};
+        let input = context.input();
+        let is_read = input.downcast_ref::<GetItemInput>().is_some()
+            || input.downcast_ref::<QueryInput>().is_some()
+            || input.downcast_ref::<ScanInput>().is_some();
+        let counter = if is_read { &self.0.dynamodb_reads } else { &self.0.dynamodb_writes };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct KmsCounter(Arc<CallCounters>);
+
+impl aws_sdk_kms::config::Intercept for KmsCounter {
+    fn name(&self) -> &'static str {
+        "credvault-test-kms-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_sdk_kms::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_kms::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kms::error::BoxError> {
+        self.0.kms_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Clients and resources of one test.
+pub struct TestAws {
+    pub endpoint: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub counters: Arc<CallCounters>,
+    pub table: String,
+    pub data_key_id: String,
+    pub signing_key_id: String,
+}
+
+impl TestAws {
+    /// A new table and new keys on the shared moto server.
+    pub async fn fresh() -> Self {
+        Self::fresh_at(&crate::moto::endpoint()).await
+    }
+
+    pub async fn fresh_at(endpoint: &str) -> Self {
+        let counters = Arc::new(CallCounters::default());
+        let creds = Credentials::new("testing", "testing", None, None, "credvault-tests");
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(creds.clone())
+                .endpoint_url(endpoint)
+                .interceptor(DynamoCounter(counters.clone()))
+                .build(),
+        );
+        let kms = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(aws_sdk_kms::config::Region::new("us-east-1"))
+                .credentials_provider(creds)
+                .endpoint_url(endpoint)
+                .interceptor(KmsCounter(counters.clone()))
+                .build(),
+        );
+        let table = format!("credvault-{}", credvault::random::token(8).replace(['-', '_'], "x"));
+        create_table(&dynamodb, &table).await;
+        let data_key_id = kms
+            .create_key()
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .key_spec(KeySpec::SymmetricDefault)
+            .send()
+            .await
+            .expect("create data key")
+            .key_metadata
+            .expect("key metadata")
+            .key_id;
+        let signing_key_id = kms
+            .create_key()
+            .key_usage(KeyUsageType::SignVerify)
+            .key_spec(KeySpec::EccNistP256)
+            .send()
+            .await
+            .expect("create signing key")
+            .key_metadata
+            .expect("key metadata")
+            .key_id;
+        let aws = Self { endpoint: endpoint.to_string(), dynamodb, kms, counters, table, data_key_id, signing_key_id };
+        aws.reset_counters();
+        aws
+    }
+
+    pub fn reset_counters(&self) {
+        self.counters.dynamodb_reads.store(0, Ordering::SeqCst);
+        self.counters.dynamodb_writes.store(0, Ordering::SeqCst);
+        self.counters.kms_calls.store(0, Ordering::SeqCst);
+    }
+
+    /// Every item of the table, raw.
+    pub async fn scan_all(&self) -> Vec<credvault::store::Item> {
+        let out = self.dynamodb.scan().table_name(&self.table).send().await.expect("scan");
+        out.items.unwrap_or_default()
+    }
+}
+
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
+    let attr = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("attribute")
+    };
+    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create table");
+}

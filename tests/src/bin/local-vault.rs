@@ -1,0 +1,31 @@
+//! `make dev`: the whole vault on 127.0.0.1 with a demo provider and a demo page.
+
+use std::time::Duration;
+
+use credvault::config::RefreshTiming;
+use credvault_tests::{LocalStack, StackOptions};
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    let port: u16 = std::env::var("CREDVAULT_DEV_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let stack = LocalStack::start(StackOptions {
+        port,
+        demo_page: true,
+        extra_redirect_urls: vec![format!("http://127.0.0.1:{port}/demo"), format!("http://localhost:{port}/demo")],
+        refresh: RefreshTiming::default(),
+        ..StackOptions::default()
+    })
+    .await;
+    // Short-lived provider tokens, so a person sees refreshes happen.
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 600);
+    println!();
+    println!("credvault is running on {}", stack.base_url);
+    println!("  demo page:      {}/demo", stack.base_url);
+    println!("  JWKS:           {}/.well-known/openid-configuration/jwks", stack.base_url);
+    println!("  demo provider:  {} (connection {})", stack.provider.issuer(), stack.connection_id);
+    println!("  AWS emulator:   {} (table {})", stack.aws.endpoint, stack.aws.table);
+    println!("Press Ctrl-C to stop.");
+    let _ = tokio::signal::ctrl_c().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

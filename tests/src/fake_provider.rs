@@ -1,0 +1,400 @@
+//! A fake OAuth 2.0 / OpenID Connect provider served over real HTTP: authorize (auto-consent), token
+//! (authorization_code, refresh_token), revocation, discovery and JWKS, with signed id_tokens.
+//!
+//! Knobs: refresh-token rotation, reuse detection (a reused rotated token revokes its whole family, as
+//! Salesforce and Auth0 do), access-token lifetime, injected failures, latency. Counters record every
+//! call served, and every secret it issued is remembered so tests can look for leaks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+pub const CLIENT_ID: &str = "credvault-demo-client";
+pub const CLIENT_SECRET: &str = "planted-client-secret-3f9a1c";
+
+/// A failure the next token-endpoint call will suffer instead of answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Status(u16),
+    /// Never answers in time (sleeps far past any client timeout).
+    Hang,
+    InvalidGrant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    pub rotate_refresh_tokens: bool,
+    pub reuse_detection: bool,
+    pub access_token_lifetime_secs: i64,
+    pub issue_refresh_token_on_login: bool,
+    /// Added to every token-endpoint answer.
+    pub latency: Duration,
+    /// Subject of the next logins.
+    pub subject: String,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            rotate_refresh_tokens: true,
+            reuse_detection: true,
+            access_token_lifetime_secs: 3600,
+            issue_refresh_token_on_login: true,
+            latency: Duration::ZERO,
+            subject: "alice".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub authorize: u64,
+    pub code_exchanges: u64,
+    pub refreshes: u64,
+    pub revocations: u64,
+    pub reuse_detected: u64,
+    pub discovery: u64,
+    pub jwks: u64,
+}
+
+struct CodeGrant {
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    subject: String,
+    scope: Option<String>,
+}
+
+struct RefreshGrant {
+    family: u64,
+    subject: String,
+    /// Rotated away: a second use is reuse.
+    used: bool,
+}
+
+#[derive(Default)]
+struct ProviderState {
+    knobs: Knobs,
+    failures: VecDeque<Failure>,
+    counters: Counters,
+    codes: HashMap<String, CodeGrant>,
+    refresh_tokens: HashMap<String, RefreshGrant>,
+    revoked_families: HashSet<u64>,
+    next_family: u64,
+    issued_secrets: Vec<String>,
+    /// The refresh tokens presented to the token endpoint, in order.
+    refresh_tokens_presented: Vec<String>,
+}
+
+struct Inner {
+    issuer: String,
+    key_pair: EcdsaKeyPair,
+    kid: String,
+    state: Mutex<ProviderState>,
+}
+
+#[derive(Clone)]
+pub struct FakeProvider {
+    inner: Arc<Inner>,
+}
+
+impl FakeProvider {
+    /// Starts on a free loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind provider");
+        Self::serve(listener).await
+    }
+
+    pub async fn serve(listener: tokio::net::TcpListener) -> Self {
+        let addr: SocketAddr = listener.local_addr().expect("provider addr");
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("provider key");
+        let key_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("provider key");
+        let provider = FakeProvider {
+            inner: Arc::new(Inner {
+                issuer: format!("http://{addr}"),
+                key_pair,
+                kid: format!("fake-{}", credvault::random::token(6)),
+                state: Mutex::new(ProviderState { next_family: 1, ..Default::default() }),
+            }),
+        };
+        let app = Router::new()
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .route("/revoke", post(revoke))
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .with_state(provider.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        provider
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProviderState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_knobs(&self, change: impl FnOnce(&mut Knobs)) {
+        change(&mut self.state().knobs);
+    }
+
+    /// The next token-endpoint calls fail as listed, in order.
+    pub fn fail_next(&self, failures: &[Failure]) {
+        self.state().failures.extend(failures.iter().copied());
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.state().counters.clone()
+    }
+
+    /// Every access token, refresh token, code and id_token this provider issued, plus its client secret.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        let mut all = self.state().issued_secrets.clone();
+        all.push(CLIENT_SECRET.to_string());
+        all
+    }
+
+    pub fn refresh_tokens_presented(&self) -> Vec<String> {
+        self.state().refresh_tokens_presented.clone()
+    }
+
+    /// Is this refresh token still usable (not rotated away, family not revoked)?
+    pub fn refresh_token_is_live(&self, token: &str) -> bool {
+        let state = self.state();
+        state.refresh_tokens.get(token).is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family))
+    }
+
+    /// The refresh tokens that can still be used, newest last.
+    pub fn live_refresh_tokens(&self) -> Vec<String> {
+        let state = self.state();
+        state
+            .issued_secrets
+            .iter()
+            .filter(|t| state.refresh_tokens.get(*t).is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family)))
+            .cloned()
+            .collect()
+    }
+
+    fn sign_id_token(&self, subject: &str, nonce: Option<&str>) -> String {
+        let now = credvault::clock::unix_secs(std::time::SystemTime::now());
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.inner.kid});
+        let mut claims = json!({
+            "iss": self.inner.issuer, "sub": subject, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
+            "email": format!("{subject}@example.com"), "name": subject,
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = self.inner.key_pair.sign(&SystemRandom::new(), input.as_bytes()).expect("sign id_token");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    fn jwk(&self) -> Value {
+        let point = self.inner.key_pair.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.inner.kid,
+               "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
+    }
+}
+
+fn secret(prefix: &str) -> String {
+    format!("{prefix}-{}", credvault::random::token(24))
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut state = p.state();
+    state.counters.authorize += 1;
+    let (Some(redirect_uri), Some(st)) = (q.get("redirect_uri"), q.get("state")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    if q.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || q.get("response_type").map(String::as_str) != Some("code")
+        || q.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let Some(challenge) = q.get("code_challenge") else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
+    let code = secret("code");
+    state.issued_secrets.push(code.clone());
+    // `login_hint` picks the user, so the demo page can sign in as anyone.
+    let subject = q.get("login_hint").filter(|h| !h.is_empty()).cloned().unwrap_or_else(|| state.knobs.subject.clone());
+    state.codes.insert(
+        code.clone(),
+        CodeGrant {
+            redirect_uri: redirect_uri.clone(),
+            code_challenge: challenge.clone(),
+            nonce: q.get("nonce").cloned(),
+            subject,
+            scope: q.get("scope").cloned(),
+        },
+    );
+    let mut target = url::Url::parse(redirect_uri).expect("redirect_uri");
+    target.query_pairs_mut().append_pair("code", &code).append_pair("state", st);
+    (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
+}
+
+/// Reads a token request sent as a form or as JSON.
+fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
+    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        serde_json::from_slice::<HashMap<String, String>>(body).unwrap_or_default()
+    } else {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    }
+}
+
+async fn token(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = token_params(&headers, &body);
+    let (latency, failure) = {
+        let mut state = p.state();
+        match params.get("grant_type").map(String::as_str) {
+            Some("refresh_token") => state.counters.refreshes += 1,
+            _ => state.counters.code_exchanges += 1,
+        }
+        (state.knobs.latency, state.failures.pop_front())
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match failure {
+        Some(Failure::Status(status)) => {
+            return oauth_error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "temporarily_unavailable");
+        }
+        Some(Failure::Hang) => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return oauth_error(StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable");
+        }
+        Some(Failure::InvalidGrant) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+        None => {}
+    }
+    if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || params.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+    {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    match params.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => exchange_code(&p, &params),
+        Some("refresh_token") => refresh(&p, &params),
+        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    }
+}
+
+fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
+    let mut state = p.state();
+    let Some(grant) = params.get("code").and_then(|c| state.codes.remove(c)) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    let verifier = params.get("code_verifier").map(String::as_str).unwrap_or("");
+    if credvault::oauth::pkce::s256_challenge(verifier) != grant.code_challenge
+        || params.get("redirect_uri") != Some(&grant.redirect_uri)
+    {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let family = state.next_family;
+    state.next_family += 1;
+    let issue_refresh = state.knobs.issue_refresh_token_on_login;
+    let id_token = p.sign_id_token(&grant.subject, grant.nonce.as_deref());
+    let mut body = issue_tokens(&mut state, family, &grant.subject, issue_refresh);
+    body["id_token"] = json!(id_token);
+    if let Some(scope) = grant.scope {
+        body["scope"] = json!(scope);
+    }
+    state.issued_secrets.push(id_token);
+    Json(body).into_response()
+}
+
+fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
+    let mut state = p.state();
+    let Some(presented) = params.get("refresh_token").cloned() else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    state.refresh_tokens_presented.push(presented.clone());
+    let knobs = state.knobs.clone();
+    let Some(grant) = state.refresh_tokens.get(&presented) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    let (family, subject, used) = (grant.family, grant.subject.clone(), grant.used);
+    if state.revoked_families.contains(&family) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    if used {
+        state.counters.reuse_detected += 1;
+        if knobs.reuse_detection {
+            state.revoked_families.insert(family);
+        }
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    if knobs.rotate_refresh_tokens
+        && let Some(g) = state.refresh_tokens.get_mut(&presented)
+    {
+        g.used = true;
+    }
+    let body = issue_tokens(&mut state, family, &subject, knobs.rotate_refresh_tokens);
+    Json(body).into_response()
+}
+
+fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refresh_token: bool) -> Value {
+    let access = secret("at");
+    state.issued_secrets.push(access.clone());
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
+    if with_refresh_token {
+        let rt = secret("rt");
+        state.issued_secrets.push(rt.clone());
+        state.refresh_tokens.insert(rt.clone(), RefreshGrant { family, subject: subject.to_string(), used: false });
+        body["refresh_token"] = json!(rt);
+    }
+    body
+}
+
+async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = token_params(&headers, &body);
+    let mut state = p.state();
+    state.counters.revocations += 1;
+    if let Some(family) = params.get("token").and_then(|t| state.refresh_tokens.get(t)).map(|g| g.family) {
+        state.revoked_families.insert(family);
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn discovery(State(p): State<FakeProvider>) -> Json<Value> {
+    p.state().counters.discovery += 1;
+    let issuer = p.issuer();
+    Json(json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "code_challenge_methods_supported": ["S256"],
+    }))
+}
+
+async fn jwks(State(p): State<FakeProvider>) -> Json<Value> {
+    p.state().counters.jwks += 1;
+    Json(json!({"keys": [p.jwk()]}))
+}

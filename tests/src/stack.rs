@@ -1,0 +1,217 @@
+//! The whole local vault in one process: moto (DynamoDB + KMS), the fake provider, and the gateway
+//! over the real function handlers, with a seeded connection. Tests, benchmarks and `make dev` use it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use credvault::clock::{Clock, SystemClock};
+use credvault::config::RefreshTiming;
+use credvault::oauth::pkce::s256_challenge;
+use credvault::oauth::{Connection, TokenRequestEncoding};
+use credvault::{Config, Services};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::aws::TestAws;
+use crate::fake_provider::{CLIENT_ID, CLIENT_SECRET, FakeProvider};
+use crate::gateway::Gateway;
+
+pub const CONNECTION_ID: &str = "con_demo";
+pub const APP_REDIRECT_URL: &str = "https://app.example.com/after-login";
+
+pub struct StackOptions {
+    /// How many warm "Lambda instances" serve each function.
+    pub instances: usize,
+    pub refresh: RefreshTiming,
+    pub clock: Arc<dyn Clock>,
+    pub token_request_encoding: TokenRequestEncoding,
+    pub extra_redirect_urls: Vec<String>,
+    pub demo_page: bool,
+    /// Gateway port; 0 picks a free one.
+    pub port: u16,
+    pub default_connection_properties: BTreeMap<String, String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            // Short, so fault tests finish fast; still passes the start-up check.
+            refresh: RefreshTiming {
+                lease_length: std::time::Duration::from_secs(5),
+                provider_timeout: std::time::Duration::from_millis(800),
+                provider_attempts: 3,
+                poll_deadline: std::time::Duration::from_secs(8),
+            },
+            clock: Arc::new(SystemClock),
+            token_request_encoding: TokenRequestEncoding::Form,
+            extra_redirect_urls: Vec::new(),
+            demo_page: false,
+            port: 0,
+            default_connection_properties: BTreeMap::from([("scope".to_string(), "openid profile email".to_string())]),
+        }
+    }
+}
+
+pub struct LocalStack {
+    pub aws: TestAws,
+    pub provider: FakeProvider,
+    pub base_url: String,
+    pub config: Config,
+    pub connection_id: String,
+    /// An extra instance for direct calls from tests (seeding, inspecting).
+    pub services: Arc<Services>,
+    /// Follows no redirects, so every hop of the login can be checked.
+    pub http: reqwest::Client,
+}
+
+/// A completed login, as the app sees it.
+pub struct LoggedIn {
+    pub user_id: String,
+    pub access_token: String,
+    pub id_token: String,
+    pub expires_in: u64,
+}
+
+impl LocalStack {
+    pub async fn start(options: StackOptions) -> Self {
+        // With RUST_LOG set, show the vault's logs in the test output (cargo test captures them).
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+        let aws = TestAws::fresh().await;
+        let provider = FakeProvider::start().await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await.expect("bind gateway");
+        let base_url = format!("http://{}", listener.local_addr().expect("gateway addr"));
+        let mut redirect_urls = vec![APP_REDIRECT_URL.to_string()];
+        redirect_urls.extend(options.extra_redirect_urls.iter().cloned());
+        let vars = BTreeMap::from([
+            ("CREDVAULT_TABLE", aws.table.clone()),
+            ("CREDVAULT_DATA_KEY_ID", aws.data_key_id.clone()),
+            ("CREDVAULT_SIGNING_KEY_ID", aws.signing_key_id.clone()),
+            ("CREDVAULT_ISSUER", base_url.clone()),
+            ("CREDVAULT_ALLOWED_REDIRECT_URLS", redirect_urls.join(",")),
+            ("CREDVAULT_AWS_ENDPOINT_URL", aws.endpoint.clone()),
+            ("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK", "true".to_string()),
+        ]);
+        let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("stack config");
+        config.refresh = options.refresh.clone();
+        config.validate().expect("stack refresh timing");
+
+        let build = || {
+            Arc::new(
+                Services::from_clients(config.clone(), aws.dynamodb.clone(), aws.kms.clone(), options.clock.clone()).expect("services"),
+            )
+        };
+        let services = build();
+        let instances = (0..options.instances.max(1)).map(|_| build()).collect();
+        let demo_page = options.demo_page.then(|| crate::demo::page(CONNECTION_ID));
+        Gateway::new(instances, demo_page).serve(listener).await;
+
+        let issuer = provider.issuer().to_string();
+        let connection = Connection {
+            connection_id: CONNECTION_ID.to_string(),
+            name: "Demo provider".to_string(),
+            authentication_url: format!("{issuer}/authorize"),
+            token_url: format!("{issuer}/token"),
+            issuer_url: Some(issuer.clone()),
+            revocation_url: Some(format!("{issuer}/revoke")),
+            client_id: CLIENT_ID.to_string(),
+            client_secret: SecretString::from(CLIENT_SECRET),
+            default_connection_properties: options.default_connection_properties.clone(),
+            token_request_encoding: options.token_request_encoding,
+        };
+        credvault::store::connections::put(&services.table, &services.envelope, &connection).await.expect("seed connection");
+
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
+        aws.reset_counters();
+        Self { aws, provider, base_url, config, connection_id: CONNECTION_ID.to_string(), services, http }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// `POST /api/authentication` with a JSON body.
+    pub async fn start_login(&self, body: &Value) -> reqwest::Response {
+        self.http.post(self.url("/api/authentication")).json(body).send().await.expect("start login")
+    }
+
+    /// A valid start body for `verifier`.
+    pub fn start_body(&self, verifier: &str) -> Value {
+        json!({
+            "connectionId": self.connection_id,
+            "redirectUrl": APP_REDIRECT_URL,
+            "codeChallenge": s256_challenge(verifier),
+            "codeChallengeMethod": "S256",
+            "antiAbuseHash": "v2;0;0;ignored",
+        })
+    }
+
+    /// Starts a login and lets the provider consent: returns (authenticationRequestId, callback URL).
+    pub async fn login_until_callback(&self, verifier: &str) -> (String, String) {
+        let started: Value = self.start_login(&self.start_body(verifier)).await.json().await.expect("start json");
+        let auth_url = started["authenticationUrl"].as_str().expect("authenticationUrl");
+        let consent = self.http.get(auth_url).send().await.expect("provider authorize");
+        assert_eq!(consent.status(), 302, "provider should redirect to the vault callback");
+        (started["authenticationRequestId"].as_str().expect("request id").to_string(), location(&consent))
+    }
+
+    /// Runs the whole browser flow and the token exchange.
+    pub async fn login(&self) -> LoggedIn {
+        let verifier = credvault::random::token(32);
+        let (request_id, callback) = self.login_until_callback(&verifier).await;
+        let back = self.http.get(&callback).send().await.expect("callback");
+        assert_eq!(back.status(), 302, "callback should redirect to the app");
+        let app = url::Url::parse(&location(&back)).expect("app redirect");
+        let query: BTreeMap<String, String> = app.query_pairs().into_owned().collect();
+        let code = query.get("code").unwrap_or_else(|| panic!("no code in app redirect: {query:?}"));
+        assert_eq!(query.get("nonce"), Some(&request_id));
+        let resp = self.exchange(&request_id, code, &verifier, APP_REDIRECT_URL).await;
+        assert_eq!(resp.status(), 200);
+        let tokens: Value = resp.json().await.expect("tokens json");
+        let access_token = tokens["access_token"].as_str().expect("access_token").to_string();
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&access_token).expect("decode").claims;
+        LoggedIn {
+            user_id: claims["sub"].as_str().expect("sub").to_string(),
+            access_token,
+            id_token: tokens["id_token"].as_str().unwrap_or_default().to_string(),
+            expires_in: tokens["expires_in"].as_u64().unwrap_or_default(),
+        }
+    }
+
+    pub async fn exchange(&self, request_id: &str, code: &str, verifier: &str, redirect_uri: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/api/authentication/{request_id}/tokens")))
+            .json(&json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}))
+            .send()
+            .await
+            .expect("token exchange")
+    }
+
+    /// `GET /v1/connections/{c}/users/{u}/credentials`, user id percent-encoded as the SDKs do.
+    pub async fn fetch_credentials(&self, bearer: &str, user_id: &str, min_validity: Option<u64>) -> reqwest::Response {
+        let mut url = self.url(&format!("/v1/connections/{}/users/{}/credentials", self.connection_id, encode(user_id)));
+        if let Some(v) = min_validity {
+            url.push_str(&format!("?minimumValiditySeconds={v}"));
+        }
+        self.http.get(url).bearer_auth(bearer).send().await.expect("fetch credentials")
+    }
+
+    /// The stored credential item, decoded.
+    pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
+        credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id).await.expect("read credential")
+    }
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no Location header on {}", resp.status()))
+        .to_string()
+}
+
+pub fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+}
