@@ -20,9 +20,7 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 pub fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -34,15 +32,20 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock shifted by a fixed offset: lets a test make stored tokens look older than they are.
+/// A clock shifted by a fixed number of seconds (negative: in the past), for tests of expiry.
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetClock {
-    pub offset: Duration,
+    pub offset_secs: i64,
 }
 
 impl Clock for OffsetClock {
     fn now(&self) -> SystemTime {
-        SystemTime::now() + self.offset
+        let shift = Duration::from_secs(self.offset_secs.unsigned_abs());
+        if self.offset_secs >= 0 {
+            SystemTime::now() + shift
+        } else {
+            SystemTime::now() - shift
+        }
     }
 }
 

@@ -177,7 +177,10 @@ impl Config {
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
 }
 
 #[cfg(test)]
@@ -208,7 +211,11 @@ mod tests {
 
     #[test]
     fn provider_timeout_close_to_the_lease_is_refused_at_start() {
-        let err = base(&[("CREDVAULT_LEASE_SECONDS", "10"), ("CREDVAULT_PROVIDER_TIMEOUT_MS", "5000")]).unwrap_err();
+        let err = base(&[
+            ("CREDVAULT_LEASE_SECONDS", "10"),
+            ("CREDVAULT_PROVIDER_TIMEOUT_MS", "5000"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("CREDVAULT_LEASE_SECONDS"), "{err}");
     }
 

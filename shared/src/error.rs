@@ -36,11 +36,17 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, detail: detail.into() }
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError::NotFound { code, detail: detail.into() }
+        ApiError::NotFound {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn internal(cause: impl Into<Cause>) -> Self {
@@ -156,7 +162,11 @@ mod tests {
             (ApiError::bad_request("invalid_json", "x"), 400, "invalid_json"),
             (ApiError::Unauthorized("expired"), 401, "unauthorized"),
             (ApiError::Forbidden, 403, "forbidden"),
-            (ApiError::not_found("credentials_not_found", "x"), 404, "credentials_not_found"),
+            (
+                ApiError::not_found("credentials_not_found", "x"),
+                404,
+                "credentials_not_found",
+            ),
             (ApiError::ReauthenticationRequired, 409, "reauthentication_required"),
             (ApiError::PayloadTooLarge, 413, "payload_too_large"),
         ];

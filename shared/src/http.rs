@@ -35,7 +35,11 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         let detail = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
             msg.split(" at line").next().unwrap_or("").to_string()
         } else {
-            format!("the body is not valid JSON for this request (line {}, column {})", e.line(), e.column())
+            format!(
+                "the body is not valid JSON for this request (line {}, column {})",
+                e.line(),
+                e.column()
+            )
         };
         ApiError::bad_request("invalid_json", detail)
     })
@@ -54,7 +58,10 @@ pub fn single_query_param(params: &[(String, String)], name: &str) -> Result<Opt
     let mut found = params.iter().filter(|(k, _)| k == name);
     let first = found.next().map(|(_, v)| v.clone());
     if found.next().is_some() {
-        return Err(ApiError::bad_request("invalid_request", format!("query parameter {name} is repeated")));
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("query parameter {name} is repeated"),
+        ));
     }
     Ok(first)
 }
@@ -72,7 +79,9 @@ pub fn route(req: &Request) -> Result<Matched, ApiError> {
     match_route(req.method().as_str(), req.uri().path()).map_err(|miss| match miss {
         RouteMiss::NotFound => ApiError::not_found("route_not_found", "no such route"),
         RouteMiss::MethodNotAllowed => ApiError::MethodNotAllowed,
-        RouteMiss::BadEncoding => ApiError::bad_request("invalid_path", "a path segment is not valid percent-encoded UTF-8"),
+        RouteMiss::BadEncoding => {
+            ApiError::bad_request("invalid_path", "a path segment is not valid percent-encoded UTF-8")
+        }
     })
 }
 
@@ -92,7 +101,8 @@ pub fn redirect(location: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -103,7 +113,9 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
         ApiError::Internal(cause) => {
             tracing::error!(error_id = %error_id, error = %cause_chain(cause.as_ref()), "internal error")
         }
-        other => tracing::info!(error_id = %error_id, error_code = other.error_code(), status = other.status(), "request refused"),
+        other => {
+            tracing::info!(error_id = %error_id, error_code = other.error_code(), status = other.status(), "request refused")
+        }
     }
     let mut resp = json_response(err.status(), &err.body(&error_id));
     if let Some(after) = err.retry_after()
@@ -126,7 +138,9 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The body of every function's `main`: logging, config, clients, then the Lambda runtime loop.
-pub async fn run_lambda<H: Handler>(build: impl FnOnce(std::sync::Arc<crate::Services>) -> H) -> Result<(), lambda_http::Error> {
+pub async fn run_lambda<H: Handler>(
+    build: impl FnOnce(std::sync::Arc<crate::Services>) -> H,
+) -> Result<(), lambda_http::Error> {
     crate::telemetry::init();
     let config = crate::Config::from_env()?;
     let services = std::sync::Arc::new(crate::Services::from_config(config).await?);

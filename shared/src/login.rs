@@ -47,18 +47,36 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
         .connection_id
         .filter(|c| is_valid_connection_id(c))
         .ok_or_else(|| ApiError::bad_request("invalid_connection_id", "connectionId is missing or malformed"))?;
-    let redirect_url = req.redirect_url.ok_or_else(|| ApiError::bad_request("invalid_redirect_url", "redirectUrl is required"))?;
+    let redirect_url = req
+        .redirect_url
+        .ok_or_else(|| ApiError::bad_request("invalid_redirect_url", "redirectUrl is required"))?;
     // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
-    if !services.config.allowed_redirect_urls.iter().any(|allowed| *allowed == redirect_url) {
-        return Err(ApiError::bad_request("invalid_redirect_url", "redirectUrl is not an allowed redirect URL"));
+    if !services
+        .config
+        .allowed_redirect_urls
+        .iter()
+        .any(|allowed| *allowed == redirect_url)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_redirect_url",
+            "redirectUrl is not an allowed redirect URL",
+        ));
     }
     if req.code_challenge_method.as_deref() != Some("S256") {
-        return Err(ApiError::bad_request("invalid_code_challenge", "codeChallengeMethod must be S256"));
+        return Err(ApiError::bad_request(
+            "invalid_code_challenge",
+            "codeChallengeMethod must be S256",
+        ));
     }
     let app_code_challenge = req
         .code_challenge
         .filter(|c| is_valid_s256_challenge(c))
-        .ok_or_else(|| ApiError::bad_request("invalid_code_challenge", "codeChallenge must be a base64url SHA-256 digest"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_code_challenge",
+                "codeChallenge must be a base64url SHA-256 digest",
+            )
+        })?;
     let connection = connections::get(&services.table, &services.envelope, &connection_id)
         .await
         .map_err(ApiError::internal)?
@@ -72,12 +90,20 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
     let callback_url = services.config.callback_url(&connection_id);
     let authentication_url = authorize_url(
         &connection,
-        &AuthorizeRequest { callback_url: &callback_url, state: &state, nonce: &nonce, code_challenge: &verifier.challenge() },
+        &AuthorizeRequest {
+            callback_url: &callback_url,
+            state: &state,
+            nonce: &nonce,
+            code_challenge: &verifier.challenge(),
+        },
         &properties,
     )?;
     let sealed_verifier = services
         .envelope
-        .seal_str(&login_requests::verifier_context(&services.table, &state), verifier.secret())
+        .seal_str(
+            &login_requests::verifier_context(&services.table, &state),
+            verifier.secret(),
+        )
         .await
         .map_err(ApiError::internal)?;
     let expires_at = services.clock.now_secs() + services.config.login_request_lifetime.as_secs() as i64;
@@ -97,47 +123,87 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
     .await
     .map_err(ApiError::internal)?;
     tracing::info!(connection_id = %connection_id, authentication_request_id = %authentication_request_id, "login started");
-    Ok(StartResponse { authentication_url, authentication_request_id })
+    Ok(StartResponse {
+        authentication_url,
+        authentication_request_id,
+    })
 }
 
 /// `GET /api/callback/{connectionId}`: returns where to redirect the browser.
-pub async fn callback(services: &Services, connection_id: &str, params: &[(String, String)]) -> Result<String, ApiError> {
+pub async fn callback(
+    services: &Services,
+    connection_id: &str,
+    params: &[(String, String)],
+) -> Result<String, ApiError> {
     let param = |name: &str| crate::http::single_query_param(params, name);
-    let state = param("state")?.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing"))?;
+    let state = param("state")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing"))?;
     let now = services.clock.now_secs();
-    let request = match login_requests::consume(&services.table, &state, connection_id, now).await.map_err(ApiError::internal)? {
+    let request = match login_requests::consume(&services.table, &state, connection_id, now)
+        .await
+        .map_err(ApiError::internal)?
+    {
         ConsumeOutcome::Consumed(request) => request,
         ConsumeOutcome::Unknown => {
-            return Err(ApiError::bad_request("invalid_state", "unknown or already used login state"));
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                "unknown or already used login state",
+            ));
         }
         ConsumeOutcome::ForeignConnection => {
-            return Err(ApiError::bad_request("invalid_state", "this login state belongs to another connection"));
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                "this login state belongs to another connection",
+            ));
         }
-        ConsumeOutcome::Expired => return Err(ApiError::bad_request("login_expired", "the login request has expired")),
+        ConsumeOutcome::Expired => {
+            return Err(ApiError::bad_request("login_expired", "the login request has expired"));
+        }
     };
-    let fail = |error: &str| app_redirect(&request.redirect_url, &[("error", error), ("nonce", &request.authentication_request_id)]);
+    let fail = |error: &str| {
+        app_redirect(
+            &request.redirect_url,
+            &[("error", error), ("nonce", &request.authentication_request_id)],
+        )
+    };
 
     if let Some(error) = param("error")? {
         // The provider refused (user said no, ...). Pass its error code on; store nothing.
-        let code: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
         tracing::info!(connection_id = %connection_id, provider_error = %code, "provider returned an error to the callback");
         return fail(if code.is_empty() { "access_denied" } else { &code });
     }
     let Some(code) = param("code")?.filter(|c| !c.is_empty()).map(SecretString::from) else {
         return fail("invalid_request");
     };
-    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id).await.map_err(ApiError::internal)? else {
+    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
         return fail("server_error");
     };
     let verifier = services
         .envelope
-        .open_str(&login_requests::verifier_context(&services.table, &state), &request.provider_code_verifier)
+        .open_str(
+            &login_requests::verifier_context(&services.table, &state),
+            &request.provider_code_verifier,
+        )
         .await
         .map(PkceVerifier::from_secret)
         .map_err(ApiError::internal)?;
     let tokens = match services
         .provider
-        .exchange_code(&connection, &code, &verifier, &services.config.callback_url(connection_id))
+        .exchange_code(
+            &connection,
+            &code,
+            &verifier,
+            &services.config.callback_url(connection_id),
+        )
         .await
     {
         Ok(tokens) => tokens,
@@ -148,7 +214,11 @@ pub async fn callback(services: &Services, connection_id: &str, params: &[(Strin
     };
     let provider_subject = match (&connection.issuer_url, &tokens.id_token) {
         (Some(_), Some(id_token)) => {
-            match services.provider_keys.verify(&connection, id_token.expose_secret(), &request.nonce).await {
+            match services
+                .provider_keys
+                .verify(&connection, id_token.expose_secret(), &request.nonce)
+                .await
+            {
                 Ok(claims) => claims.sub,
                 Err(e) => {
                     tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
@@ -182,23 +252,38 @@ pub async fn callback(services: &Services, connection_id: &str, params: &[(Strin
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
     app_redirect(
         &request.redirect_url,
-        &[("code", &vault_code), ("nonce", &request.authentication_request_id), ("iss", &services.config.issuer)],
+        &[
+            ("code", &vault_code),
+            ("nonce", &request.authentication_request_id),
+            ("iss", &services.config.issuer),
+        ],
     )
 }
 
 /// Seals and stores the tokens of a login; a login without a refresh token keeps the stored one.
-async fn save_credential(services: &Services, connection_id: &str, user_id: &str, tokens: TokenResponse) -> Result<(), ApiError> {
+async fn save_credential(
+    services: &Services,
+    connection_id: &str,
+    user_id: &str,
+    tokens: TokenResponse,
+) -> Result<(), ApiError> {
     let table = &services.table;
     let access_token = services
         .envelope
-        .seal_str(&credentials::context(table, connection_id, user_id, credentials::ATTR_ACCESS_TOKEN), tokens.access_token.expose_secret())
+        .seal_str(
+            &credentials::context(table, connection_id, user_id, credentials::ATTR_ACCESS_TOKEN),
+            tokens.access_token.expose_secret(),
+        )
         .await
         .map_err(ApiError::internal)?;
     let refresh_token = match &tokens.refresh_token {
         Some(rt) => Some(
             services
                 .envelope
-                .seal_str(&credentials::context(table, connection_id, user_id, credentials::ATTR_REFRESH_TOKEN), rt.expose_secret())
+                .seal_str(
+                    &credentials::context(table, connection_id, user_id, credentials::ATTR_REFRESH_TOKEN),
+                    rt.expose_secret(),
+                )
                 .await
                 .map_err(ApiError::internal)?,
         ),
@@ -213,7 +298,9 @@ async fn save_credential(services: &Services, connection_id: &str, user_id: &str
         scope: tokens.scope.clone(),
     };
     for _ in 0..SAVE_ATTEMPTS {
-        let previous = credentials::get(table, connection_id, user_id).await.map_err(ApiError::internal)?;
+        let previous = credentials::get(table, connection_id, user_id)
+            .await
+            .map_err(ApiError::internal)?;
         match credentials::save_after_login(table, connection_id, user_id, previous.as_ref(), new_tokens(), now).await {
             Ok(()) => return Ok(()),
             // A refresh or another login committed in between: read again and replace that version.
@@ -225,7 +312,8 @@ async fn save_credential(services: &Services, connection_id: &str, user_id: &str
 }
 
 fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, ApiError> {
-    let mut url = url::Url::parse(redirect_url).map_err(|e| ApiError::internal(format!("stored redirect URL is invalid: {e}")))?;
+    let mut url = url::Url::parse(redirect_url)
+        .map_err(|e| ApiError::internal(format!("stored redirect URL is invalid: {e}")))?;
     url.query_pairs_mut().extend_pairs(params);
     Ok(url.into())
 }
@@ -247,16 +335,28 @@ pub struct VaultTokens {
     pub token_type: &'static str,
 }
 
-pub async fn exchange(services: &Services, authentication_request_id: &str, req: TokenRequest) -> Result<VaultTokens, ApiError> {
+pub async fn exchange(
+    services: &Services,
+    authentication_request_id: &str,
+    req: TokenRequest,
+) -> Result<VaultTokens, ApiError> {
     if req.grant_type.as_deref() != Some("authorization_code") {
-        return Err(ApiError::bad_request("unsupported_grant_type", "grant_type must be authorization_code"));
+        return Err(ApiError::bad_request(
+            "unsupported_grant_type",
+            "grant_type must be authorization_code",
+        ));
     }
-    let code = req.code.filter(|c| !c.is_empty()).ok_or_else(|| ApiError::bad_request("invalid_request", "code is required"))?;
+    let code = req
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "code is required"))?;
     let verifier = req
         .code_verifier
         .filter(|v| is_plausible_verifier(v))
         .ok_or_else(|| ApiError::bad_request("invalid_request", "code_verifier is missing or malformed"))?;
-    let redirect_uri = req.redirect_uri.ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is required"))?;
+    let redirect_uri = req
+        .redirect_uri
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is required"))?;
     let outcome = vault_codes::consume(
         &services.table,
         &code,
@@ -290,5 +390,10 @@ pub async fn exchange(services: &Services, authentication_request_id: &str, req:
         .issue(&record.user_id, &record.connection_id, "openid")
         .await
         .map_err(ApiError::internal)?;
-    Ok(VaultTokens { access_token: access.token, id_token: id.token, expires_in: access.expires_in, token_type: "Bearer" })
+    Ok(VaultTokens {
+        access_token: access.token,
+        id_token: id.token,
+        expires_in: access.expires_in,
+        token_type: "Bearer",
+    })
 }

@@ -13,7 +13,11 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [Function::LoginCallback, Function::CredentialFetch, Function::GrantManagement];
+    pub const ALL: [Function; 3] = [
+        Function::LoginCallback,
+        Function::CredentialFetch,
+        Function::GrantManagement,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -45,23 +49,48 @@ pub struct Route {
 }
 
 pub const ROUTES: &[Route] = &[
-    Route { id: RouteId::StartAuthentication, method: "POST", path: "/api/authentication", function: Function::LoginCallback },
-    Route { id: RouteId::ProviderCallback, method: "GET", path: "/api/callback/{connectionId}", function: Function::LoginCallback },
+    Route {
+        id: RouteId::StartAuthentication,
+        method: "POST",
+        path: "/api/authentication",
+        function: Function::LoginCallback,
+    },
+    Route {
+        id: RouteId::ProviderCallback,
+        method: "GET",
+        path: "/api/callback/{connectionId}",
+        function: Function::LoginCallback,
+    },
     Route {
         id: RouteId::ExchangeVaultCode,
         method: "POST",
         path: "/api/authentication/{authenticationRequestId}/tokens",
         function: Function::LoginCallback,
     },
-    Route { id: RouteId::OpenIdConfiguration, method: "GET", path: "/.well-known/openid-configuration", function: Function::LoginCallback },
-    Route { id: RouteId::Jwks, method: "GET", path: "/.well-known/openid-configuration/jwks", function: Function::LoginCallback },
+    Route {
+        id: RouteId::OpenIdConfiguration,
+        method: "GET",
+        path: "/.well-known/openid-configuration",
+        function: Function::LoginCallback,
+    },
+    Route {
+        id: RouteId::Jwks,
+        method: "GET",
+        path: "/.well-known/openid-configuration/jwks",
+        function: Function::LoginCallback,
+    },
     Route {
         id: RouteId::UserCredentials,
         method: "GET",
         path: "/v1/connections/{connectionId}/users/{userId}/credentials",
         function: Function::CredentialFetch,
     },
-    Route { id: RouteId::SessionCredentials, method: "GET", path: "/api/session/credentials", function: Function::CredentialFetch },
+    Route {
+        id: RouteId::SessionCredentials,
+        method: "GET",
+        path: "/api/session/credentials",
+        function: Function::CredentialFetch,
+    },
 ];
 
 /// A request matched to a route, with its path parameters percent-decoded.
@@ -74,7 +103,11 @@ pub struct Matched {
 impl Matched {
     /// The decoded value of a path parameter named in the template (empty if the name is not there).
     pub fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("")
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -122,7 +155,11 @@ pub fn match_route(method: &str, raw_path: &str) -> Result<Matched, RouteMiss> {
             return Ok(Matched { route, params });
         }
     }
-    Err(if path_matched { RouteMiss::MethodNotAllowed } else { RouteMiss::NotFound })
+    Err(if path_matched {
+        RouteMiss::MethodNotAllowed
+    } else {
+        RouteMiss::NotFound
+    })
 }
 
 /// Percent-decodes one path segment: user ids carry `|`, resource URIs arrive as one `%2F`-encoded segment.
@@ -150,9 +187,15 @@ mod tests {
 
     #[test]
     fn wrong_method_and_unknown_path_differ() {
-        assert_eq!(match_route("DELETE", "/api/authentication").unwrap_err(), RouteMiss::MethodNotAllowed);
+        assert_eq!(
+            match_route("DELETE", "/api/authentication").unwrap_err(),
+            RouteMiss::MethodNotAllowed
+        );
         assert_eq!(match_route("GET", "/nope").unwrap_err(), RouteMiss::NotFound);
-        assert_eq!(match_route("GET", "/api/callback/%FF").unwrap_err(), RouteMiss::BadEncoding);
+        assert_eq!(
+            match_route("GET", "/api/callback/%FF").unwrap_err(),
+            RouteMiss::BadEncoding
+        );
     }
 
     #[test]

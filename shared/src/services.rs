@@ -63,6 +63,14 @@ impl Services {
             config.user_token_lifetime,
             clock.clone(),
         );
-        Ok(Self { table: Table::new(dynamodb, config.table_name.clone()), envelope, provider, provider_keys, user_tokens, clock, config })
+        Ok(Self {
+            table: Table::new(dynamodb, config.table_name.clone()),
+            envelope,
+            provider,
+            provider_keys,
+            user_tokens,
+            clock,
+            config,
+        })
     }
 }

@@ -64,7 +64,12 @@ pub async fn fresh_access_token(
         let item = credentials::get(&services.table, connection_id, user_id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| ApiError::not_found("credentials_not_found", "no credentials stored for this user and connection"))?;
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "credentials_not_found",
+                    "no credentials stored for this user and connection",
+                )
+            })?;
         if item.status == CredentialStatus::ReauthRequired {
             return Err(ApiError::ReauthenticationRequired);
         }
@@ -90,7 +95,10 @@ pub async fn fresh_access_token(
         if lease_free {
             let owner = crate::random::token(16);
             let lease_ms = timing.lease_length.as_millis() as i64;
-            if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms).await.map_err(store_error)? {
+            if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms)
+                .await
+                .map_err(store_error)?
+            {
                 match refresh_as_holder(services, &item, &owner).await {
                     HolderOutcome::Done(result) => return result,
                     HolderOutcome::ReadAgain => continue,
@@ -115,7 +123,9 @@ async fn refresh_as_holder(services: &Services, item: &CredentialItem, owner: &s
         Err(RefreshFailure::Permanent(e)) => {
             // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
             match credentials::get(&services.table, &item.connection_id, &item.user_id).await {
-                Ok(Some(current)) if current.token_version != item.token_version => return HolderOutcome::ReadAgain,
+                Ok(Some(current)) if current.token_version != item.token_version => {
+                    return HolderOutcome::ReadAgain;
+                }
                 Err(err) => return HolderOutcome::Done(Err(store_error(err))),
                 _ => {}
             }
@@ -131,7 +141,9 @@ async fn refresh_as_holder(services: &Services, item: &CredentialItem, owner: &s
             tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
             release(services, item, owner).await;
             let retry_after = match &e {
-                ProviderError::Transient { retry_after: Some(r), .. } => *r,
+                ProviderError::Transient {
+                    retry_after: Some(r), ..
+                } => *r,
                 _ => DEFAULT_RETRY_AFTER,
             };
             HolderOutcome::Done(serve_unexpired_or_unavailable(services, item, retry_after).await)
@@ -160,18 +172,38 @@ async fn call_provider_and_commit(
     let connection = connections::get(table, &services.envelope, &item.connection_id)
         .await
         .map_err(|e| internal(ApiError::internal(e)))?
-        .ok_or_else(|| internal(ApiError::not_found("connection_not_found", "the credential's connection no longer exists")))?;
-    let sealed_refresh = item.refresh_token.as_deref().ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
+        .ok_or_else(|| {
+            internal(ApiError::not_found(
+                "connection_not_found",
+                "the credential's connection no longer exists",
+            ))
+        })?;
+    let sealed_refresh = item
+        .refresh_token
+        .as_deref()
+        .ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
     let refresh_token = services
         .envelope
-        .open_str(&credentials::context(table, &item.connection_id, &item.user_id, credentials::ATTR_REFRESH_TOKEN), sealed_refresh)
+        .open_str(
+            &credentials::context(
+                table,
+                &item.connection_id,
+                &item.user_id,
+                credentials::ATTR_REFRESH_TOKEN,
+            ),
+            sealed_refresh,
+        )
         .await
         .map_err(|e| internal(ApiError::internal(e)))?;
 
-    let tokens = services.provider.refresh(&connection, &refresh_token).await.map_err(|e| match e {
-        ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
-        ProviderError::Transient { .. } => RefreshFailure::Transient(e),
-    })?;
+    let tokens = services
+        .provider
+        .refresh(&connection, &refresh_token)
+        .await
+        .map_err(|e| match e {
+            ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
+            ProviderError::Transient { .. } => RefreshFailure::Transient(e),
+        })?;
 
     // From here the provider may have rotated the refresh token: keep this window short and commit.
     let seal = |attribute: &'static str, value: SecretString| {
@@ -182,7 +214,11 @@ async fn call_provider_and_commit(
         .await
         .map_err(|e| internal(ApiError::internal(e)))?;
     let new_refresh = match &tokens.refresh_token {
-        Some(rt) => Some(seal(credentials::ATTR_REFRESH_TOKEN, rt.clone()).await.map_err(|e| internal(ApiError::internal(e)))?),
+        Some(rt) => Some(
+            seal(credentials::ATTR_REFRESH_TOKEN, rt.clone())
+                .await
+                .map_err(|e| internal(ApiError::internal(e)))?,
+        ),
         None => None,
     };
     let now = services.clock.now_secs();
@@ -236,9 +272,22 @@ async fn serve_unexpired_or_unavailable(
     }
 }
 
-async fn open_access_token(services: &Services, item: &CredentialItem, refreshed: bool) -> Result<FreshAccessToken, ApiError> {
-    let ctx = credentials::context(&services.table, &item.connection_id, &item.user_id, credentials::ATTR_ACCESS_TOKEN);
-    let access_token = services.envelope.open_str(&ctx, &item.access_token).await.map_err(ApiError::internal)?;
+async fn open_access_token(
+    services: &Services,
+    item: &CredentialItem,
+    refreshed: bool,
+) -> Result<FreshAccessToken, ApiError> {
+    let ctx = credentials::context(
+        &services.table,
+        &item.connection_id,
+        &item.user_id,
+        credentials::ATTR_ACCESS_TOKEN,
+    );
+    let access_token = services
+        .envelope
+        .open_str(&ctx, &item.access_token)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(FreshAccessToken {
         access_token,
         expires_at: item.access_expires_at,

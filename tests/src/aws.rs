@@ -44,7 +44,11 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCounter {
         let is_read = input.downcast_ref::<GetItemInput>().is_some()
             || input.downcast_ref::<QueryInput>().is_some()
             || input.downcast_ref::<ScanInput>().is_some();
-        let counter = if is_read { &self.0.dynamodb_reads } else { &self.0.dynamodb_writes };
+        let counter = if is_read {
+            &self.0.dynamodb_reads
+        } else {
+            &self.0.dynamodb_writes
+        };
         counter.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -128,7 +132,15 @@ impl TestAws {
             .key_metadata
             .expect("key metadata")
             .key_id;
-        let aws = Self { endpoint: endpoint.to_string(), dynamodb, kms, counters, table, data_key_id, signing_key_id };
+        let aws = Self {
+            endpoint: endpoint.to_string(),
+            dynamodb,
+            kms,
+            counters,
+            table,
+            data_key_id,
+            signing_key_id,
+        };
         aws.reset_counters();
         aws
     }
@@ -148,9 +160,19 @@ impl TestAws {
 
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
     let attr = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("attribute")
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
     };
-    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
     dynamodb
         .create_table()
         .table_name(table)

@@ -114,7 +114,9 @@ pub struct FakeProvider {
 impl FakeProvider {
     /// Starts on a free loopback port.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind provider");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind provider");
         Self::serve(listener).await
     }
 
@@ -122,13 +124,17 @@ impl FakeProvider {
         let addr: SocketAddr = listener.local_addr().expect("provider addr");
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("provider key");
-        let key_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("provider key");
+        let key_pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("provider key");
         let provider = FakeProvider {
             inner: Arc::new(Inner {
                 issuer: format!("http://{addr}"),
                 key_pair,
                 kid: format!("fake-{}", credvault::random::token(6)),
-                state: Mutex::new(ProviderState { next_family: 1, ..Default::default() }),
+                state: Mutex::new(ProviderState {
+                    next_family: 1,
+                    ..Default::default()
+                }),
             }),
         };
         let app = Router::new()
@@ -179,7 +185,10 @@ impl FakeProvider {
     /// Is this refresh token still usable (not rotated away, family not revoked)?
     pub fn refresh_token_is_live(&self, token: &str) -> bool {
         let state = self.state();
-        state.refresh_tokens.get(token).is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family))
+        state
+            .refresh_tokens
+            .get(token)
+            .is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family))
     }
 
     /// The refresh tokens that can still be used, newest last.
@@ -188,7 +197,12 @@ impl FakeProvider {
         state
             .issued_secrets
             .iter()
-            .filter(|t| state.refresh_tokens.get(*t).is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family)))
+            .filter(|t| {
+                state
+                    .refresh_tokens
+                    .get(*t)
+                    .is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family))
+            })
             .cloned()
             .collect()
     }
@@ -203,8 +217,16 @@ impl FakeProvider {
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
         }
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = self.inner.key_pair.sign(&SystemRandom::new(), input.as_bytes()).expect("sign id_token");
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self
+            .inner
+            .key_pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .expect("sign id_token");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     }
 
@@ -235,11 +257,17 @@ async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String
     {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    let Some(challenge) = q.get("code_challenge") else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_request") };
+    let Some(challenge) = q.get("code_challenge") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
     let code = secret("code");
     state.issued_secrets.push(code.clone());
     // `login_hint` picks the user, so the demo page can sign in as anyone.
-    let subject = q.get("login_hint").filter(|h| !h.is_empty()).cloned().unwrap_or_else(|| state.knobs.subject.clone());
+    let subject = q
+        .get("login_hint")
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .unwrap_or_else(|| state.knobs.subject.clone());
     state.codes.insert(
         code.clone(),
         CodeGrant {
@@ -251,13 +279,19 @@ async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String
         },
     );
     let mut target = url::Url::parse(redirect_uri).expect("redirect_uri");
-    target.query_pairs_mut().append_pair("code", &code).append_pair("state", st);
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", st);
     (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
 }
 
 /// Reads a token request sent as a form or as JSON.
 fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
-    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
         serde_json::from_slice::<HashMap<String, String>>(body).unwrap_or_default()
     } else {
@@ -280,13 +314,18 @@ async fn token(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -
     }
     match failure {
         Some(Failure::Status(status)) => {
-            return oauth_error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "temporarily_unavailable");
+            return oauth_error(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "temporarily_unavailable",
+            );
         }
         Some(Failure::Hang) => {
             tokio::time::sleep(Duration::from_secs(60)).await;
             return oauth_error(StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable");
         }
-        Some(Failure::InvalidGrant) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+        Some(Failure::InvalidGrant) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        }
         None => {}
     }
     if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
@@ -358,11 +397,19 @@ fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
 fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refresh_token: bool) -> Value {
     let access = secret("at");
     state.issued_secrets.push(access.clone());
-    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
+    let mut body =
+        json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
     if with_refresh_token {
         let rt = secret("rt");
         state.issued_secrets.push(rt.clone());
-        state.refresh_tokens.insert(rt.clone(), RefreshGrant { family, subject: subject.to_string(), used: false });
+        state.refresh_tokens.insert(
+            rt.clone(),
+            RefreshGrant {
+                family,
+                subject: subject.to_string(),
+                used: false,
+            },
+        );
         body["refresh_token"] = json!(rt);
     }
     body
@@ -372,7 +419,11 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
     let params = token_params(&headers, &body);
     let mut state = p.state();
     state.counters.revocations += 1;
-    if let Some(family) = params.get("token").and_then(|t| state.refresh_tokens.get(t)).map(|g| g.family) {
+    if let Some(family) = params
+        .get("token")
+        .and_then(|t| state.refresh_tokens.get(t))
+        .map(|g| g.family)
+    {
         state.revoked_families.insert(family);
     }
     StatusCode::OK.into_response()

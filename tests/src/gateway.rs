@@ -78,7 +78,9 @@ async fn route(State(gateway): State<Arc<Gateway>>, req: axum::extract::Request)
     let function = match_route(parts.method.as_str(), parts.uri.path())
         .map(|m| m.route.function)
         .unwrap_or(Function::LoginCallback);
-    let response = gateway.call(function, lambda_http::Request::from_parts(parts, body)).await;
+    let response = gateway
+        .call(function, lambda_http::Request::from_parts(parts, body))
+        .await;
     let (parts, body) = response.into_parts();
     let bytes = match body {
         lambda_http::Body::Text(t) => t.into_bytes(),

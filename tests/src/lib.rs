@@ -9,10 +9,13 @@ pub mod logs;
 pub mod moto;
 pub mod stack;
 
-pub use fake_provider::{FakeProvider, Failure};
+pub use fake_provider::{Failure, FakeProvider};
 pub use stack::{LocalStack, LoggedIn, StackOptions};
 
 /// The workspace root, where `.venv` and the scripts live.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.to_path_buf()).unwrap_or_default()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default()
 }

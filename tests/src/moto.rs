@@ -26,7 +26,11 @@ pub fn endpoint() -> String {
 pub fn start(port: u16) -> String {
     let root = crate::workspace_root();
     let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `make bootstrap` (or `make test`) first", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run `make bootstrap` (or `make test`) first",
+        python.display()
+    );
     let mut child = Command::new(python)
         .arg(root.join("tests/scripts/moto_launcher.py"))
         .arg(port.to_string())
@@ -37,7 +41,9 @@ pub fn start(port: u16) -> String {
         .expect("moto launcher starts");
     let stdout = child.stdout.take().expect("moto stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("moto prints its URL");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("moto prints its URL");
     let url = line.trim().to_string();
     assert!(url.starts_with("http://"), "moto did not start: {url:?}");
     *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);

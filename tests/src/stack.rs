@@ -30,6 +30,8 @@ pub struct StackOptions {
     /// Gateway port; 0 picks a free one.
     pub port: u16,
     pub default_connection_properties: BTreeMap<String, String>,
+    /// Last word on the vault's config (lifetimes, ...), applied before it is validated.
+    pub configure: fn(&mut Config),
 }
 
 impl Default for StackOptions {
@@ -49,6 +51,7 @@ impl Default for StackOptions {
             demo_page: false,
             port: 0,
             default_connection_properties: BTreeMap::from([("scope".to_string(), "openid profile email".to_string())]),
+            configure: |_| {},
         }
     }
 }
@@ -77,11 +80,16 @@ impl LocalStack {
     pub async fn start(options: StackOptions) -> Self {
         // With RUST_LOG set, show the vault's logs in the test output (cargo test captures them).
         if let Ok(filter) = std::env::var("RUST_LOG") {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
         }
         let aws = TestAws::fresh().await;
         let provider = FakeProvider::start().await;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await.expect("bind gateway");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .expect("bind gateway");
         let base_url = format!("http://{}", listener.local_addr().expect("gateway addr"));
         let mut redirect_urls = vec![APP_REDIRECT_URL.to_string()];
         redirect_urls.extend(options.extra_redirect_urls.iter().cloned());
@@ -96,11 +104,18 @@ impl LocalStack {
         ]);
         let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("stack config");
         config.refresh = options.refresh.clone();
+        (options.configure)(&mut config);
         config.validate().expect("stack refresh timing");
 
         let build = || {
             Arc::new(
-                Services::from_clients(config.clone(), aws.dynamodb.clone(), aws.kms.clone(), options.clock.clone()).expect("services"),
+                Services::from_clients(
+                    config.clone(),
+                    aws.dynamodb.clone(),
+                    aws.kms.clone(),
+                    options.clock.clone(),
+                )
+                .expect("services"),
             )
         };
         let services = build();
@@ -108,24 +123,33 @@ impl LocalStack {
         let demo_page = options.demo_page.then(|| crate::demo::page(CONNECTION_ID));
         Gateway::new(instances, demo_page).serve(listener).await;
 
-        let issuer = provider.issuer().to_string();
-        let connection = Connection {
-            connection_id: CONNECTION_ID.to_string(),
-            name: "Demo provider".to_string(),
-            authentication_url: format!("{issuer}/authorize"),
-            token_url: format!("{issuer}/token"),
-            issuer_url: Some(issuer.clone()),
-            revocation_url: Some(format!("{issuer}/revoke")),
-            client_id: CLIENT_ID.to_string(),
-            client_secret: SecretString::from(CLIENT_SECRET),
-            default_connection_properties: options.default_connection_properties.clone(),
-            token_request_encoding: options.token_request_encoding,
-        };
-        credvault::store::connections::put(&services.table, &services.envelope, &connection).await.expect("seed connection");
+        let connection = demo_connection(&provider, CONNECTION_ID, &options);
+        credvault::store::connections::put(&services.table, &services.envelope, &connection)
+            .await
+            .expect("seed connection");
 
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
         aws.reset_counters();
-        Self { aws, provider, base_url, config, connection_id: CONNECTION_ID.to_string(), services, http }
+        Self {
+            aws,
+            provider,
+            base_url,
+            config,
+            connection_id: CONNECTION_ID.to_string(),
+            services,
+            http,
+        }
+    }
+
+    /// Adds another connection to the same provider (for mix-up tests).
+    pub async fn add_connection(&self, connection_id: &str) {
+        let connection = demo_connection(&self.provider, connection_id, &StackOptions::default());
+        credvault::store::connections::put(&self.services.table, &self.services.envelope, &connection)
+            .await
+            .expect("add connection");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,7 +158,12 @@ impl LocalStack {
 
     /// `POST /api/authentication` with a JSON body.
     pub async fn start_login(&self, body: &Value) -> reqwest::Response {
-        self.http.post(self.url("/api/authentication")).json(body).send().await.expect("start login")
+        self.http
+            .post(self.url("/api/authentication"))
+            .json(body)
+            .send()
+            .await
+            .expect("start login")
     }
 
     /// A valid start body for `verifier`.
@@ -150,11 +179,22 @@ impl LocalStack {
 
     /// Starts a login and lets the provider consent: returns (authenticationRequestId, callback URL).
     pub async fn login_until_callback(&self, verifier: &str) -> (String, String) {
-        let started: Value = self.start_login(&self.start_body(verifier)).await.json().await.expect("start json");
+        let started: Value = self
+            .start_login(&self.start_body(verifier))
+            .await
+            .json()
+            .await
+            .expect("start json");
         let auth_url = started["authenticationUrl"].as_str().expect("authenticationUrl");
         let consent = self.http.get(auth_url).send().await.expect("provider authorize");
         assert_eq!(consent.status(), 302, "provider should redirect to the vault callback");
-        (started["authenticationRequestId"].as_str().expect("request id").to_string(), location(&consent))
+        (
+            started["authenticationRequestId"]
+                .as_str()
+                .expect("request id")
+                .to_string(),
+            location(&consent),
+        )
     }
 
     /// Runs the whole browser flow and the token exchange.
@@ -165,13 +205,17 @@ impl LocalStack {
         assert_eq!(back.status(), 302, "callback should redirect to the app");
         let app = url::Url::parse(&location(&back)).expect("app redirect");
         let query: BTreeMap<String, String> = app.query_pairs().into_owned().collect();
-        let code = query.get("code").unwrap_or_else(|| panic!("no code in app redirect: {query:?}"));
+        let code = query
+            .get("code")
+            .unwrap_or_else(|| panic!("no code in app redirect: {query:?}"));
         assert_eq!(query.get("nonce"), Some(&request_id));
         let resp = self.exchange(&request_id, code, &verifier, APP_REDIRECT_URL).await;
         assert_eq!(resp.status(), 200);
         let tokens: Value = resp.json().await.expect("tokens json");
         let access_token = tokens["access_token"].as_str().expect("access_token").to_string();
-        let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&access_token).expect("decode").claims;
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&access_token)
+            .expect("decode")
+            .claims;
         LoggedIn {
             user_id: claims["sub"].as_str().expect("sub").to_string(),
             access_token,
@@ -180,7 +224,13 @@ impl LocalStack {
         }
     }
 
-    pub async fn exchange(&self, request_id: &str, code: &str, verifier: &str, redirect_uri: &str) -> reqwest::Response {
+    pub async fn exchange(
+        &self,
+        request_id: &str,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> reqwest::Response {
         self.http
             .post(self.url(&format!("/api/authentication/{request_id}/tokens")))
             .json(&json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}))
@@ -191,16 +241,62 @@ impl LocalStack {
 
     /// `GET /v1/connections/{c}/users/{u}/credentials`, user id percent-encoded as the SDKs do.
     pub async fn fetch_credentials(&self, bearer: &str, user_id: &str, min_validity: Option<u64>) -> reqwest::Response {
-        let mut url = self.url(&format!("/v1/connections/{}/users/{}/credentials", self.connection_id, encode(user_id)));
+        let mut url = self.url(&format!(
+            "/v1/connections/{}/users/{}/credentials",
+            self.connection_id,
+            encode(user_id)
+        ));
         if let Some(v) = min_validity {
             url.push_str(&format!("?minimumValiditySeconds={v}"));
         }
-        self.http.get(url).bearer_auth(bearer).send().await.expect("fetch credentials")
+        self.http
+            .get(url)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("fetch credentials")
+    }
+
+    /// The refresh token the vault holds for `user_id`, decrypted (tests only: the API never reveals it).
+    pub async fn stored_refresh_token(&self, user_id: &str) -> Option<String> {
+        use credvault::store::credentials::{ATTR_REFRESH_TOKEN, context};
+        use secrecy::ExposeSecret;
+        let item = self.credential(user_id).await?;
+        let ctx = context(&self.services.table, &self.connection_id, user_id, ATTR_REFRESH_TOKEN);
+        let sealed = item.refresh_token?;
+        Some(
+            self.services
+                .envelope
+                .open_str(&ctx, &sealed)
+                .await
+                .expect("open refresh token")
+                .expose_secret()
+                .to_string(),
+        )
     }
 
     /// The stored credential item, decoded.
     pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
-        credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id).await.expect("read credential")
+        credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id)
+            .await
+            .expect("read credential")
+    }
+}
+
+/// The connection to the fake provider that the stack seeds.
+fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &StackOptions) -> Connection {
+    let issuer = provider.issuer().to_string();
+    Connection {
+        connection_id: connection_id.to_string(),
+        name: "Demo provider".to_string(),
+        authentication_url: format!("{issuer}/authorize"),
+        token_url: format!("{issuer}/token"),
+        issuer_url: Some(issuer.clone()),
+        revocation_url: Some(format!("{issuer}/revoke")),
+        client_id: CLIENT_ID.to_string(),
+        client_secret: SecretString::from(CLIENT_SECRET),
+        default_connection_properties: options.default_connection_properties.clone(),
+        token_request_encoding: options.token_request_encoding,
     }
 }
 
@@ -213,5 +309,7 @@ pub fn location(resp: &reqwest::Response) -> String {
 }
 
 pub fn encode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }

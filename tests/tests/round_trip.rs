@@ -12,7 +12,10 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     let stack = LocalStack::start(StackOptions::default()).await;
     let verifier = credvault::random::token(32);
     let (request_id, callback) = stack.login_until_callback(&verifier).await;
-    assert!(callback.starts_with(&stack.url("/api/callback/con_demo?")), "{callback}");
+    assert!(
+        callback.starts_with(&stack.url("/api/callback/con_demo?")),
+        "{callback}"
+    );
 
     let back = stack.http.get(&callback).send().await.unwrap();
     assert_eq!(back.status(), 302);
@@ -22,7 +25,9 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     assert_eq!(q["nonce"], request_id);
     assert_eq!(q["iss"], stack.base_url);
 
-    let resp = stack.exchange(&request_id, &q["code"], &verifier, APP_REDIRECT_URL).await;
+    let resp = stack
+        .exchange(&request_id, &q["code"], &verifier, APP_REDIRECT_URL)
+        .await;
     assert_eq!(resp.status(), 200);
     let tokens: Value = resp.json().await.unwrap();
     assert_eq!(tokens["token_type"], "Bearer");
@@ -30,16 +35,34 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     let access_token = tokens["access_token"].as_str().unwrap();
 
     // Verify the way a service API would: discovery -> JWKS -> signature and claims.
-    let discovery: Value = stack.http.get(stack.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let discovery: Value = stack
+        .http
+        .get(stack.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(discovery["issuer"], stack.base_url);
-    let jwks: JwkSet = stack.http.get(discovery["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    let jwks: JwkSet = stack
+        .http
+        .get(discovery["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let header = jsonwebtoken::decode_header(access_token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid is published");
     let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_issuer(&[&stack.base_url]);
     validation.set_audience(&[&stack.base_url]);
-    let claims = jsonwebtoken::decode::<Value>(access_token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+    let claims = jsonwebtoken::decode::<Value>(access_token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .unwrap()
+        .claims;
     assert_eq!(claims["sub"], "con_demo|alice");
     assert_eq!(claims["azp"], "con_demo");
     for claim in ["iat", "exp", "jti", "scope"] {
@@ -47,8 +70,12 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     }
 
     // The credential the vault returns is the one the provider issued at login.
-    let issued_access_tokens: Vec<String> =
-        stack.provider.issued_secrets().into_iter().filter(|s| s.starts_with("at-")).collect();
+    let issued_access_tokens: Vec<String> = stack
+        .provider
+        .issued_secrets()
+        .into_iter()
+        .filter(|s| s.starts_with("at-"))
+        .collect();
     assert_eq!(issued_access_tokens.len(), 1);
     let resp = stack.fetch_credentials(access_token, "con_demo|alice", None).await;
     assert_eq!(resp.status(), 200);
@@ -58,9 +85,18 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     assert!(body.get("refreshToken").is_none() && !body.to_string().contains("rt-"));
 
     // The session endpoint finds the same credential from the token's azp.
-    let resp = stack.http.get(stack.url("/api/session/credentials")).bearer_auth(access_token).send().await.unwrap();
+    let resp = stack
+        .http
+        .get(stack.url("/api/session/credentials"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap()["accessToken"], issued_access_tokens[0]);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["accessToken"],
+        issued_access_tokens[0]
+    );
     assert_eq!(stack.provider.counters().refreshes, 0);
 }
 
@@ -72,7 +108,13 @@ async fn json_token_requests_work_for_providers_that_want_them() {
     })
     .await;
     let user = stack.login().await;
-    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, Some(7200)).await;
+    let resp = stack
+        .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+        .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(stack.provider.counters().refreshes, 1, "a JSON-encoded refresh reached the provider");
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        1,
+        "a JSON-encoded refresh reached the provider"
+    );
 }

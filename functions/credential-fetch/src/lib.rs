@@ -35,17 +35,26 @@ impl CredentialFetch {
         }
         let caller = authenticate(&self.services.user_tokens, &req).await?;
         let (connection_id, user_id) = match matched.route.id {
-            RouteId::UserCredentials => (matched.param("connectionId").to_string(), matched.param("userId").to_string()),
+            RouteId::UserCredentials => (
+                matched.param("connectionId").to_string(),
+                matched.param("userId").to_string(),
+            ),
             RouteId::SessionCredentials => match &caller {
                 Caller::User { user_id, connection_id } => (connection_id.clone(), user_id.clone()),
             },
             _ => return Err(ApiError::not_found("route_not_found", "no such route")),
         };
         if !is_valid_connection_id(&connection_id) {
-            return Err(ApiError::bad_request("invalid_connection_id", "connectionId is malformed"));
+            return Err(ApiError::bad_request(
+                "invalid_connection_id",
+                "connectionId is malformed",
+            ));
         }
         if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
-            return Err(ApiError::bad_request("invalid_user_id", "userId must be 1 to 64 characters"));
+            return Err(ApiError::bad_request(
+                "invalid_user_id",
+                "userId must be 1 to 64 characters",
+            ));
         }
         if !access::may_read_credentials(&caller, &connection_id, &user_id) {
             return Err(ApiError::Forbidden);
@@ -53,8 +62,12 @@ impl CredentialFetch {
         let min_validity = self.minimum_validity(&req)?;
         let result = vault::fresh_access_token(&self.services, &connection_id, &user_id, min_validity).await;
         match &result {
-            Ok(token) => tracing::info!(connection_id = %connection_id, user_id = %user_id, refreshed = token.refreshed, "credential read"),
-            Err(e) => tracing::info!(connection_id = %connection_id, user_id = %user_id, outcome = e.error_code(), "credential read refused"),
+            Ok(token) => {
+                tracing::info!(connection_id = %connection_id, user_id = %user_id, refreshed = token.refreshed, "credential read")
+            }
+            Err(e) => {
+                tracing::info!(connection_id = %connection_id, user_id = %user_id, outcome = e.error_code(), "credential read refused")
+            }
         }
         let token = result?;
         let mut body = json!({
@@ -77,7 +90,10 @@ impl CredentialFetch {
                 .filter(|s| *s <= MAX_MINIMUM_VALIDITY_SECS)
                 .map(Duration::from_secs)
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_minimum_validity", "minimumValiditySeconds must be a whole number from 0 to 86400")
+                    ApiError::bad_request(
+                        "invalid_minimum_validity",
+                        "minimumValiditySeconds must be a whole number from 0 to 86400",
+                    )
                 }),
         }
     }

@@ -34,12 +34,18 @@ impl LoginCallback {
                 Ok(redirect(&location))
             }
             RouteId::ExchangeVaultCode => {
-                let tokens = login::exchange(services, matched.param("authenticationRequestId"), json_body(&req)?).await?;
+                let tokens =
+                    login::exchange(services, matched.param("authenticationRequestId"), json_body(&req)?).await?;
                 Ok(json_response(200, &json!(tokens)))
             }
             RouteId::OpenIdConfiguration => Ok(json_response(200, &openid_configuration(&services.config.issuer))),
             RouteId::Jwks => {
-                let jwks = services.user_tokens.signing_key.jwks().await.map_err(ApiError::internal)?;
+                let jwks = services
+                    .user_tokens
+                    .signing_key
+                    .jwks()
+                    .await
+                    .map_err(ApiError::internal)?;
                 Ok(json_response(200, &jwks))
             }
             _ => Err(ApiError::not_found("route_not_found", "no such route")),

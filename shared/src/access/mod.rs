@@ -16,7 +16,10 @@ mod tests {
 
     #[test]
     fn users_read_only_their_own_credentials() {
-        let alice = Caller::User { user_id: "con|alice".into(), connection_id: "con".into() };
+        let alice = Caller::User {
+            user_id: "con|alice".into(),
+            connection_id: "con".into(),
+        };
         assert!(may_read_credentials(&alice, "con", "con|alice"));
         assert!(!may_read_credentials(&alice, "con", "con|bob"));
     }

@@ -24,7 +24,12 @@ pub struct DataKeyCache {
 
 impl DataKeyCache {
     pub fn new(max_entries: usize, max_age: Duration) -> Self {
-        Self { max_entries, max_age, entries: Mutex::new(HashMap::new()), newest: Mutex::new(HashMap::new()) }
+        Self {
+            max_entries,
+            max_age,
+            entries: Mutex::new(HashMap::new()),
+            newest: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, context: &str, wrapped: &[u8]) -> Option<Arc<LessSafeKey>> {
@@ -35,7 +40,12 @@ impl DataKeyCache {
 
     /// A fresh-enough key already released for this context, with its wrapped form, for sealing.
     pub fn for_sealing(&self, context: &str) -> Option<(Vec<u8>, Arc<LessSafeKey>)> {
-        let wrapped = self.newest.lock().unwrap_or_else(|p| p.into_inner()).get(context).cloned()?;
+        let wrapped = self
+            .newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(context)
+            .cloned()?;
         let key = self.get(context, &wrapped)?;
         Some((wrapped, key))
     }
@@ -51,7 +61,14 @@ impl DataKeyCache {
         {
             entries.remove(&oldest);
         }
-        entries.insert((context.to_string(), wrapped.clone()), Entry { key, wrapped: wrapped.clone(), created: Instant::now() });
+        entries.insert(
+            (context.to_string(), wrapped.clone()),
+            Entry {
+                key,
+                wrapped: wrapped.clone(),
+                created: Instant::now(),
+            },
+        );
         let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
         newest.retain(|ctx, w| entries.get(&(ctx.clone(), w.clone())).is_some_and(|e| e.wrapped == *w));
         newest.insert(context.to_string(), wrapped);

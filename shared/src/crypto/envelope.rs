@@ -23,7 +23,12 @@ pub struct EncryptionContext {
 
 impl EncryptionContext {
     fn pairs(&self) -> [(&'static str, &str); 4] {
-        [("attribute", self.attribute), ("pk", &self.pk), ("sk", &self.sk), ("table", &self.table)]
+        [
+            ("attribute", self.attribute),
+            ("pk", &self.pk),
+            ("sk", &self.sk),
+            ("table", &self.table),
+        ]
     }
 
     /// One unambiguous string for the AAD and the cache key (values are JSON-quoted).
@@ -89,7 +94,9 @@ impl Envelope {
 
     pub async fn open_str(&self, ctx: &EncryptionContext, sealed: &[u8]) -> Result<SecretString, CryptoError> {
         let bytes = self.open(ctx, sealed).await?;
-        String::from_utf8(bytes).map(SecretString::from).map_err(|_| CryptoError::Malformed)
+        String::from_utf8(bytes)
+            .map(SecretString::from)
+            .map_err(|_| CryptoError::Malformed)
     }
 
     async fn generate_data_key(
@@ -97,7 +104,11 @@ impl Envelope {
         ctx: &EncryptionContext,
         canonical: &str,
     ) -> Result<(Vec<u8>, Arc<LessSafeKey>), CryptoError> {
-        let mut req = self.kms.generate_data_key().key_id(&self.key_id).key_spec(DataKeySpec::Aes256);
+        let mut req = self
+            .kms
+            .generate_data_key()
+            .key_id(&self.key_id)
+            .key_spec(DataKeySpec::Aes256);
         for (k, v) in ctx.pairs() {
             req = req.encryption_context(k, v);
         }
@@ -115,13 +126,23 @@ impl Envelope {
         canonical: &str,
         wrapped: &[u8],
     ) -> Result<Arc<LessSafeKey>, CryptoError> {
-        let mut req = self.kms.decrypt().key_id(&self.key_id).ciphertext_blob(Blob::new(wrapped.to_vec()));
+        let mut req = self
+            .kms
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(Blob::new(wrapped.to_vec()));
         for (k, v) in ctx.pairs() {
             req = req.encryption_context(k, v);
         }
         let out = req.send().await.map_err(|e| {
-            let invalid = e.as_service_error().is_some_and(|s| s.is_invalid_ciphertext_exception());
-            if invalid { CryptoError::NotAuthentic } else { kms_error("Decrypt", e) }
+            let invalid = e
+                .as_service_error()
+                .is_some_and(|s| s.is_invalid_ciphertext_exception());
+            if invalid {
+                CryptoError::NotAuthentic
+            } else {
+                kms_error("Decrypt", e)
+            }
         })?;
         let plain = out.plaintext.ok_or(CryptoError::Malformed)?;
         let key = Arc::new(aes_key(plain.as_ref())?);
@@ -131,7 +152,9 @@ impl Envelope {
 }
 
 fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
-    UnboundKey::new(&AES_256_GCM, bytes).map(LessSafeKey::new).map_err(|_| CryptoError::Malformed)
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| CryptoError::Malformed)
 }
 
 fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8]), CryptoError> {
@@ -149,7 +172,10 @@ fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8]), CryptoError> {
     Ok((wrapped, nonce, ciphertext))
 }
 
-fn kms_error<E: std::error::Error + 'static>(operation: &'static str, err: aws_sdk_kms::error::SdkError<E>) -> CryptoError {
+fn kms_error<E: std::error::Error + 'static>(
+    operation: &'static str,
+    err: aws_sdk_kms::error::SdkError<E>,
+) -> CryptoError {
     let cause = match err.as_service_error() {
         Some(service) => service.to_string(),
         None => crate::error::cause_chain(&err),
@@ -170,9 +196,20 @@ mod tests {
 
     #[test]
     fn context_canonical_form_separates_attributes_and_items() {
-        let a = EncryptionContext { table: "t".into(), pk: "p".into(), sk: "s".into(), attribute: "refreshToken" };
-        let b = EncryptionContext { attribute: "accessToken", ..a.clone() };
-        let c = EncryptionContext { pk: "p2".into(), ..a.clone() };
+        let a = EncryptionContext {
+            table: "t".into(),
+            pk: "p".into(),
+            sk: "s".into(),
+            attribute: "refreshToken",
+        };
+        let b = EncryptionContext {
+            attribute: "accessToken",
+            ..a.clone()
+        };
+        let c = EncryptionContext {
+            pk: "p2".into(),
+            ..a.clone()
+        };
         assert_ne!(a.canonical(), b.canonical());
         assert_ne!(a.canonical(), c.canonical());
     }

@@ -8,7 +8,7 @@ mod data_key_cache;
 mod envelope;
 
 pub use data_key_cache::DataKeyCache;
-pub use envelope::{Envelope, EncryptionContext};
+pub use envelope::{EncryptionContext, Envelope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

@@ -33,7 +33,11 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn new(kms: aws_sdk_kms::Client, key_id: String) -> Self {
-        Self { kms, key_id, public: OnceCell::new() }
+        Self {
+            kms,
+            key_id,
+            public: OnceCell::new(),
+        }
     }
 
     /// Fetched from KMS once per instance.
@@ -46,13 +50,21 @@ impl SigningKey {
                     .key_id(&self.key_id)
                     .send()
                     .await
-                    .map_err(|e| IdentityError::Kms { operation: "GetPublicKey", cause: crate::error::cause_chain(&e) })?;
+                    .map_err(|e| IdentityError::Kms {
+                        operation: "GetPublicKey",
+                        cause: crate::error::cause_chain(&e),
+                    })?;
                 let spki = out.public_key.ok_or(IdentityError::WrongKeyType)?.into_inner();
                 let (x, y) = p256_point_from_spki(&spki).ok_or(IdentityError::WrongKeyType)?;
                 let x = URL_SAFE_NO_PAD.encode(x);
                 let y = URL_SAFE_NO_PAD.encode(y);
                 let decoding_key = DecodingKey::from_ec_components(&x, &y).map_err(|_| IdentityError::WrongKeyType)?;
-                Ok(PublicSigningKey { kid: jwk_thumbprint(&x, &y), x, y, decoding_key })
+                Ok(PublicSigningKey {
+                    kid: jwk_thumbprint(&x, &y),
+                    x,
+                    y,
+                    decoding_key,
+                })
             })
             .await
     }
@@ -60,7 +72,9 @@ impl SigningKey {
     /// The JWKS document for `/.well-known/openid-configuration/jwks`.
     pub async fn jwks(&self) -> Result<serde_json::Value, IdentityError> {
         let key = self.public().await?;
-        Ok(json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": key.kid, "x": key.x, "y": key.y}]}))
+        Ok(
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": key.kid, "x": key.x, "y": key.y}]}),
+        )
     }
 
     /// ES256 signature of `message` as JWS wants it: raw `r || s`, not the DER KMS returns.
@@ -74,9 +88,14 @@ impl SigningKey {
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send()
             .await
-            .map_err(|e| IdentityError::Kms { operation: "Sign", cause: crate::error::cause_chain(&e) })?;
+            .map_err(|e| IdentityError::Kms {
+                operation: "Sign",
+                cause: crate::error::cause_chain(&e),
+            })?;
         let der = out.signature.ok_or(IdentityError::BadSignature)?.into_inner();
-        der_signature_to_raw(&der).map(|raw| raw.to_vec()).ok_or(IdentityError::BadSignature)
+        der_signature_to_raw(&der)
+            .map(|raw| raw.to_vec())
+            .ok_or(IdentityError::BadSignature)
     }
 }
 
@@ -154,7 +173,9 @@ fn jwk_thumbprint(x: &str, y: &str) -> String {
 mod tests {
     use super::*;
     use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+    };
 
     #[test]
     fn der_signatures_convert_to_verifiable_raw_signatures() {

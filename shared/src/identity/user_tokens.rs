@@ -41,8 +41,20 @@ pub struct UserTokens {
 }
 
 impl UserTokens {
-    pub fn new(signing_key: SigningKey, issuer: String, audience: String, lifetime: Duration, clock: Arc<dyn Clock>) -> Self {
-        Self { signing_key, issuer, audience, lifetime, clock }
+    pub fn new(
+        signing_key: SigningKey,
+        issuer: String,
+        audience: String,
+        lifetime: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            signing_key,
+            issuer,
+            audience,
+            lifetime,
+            clock,
+        }
     }
 
     /// Signs a token for `user_id`, who logged in through `connection_id`.
@@ -59,7 +71,10 @@ impl UserTokens {
             scope: scope.to_string(),
         };
         let token = self.sign_claims(&claims).await?;
-        Ok(IssuedToken { token, expires_in: self.lifetime.as_secs() })
+        Ok(IssuedToken {
+            token,
+            expires_in: self.lifetime.as_secs(),
+        })
     }
 
     async fn sign_claims(&self, claims: &impl Serialize) -> Result<String, IdentityError> {
@@ -76,13 +91,16 @@ impl UserTokens {
 
     /// Verifies a bearer token: ES256 only, our `kid`, issuer, audience, expiry.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
         if header.alg != Algorithm::ES256 {
             return Err(ApiError::Unauthorized("the token's algorithm is not accepted"));
         }
         let key = self.signing_key.public().await.map_err(ApiError::internal)?;
         if header.kid.as_deref() != Some(key.kid.as_str()) {
-            return Err(ApiError::Unauthorized("the token was not signed by a key of this vault"));
+            return Err(ApiError::Unauthorized(
+                "the token was not signed by a key of this vault",
+            ));
         }
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[&self.issuer]);
@@ -99,6 +117,9 @@ impl UserTokens {
                 _ => "the token is not valid",
             })
         })?;
-        Ok(Caller::User { user_id: data.claims.sub, connection_id: data.claims.azp })
+        Ok(Caller::User {
+            user_id: data.claims.sub,
+            connection_id: data.claims.azp,
+        })
     }
 }

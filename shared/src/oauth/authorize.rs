@@ -6,7 +6,15 @@ use crate::error::ApiError;
 use crate::oauth::Connection;
 
 /// Parameters the vault sets itself; connection properties may not override them.
-const RESERVED: &[&str] = &["response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge", "code_challenge_method"];
+const RESERVED: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
 const MAX_PROPERTIES: usize = 32;
 const MAX_PROPERTY_LEN: usize = 1024;
 
@@ -24,7 +32,10 @@ pub fn merge_properties(
     requested: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
     if requested.len() > MAX_PROPERTIES {
-        return Err(ApiError::bad_request("invalid_connection_properties", "too many connectionProperties"));
+        return Err(ApiError::bad_request(
+            "invalid_connection_properties",
+            "too many connectionProperties",
+        ));
     }
     for (k, v) in requested {
         if RESERVED.contains(&k.as_str()) {
@@ -34,7 +45,10 @@ pub fn merge_properties(
             ));
         }
         if k.is_empty() || k.len() > MAX_PROPERTY_LEN || v.len() > MAX_PROPERTY_LEN {
-            return Err(ApiError::bad_request("invalid_connection_properties", "a connection property is empty or too long"));
+            return Err(ApiError::bad_request(
+                "invalid_connection_properties",
+                "a connection property is empty or too long",
+            ));
         }
     }
     let mut merged = defaults.clone();
@@ -48,8 +62,12 @@ pub fn authorize_url(
     request: &AuthorizeRequest<'_>,
     properties: &BTreeMap<String, String>,
 ) -> Result<String, ApiError> {
-    let mut url = url::Url::parse(&connection.authentication_url)
-        .map_err(|e| ApiError::internal(format!("connection {} has a bad authenticationUrl: {e}", connection.connection_id)))?;
+    let mut url = url::Url::parse(&connection.authentication_url).map_err(|e| {
+        ApiError::internal(format!(
+            "connection {} has a bad authenticationUrl: {e}",
+            connection.connection_id
+        ))
+    })?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -72,7 +90,10 @@ mod tests {
 
     #[test]
     fn request_properties_override_defaults_but_not_reserved_parameters() {
-        let defaults = BTreeMap::from([("scope".to_string(), "openid".to_string()), ("prompt".to_string(), "none".to_string())]);
+        let defaults = BTreeMap::from([
+            ("scope".to_string(), "openid".to_string()),
+            ("prompt".to_string(), "none".to_string()),
+        ]);
         let requested = BTreeMap::from([("prompt".to_string(), "consent".to_string())]);
         let merged = merge_properties(&defaults, &requested).unwrap();
         assert_eq!(merged["prompt"], "consent");

@@ -76,14 +76,27 @@ pub struct ProviderKeys {
 
 impl ProviderKeys {
     pub fn new(http: reqwest::Client, insecure_allow_http_loopback: bool) -> Self {
-        Self { http, insecure_allow_http_loopback, cache: Mutex::new(HashMap::new()) }
+        Self {
+            http,
+            insecure_allow_http_loopback,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
-    pub async fn verify(&self, connection: &Connection, id_token: &str, expected_nonce: &str) -> Result<IdClaims, IdTokenError> {
+    pub async fn verify(
+        &self,
+        connection: &Connection,
+        id_token: &str,
+        expected_nonce: &str,
+    ) -> Result<IdClaims, IdTokenError> {
         let issuer = connection.issuer_url.as_deref().ok_or(IdTokenError::BadIssuerUrl)?;
-        let header = jsonwebtoken::decode_header(id_token).map_err(|e| IdTokenError::Invalid(format!("header: {e}")))?;
+        let header =
+            jsonwebtoken::decode_header(id_token).map_err(|e| IdTokenError::Invalid(format!("header: {e}")))?;
         if !ALLOWED_ALGORITHMS.contains(&header.alg) {
-            return Err(IdTokenError::Invalid(format!("algorithm {:?} is not allowed", header.alg)));
+            return Err(IdTokenError::Invalid(format!(
+                "algorithm {:?} is not allowed",
+                header.alg
+            )));
         }
         let key = self.key_for(issuer, header.kid.as_deref()).await?;
         let mut validation = Validation::new(header.alg);
@@ -105,7 +118,11 @@ impl ProviderKeys {
         if claims.sub.is_empty() {
             return Err(IdTokenError::Invalid("empty sub".into()));
         }
-        Ok(IdClaims { sub: claims.sub, email: claims.email, name: claims.name })
+        Ok(IdClaims {
+            sub: claims.sub,
+            email: claims.email,
+            name: claims.name,
+        })
     }
 
     async fn key_for(&self, issuer: &str, kid: Option<&str>) -> Result<DecodingKey, IdTokenError> {
@@ -116,16 +133,21 @@ impl ProviderKeys {
             Lookup::Stale => self.fetch(issuer).await?,
         };
         let key = find_key(&keys, kid);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(issuer.to_string(), CachedKeys { keys, fetched: Instant::now() });
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            issuer.to_string(),
+            CachedKeys {
+                keys,
+                fetched: Instant::now(),
+            },
+        );
         key.ok_or_else(|| IdTokenError::Invalid("unknown kid".into()))?
     }
 
     fn cached(&self, issuer: &str, kid: Option<&str>) -> Lookup {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = cache.get(issuer) else { return Lookup::Stale };
+        let Some(entry) = cache.get(issuer) else {
+            return Lookup::Stale;
+        };
         let age = entry.fetched.elapsed();
         if age > KEYS_MAX_AGE {
             return Lookup::Stale;
@@ -145,7 +167,9 @@ impl ProviderKeys {
         let discovery: Discovery = self.get_json(&discovery_url).await?;
         // RFC 8414 §3.3: the issuer in the document must be the one we asked, or a mix-up is possible.
         if discovery.issuer != issuer {
-            return Err(IdTokenError::Discovery("issuer in the discovery document differs from the connection's".into()));
+            return Err(IdTokenError::Discovery(
+                "issuer in the discovery document differs from the connection's".into(),
+            ));
         }
         if !is_acceptable_provider_url(&discovery.jwks_uri, self.insecure_allow_http_loopback) {
             return Err(IdTokenError::Discovery("jwks_uri is not an acceptable URL".into()));
@@ -154,11 +178,18 @@ impl ProviderKeys {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, IdTokenError> {
-        let resp = self.http.get(url).send().await.map_err(|_| IdTokenError::Discovery("request failed".into()))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|_| IdTokenError::Discovery("request failed".into()))?;
         if !resp.status().is_success() {
             return Err(IdTokenError::Discovery(format!("HTTP {}", resp.status().as_u16())));
         }
-        resp.json().await.map_err(|_| IdTokenError::Discovery("not the expected JSON".into()))
+        resp.json()
+            .await
+            .map_err(|_| IdTokenError::Discovery("not the expected JSON".into()))
     }
 }
 

@@ -43,7 +43,9 @@ pub fn s256_challenge(verifier: &str) -> String {
 /// An S256 challenge is exactly 43 base64url characters (a 32-byte digest).
 pub fn is_valid_s256_challenge(challenge: &str) -> bool {
     challenge.len() == 43
-        && challenge.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && challenge
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         && URL_SAFE_NO_PAD.decode(challenge).is_ok_and(|d| d.len() == 32)
 }
 

@@ -24,12 +24,20 @@ pub enum ProviderError {
     Permanent { status: u16, error: String },
     /// Down, slow, rate-limited or otherwise not answering usefully now.
     #[error("provider unavailable: {reason}")]
-    Transient { reason: String, retry_after: Option<Duration>, retryable: bool },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+        retryable: bool,
+    },
 }
 
 impl ProviderError {
     fn transient(reason: impl Into<String>, retryable: bool) -> Self {
-        ProviderError::Transient { reason: reason.into(), retry_after: None, retryable }
+        ProviderError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+            retryable,
+        }
     }
 }
 
@@ -82,7 +90,10 @@ impl ProviderClient {
             .connect_timeout(timeout)
             .user_agent("credvault")
             .build()?;
-        Ok(Self { http, attempts: attempts.max(1) })
+        Ok(Self {
+            http,
+            attempts: attempts.max(1),
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -110,7 +121,11 @@ impl ProviderClient {
 
     /// Uses a refresh token, retrying 5xx/429/connection failures with jittered backoff. A timeout is not
     /// retried: the provider may have rotated the token already, and a second use could revoke the family.
-    pub async fn refresh(&self, connection: &Connection, refresh_token: &SecretString) -> Result<TokenResponse, ProviderError> {
+    pub async fn refresh(
+        &self,
+        connection: &Connection,
+        refresh_token: &SecretString,
+    ) -> Result<TokenResponse, ProviderError> {
         let params = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
@@ -121,7 +136,11 @@ impl ProviderClient {
         loop {
             attempt += 1;
             match self.token_request(connection, &params).await {
-                Err(ProviderError::Transient { retryable: true, reason, .. }) if attempt < self.attempts => {
+                Err(ProviderError::Transient {
+                    retryable: true,
+                    reason,
+                    ..
+                }) if attempt < self.attempts => {
                     tracing::warn!(connection_id = %connection.connection_id, attempt, reason = %reason, "provider refresh failed, retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -130,13 +149,22 @@ impl ProviderClient {
         }
     }
 
-    async fn token_request(&self, connection: &Connection, params: &[(&str, &str)]) -> Result<TokenResponse, ProviderError> {
-        let req = self.http.post(&connection.token_url).header(reqwest::header::ACCEPT, "application/json");
+    async fn token_request(
+        &self,
+        connection: &Connection,
+        params: &[(&str, &str)],
+    ) -> Result<TokenResponse, ProviderError> {
+        let req = self
+            .http
+            .post(&connection.token_url)
+            .header(reqwest::header::ACCEPT, "application/json");
         let req = match connection.token_request_encoding {
             TokenRequestEncoding::Form => req.form(params),
             TokenRequestEncoding::Json => {
-                let body: serde_json::Map<String, serde_json::Value> =
-                    params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect();
+                let body: serde_json::Map<String, serde_json::Value> = params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                    .collect();
                 req.json(&body)
             }
         };
@@ -155,53 +183,75 @@ impl ProviderClient {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = resp.bytes().await.map_err(|e| {
-            ProviderError::transient(if e.is_timeout() { "timeout reading response" } else { "response interrupted" }, false)
+            ProviderError::transient(
+                if e.is_timeout() {
+                    "timeout reading response"
+                } else {
+                    "response interrupted"
+                },
+                false,
+            )
         })?;
         if (200..300).contains(&status) {
             return parse_success(&body);
         }
-        let error = serde_json::from_slice::<RawErrorResponse>(&body).ok().and_then(|e| e.error).map(|e| sanitize_code(&e));
+        let error = serde_json::from_slice::<RawErrorResponse>(&body)
+            .ok()
+            .and_then(|e| e.error)
+            .map(|e| sanitize_code(&e));
         match (status, error) {
-            (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => Err(ProviderError::Permanent { status, error }),
+            (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => {
+                Err(ProviderError::Permanent { status, error })
+            }
             (429 | 500..=599, error) => Err(ProviderError::Transient {
                 reason: format!("HTTP {status}{}", error.map(|e| format!(" {e}")).unwrap_or_default()),
                 retry_after,
                 retryable: true,
             }),
             (_, error) => Err(ProviderError::transient(
-                format!("unexpected HTTP {status}{}", error.map(|e| format!(" {e}")).unwrap_or_default()),
+                format!(
+                    "unexpected HTTP {status}{}",
+                    error.map(|e| format!(" {e}")).unwrap_or_default()
+                ),
                 false,
             )),
         }
     }
 
     /// RFC 7009 revocation of a refresh token. 200 is success even for unknown tokens.
-    pub async fn revoke(&self, connection: &Connection, revocation_url: &str, token: &SecretString) -> Result<(), ProviderError> {
+    pub async fn revoke(
+        &self,
+        connection: &Connection,
+        revocation_url: &str,
+        token: &SecretString,
+    ) -> Result<(), ProviderError> {
         let params = [
             ("token", token.expose_secret()),
             ("token_type_hint", "refresh_token"),
             ("client_id", &connection.client_id),
             ("client_secret", connection.client_secret.expose_secret()),
         ];
-        let resp = self
-            .http
-            .post(revocation_url)
-            .form(&params)
-            .send()
-            .await
-            .map_err(|e| ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, true))?;
+        let resp = self.http.post(revocation_url).form(&params).send().await.map_err(|e| {
+            ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, true)
+        })?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            status => Err(ProviderError::transient(format!("revocation answered HTTP {status}"), status >= 500 || status == 429)),
+            status => Err(ProviderError::transient(
+                format!("revocation answered HTTP {status}"),
+                status >= 500 || status == 429,
+            )),
         }
     }
 }
 
 fn parse_success(body: &[u8]) -> Result<TokenResponse, ProviderError> {
-    let raw: RawTokenResponse =
-        serde_json::from_slice(body).map_err(|_| ProviderError::transient("token response is not the expected JSON", false))?;
+    let raw: RawTokenResponse = serde_json::from_slice(body)
+        .map_err(|_| ProviderError::transient("token response is not the expected JSON", false))?;
     if raw.access_token.is_empty() {
-        return Err(ProviderError::transient("token response has an empty access_token", false));
+        return Err(ProviderError::transient(
+            "token response has an empty access_token",
+            false,
+        ));
     }
     let expires_in = match raw.expires_in {
         None => None,
@@ -221,7 +271,10 @@ fn parse_success(body: &[u8]) -> Result<TokenResponse, ProviderError> {
 
 /// OAuth error codes are short ASCII words; anything else is cut, so a hostile body cannot write to logs.
 fn sanitize_code(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect()
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
 }
 
 /// Jittered exponential backoff before retry `attempt + 1`.
@@ -232,12 +285,16 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The most time all backoffs of `attempts` tries can add up to (used to check the lease length).
 pub fn max_total_backoff(attempts: u32) -> Duration {
-    (1..attempts).map(|a| (BACKOFF_BASE * 2u32.saturating_pow(a - 1)).min(BACKOFF_CAP)).sum()
+    (1..attempts)
+        .map(|a| (BACKOFF_BASE * 2u32.saturating_pow(a - 1)).min(BACKOFF_CAP))
+        .sum()
 }
 
 /// Provider URLs must be https; plain http only to loopback, and only when the vault runs locally.
 pub fn is_acceptable_provider_url(value: &str, insecure_allow_http_loopback: bool) -> bool {
-    let Ok(url) = url::Url::parse(value) else { return false };
+    let Ok(url) = url::Url::parse(value) else {
+        return false;
+    };
     match url.scheme() {
         "https" => url.host().is_some(),
         "http" if insecure_allow_http_loopback => match url.host() {
@@ -266,7 +323,10 @@ mod tests {
 
     #[test]
     fn http_is_only_for_loopback_and_only_when_allowed() {
-        assert!(is_acceptable_provider_url("https://accounts.google.com/o/oauth2", false));
+        assert!(is_acceptable_provider_url(
+            "https://accounts.google.com/o/oauth2",
+            false
+        ));
         assert!(!is_acceptable_provider_url("http://127.0.0.1:8080/token", false));
         assert!(is_acceptable_provider_url("http://127.0.0.1:8080/token", true));
         assert!(!is_acceptable_provider_url("http://10.0.0.1/token", true));
@@ -275,12 +335,16 @@ mod tests {
 
     #[test]
     fn hostile_error_codes_are_cut() {
-        assert_eq!(sanitize_code("invalid_grant\nFAKE LOG LINE"), "invalid_grantFAKELOGLINE");
+        assert_eq!(
+            sanitize_code("invalid_grant\nFAKE LOG LINE"),
+            "invalid_grantFAKELOGLINE"
+        );
     }
 
     #[test]
     fn token_response_debug_shows_no_token() {
-        let r = parse_success(br#"{"access_token":"planted-at","refresh_token":"planted-rt","expires_in":"3600"}"#).unwrap();
+        let r = parse_success(br#"{"access_token":"planted-at","refresh_token":"planted-rt","expires_in":"3600"}"#)
+            .unwrap();
         let shown = format!("{r:?}");
         assert!(!shown.contains("planted"), "{shown}");
         assert_eq!(r.expires_in, Some(3600));

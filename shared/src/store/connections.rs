@@ -26,7 +26,9 @@ pub enum ConnectionStoreError {
 /// Creates or replaces a connection.
 pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) -> Result<(), ConnectionStoreError> {
     let ctx = table.context(&pk(&connection.connection_id), SK, ATTR_CLIENT_SECRET);
-    let sealed_secret = envelope.seal_str(&ctx, connection.client_secret.expose_secret()).await?;
+    let sealed_secret = envelope
+        .seal_str(&ctx, connection.client_secret.expose_secret())
+        .await?;
     let properties = serde_json::to_string(&connection.default_connection_properties)
         .map_err(|e| StoreError::Malformed(e.to_string()))?;
     let mut req = table
@@ -42,7 +44,10 @@ pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) ->
         .item("clientId", s(&connection.client_id))
         .item(ATTR_CLIENT_SECRET, b(sealed_secret))
         .item("defaultConnectionProperties", s(properties))
-        .item("supportedContentType", s(connection.token_request_encoding.content_type()));
+        .item(
+            "supportedContentType",
+            s(connection.token_request_encoding.content_type()),
+        );
     if let Some(issuer) = &connection.issuer_url {
         req = req.item("issuerUrl", s(issuer));
     }
@@ -53,7 +58,11 @@ pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) ->
     Ok(())
 }
 
-pub async fn get(table: &Table, envelope: &Envelope, connection_id: &str) -> Result<Option<Connection>, ConnectionStoreError> {
+pub async fn get(
+    table: &Table,
+    envelope: &Envelope,
+    connection_id: &str,
+) -> Result<Option<Connection>, ConnectionStoreError> {
     let out = table
         .client
         .get_item()
@@ -63,7 +72,9 @@ pub async fn get(table: &Table, envelope: &Envelope, connection_id: &str) -> Res
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    let Some(item) = out.item else { return Ok(None) };
+    let Some(item) = out.item else {
+        return Ok(None);
+    };
     let ctx = table.context(&pk(connection_id), SK, ATTR_CLIENT_SECRET);
     let client_secret = envelope.open_str(&ctx, &get_b(&item, ATTR_CLIENT_SECRET)?).await?;
     let properties: BTreeMap<String, String> = serde_json::from_str(&get_s(&item, "defaultConnectionProperties")?)

@@ -207,7 +207,10 @@ pub async fn save_after_login(
                 None => remove.push("tokenScope"),
             }
             let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-            req.update_expression(expr).send().await.map_err(|e| classify("UpdateItem", e))?;
+            req.update_expression(expr)
+                .send()
+                .await
+                .map_err(|e| classify("UpdateItem", e))?;
         }
     }
     Ok(())
@@ -249,7 +252,13 @@ pub async fn commit_refresh(
     tokens: NewTokens,
     now_secs: i64,
 ) -> Result<bool, StoreError> {
-    let mut set = vec!["accessToken = :at", "accessExpiresAt = :exp", "tokenType = :tt", "tokenVersion = :next", "updatedAt = :now"];
+    let mut set = vec![
+        "accessToken = :at",
+        "accessExpiresAt = :exp",
+        "tokenType = :tt",
+        "tokenVersion = :next",
+        "updatedAt = :now",
+    ];
     let mut req = table
         .client
         .update_item()
@@ -318,7 +327,10 @@ pub async fn mark_reauth_required(
 }
 
 /// `Ok(true)` when the write happened, `Ok(false)` when its condition did not hold.
-fn condition_outcome<T, E, R>(operation: &'static str, result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>) -> Result<bool, StoreError>
+fn condition_outcome<T, E, R>(
+    operation: &'static str,
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<bool, StoreError>
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,

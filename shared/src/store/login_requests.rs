@@ -79,7 +79,12 @@ pub enum ConsumeOutcome {
     Expired,
 }
 
-pub async fn consume(table: &Table, state: &str, connection_id: &str, now_secs: i64) -> Result<ConsumeOutcome, StoreError> {
+pub async fn consume(
+    table: &Table,
+    state: &str,
+    connection_id: &str,
+    now_secs: i64,
+) -> Result<ConsumeOutcome, StoreError> {
     let result = table
         .client
         .delete_item()
@@ -95,7 +100,9 @@ pub async fn consume(table: &Table, state: &str, connection_id: &str, now_secs: 
         .await;
     match result {
         Ok(out) => {
-            let item = out.attributes.ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
+            let item = out
+                .attributes
+                .ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
             Ok(ConsumeOutcome::Consumed(from_item(state, &item)?))
         }
         Err(err) => {

@@ -43,11 +43,19 @@ pub struct Table {
 
 impl Table {
     pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
-        Self { client, name: name.into() }
+        Self {
+            client,
+            name: name.into(),
+        }
     }
 
     pub fn context(&self, pk: &str, sk: &str, attribute: &'static str) -> EncryptionContext {
-        EncryptionContext { table: self.name.clone(), pk: pk.to_string(), sk: sk.to_string(), attribute }
+        EncryptionContext {
+            table: self.name.clone(),
+            pk: pk.to_string(),
+            sk: sk.to_string(),
+            attribute,
+        }
     }
 }
 
@@ -63,7 +71,10 @@ where
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
             StoreError::Throttled
         }
-        _ => StoreError::Dynamo { operation, cause: crate::error::cause_chain(&err) },
+        _ => StoreError::Dynamo {
+            operation,
+            cause: crate::error::cause_chain(&err),
+        },
     }
 }
 

@@ -83,12 +83,16 @@ pub async fn consume(
         .await;
     match result {
         Ok(out) => {
-            let item = out.attributes.ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
+            let item = out
+                .attributes
+                .ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
             Ok(Ok(from_item(&item)?))
         }
         Err(err) => {
             if let Some(DeleteItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
-                let Some(old) = &failed.item else { return Ok(Err(Refusal::Unknown)) };
+                let Some(old) = &failed.item else {
+                    return Ok(Err(Refusal::Unknown));
+                };
                 let old = from_item(old)?;
                 let refusal = if old.authentication_request_id != authentication_request_id {
                     Refusal::WrongRequest

@@ -7,12 +7,20 @@ use credvault_tests::{LocalStack, StackOptions};
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
-    let port: u16 = std::env::var("CREDVAULT_DEV_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let port: u16 = std::env::var("CREDVAULT_DEV_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
     let stack = LocalStack::start(StackOptions {
         port,
         demo_page: true,
-        extra_redirect_urls: vec![format!("http://127.0.0.1:{port}/demo"), format!("http://localhost:{port}/demo")],
+        extra_redirect_urls: vec![
+            format!("http://127.0.0.1:{port}/demo"),
+            format!("http://localhost:{port}/demo"),
+        ],
         refresh: RefreshTiming::default(),
         ..StackOptions::default()
     })
@@ -22,8 +30,15 @@ async fn main() {
     println!();
     println!("credvault is running on {}", stack.base_url);
     println!("  demo page:      {}/demo", stack.base_url);
-    println!("  JWKS:           {}/.well-known/openid-configuration/jwks", stack.base_url);
-    println!("  demo provider:  {} (connection {})", stack.provider.issuer(), stack.connection_id);
+    println!(
+        "  JWKS:           {}/.well-known/openid-configuration/jwks",
+        stack.base_url
+    );
+    println!(
+        "  demo provider:  {} (connection {})",
+        stack.provider.issuer(),
+        stack.connection_id
+    );
     println!("  AWS emulator:   {} (table {})", stack.aws.endpoint, stack.aws.table);
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,274 @@
+//! The refresh protocol against the fake provider over HTTP: expiry, rotation, minimum validity,
+//! dead grants, provider outages and a lease left behind by a crashed instance.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use credvault_tests::{Failure, LocalStack, StackOptions};
+use serde_json::Value;
+
+async fn stack_with_expired_login() -> (LocalStack, credvault_tests::LoggedIn) {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    // Tokens issued at login are already expired; the refreshed ones live an hour.
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let user = stack.login().await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    (stack, user)
+}
+
+async fn access_token_of(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_and_a_rotated_refresh_token_replaces_the_stored_one() {
+    let (stack, user) = stack_with_expired_login().await;
+    let login_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    let version_before = stack.credential(&user.user_id).await.unwrap().token_version;
+
+    let token = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    assert_eq!(
+        stack.provider.refresh_tokens_presented(),
+        vec![login_refresh_token.clone()]
+    );
+    let stored = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    assert_ne!(
+        stored, login_refresh_token,
+        "the rotated token must replace the old one"
+    );
+    assert!(stack.provider.refresh_token_is_live(&stored));
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(item.token_version, version_before + 1);
+    assert!(item.lease.is_none(), "the lease is dropped on commit");
+
+    // The new token is valid for an hour: the next fetch is served from the store.
+    assert_eq!(
+        access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await,
+        token
+    );
+    assert_eq!(stack.provider.counters().refreshes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rotation_the_stored_refresh_token_is_kept_and_reused() {
+    let (stack, user) = stack_with_expired_login().await;
+    stack.provider.set_knobs(|k| k.rotate_refresh_tokens = false);
+    let login_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
+
+    access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(
+        stack.stored_refresh_token(&user.user_id).await.unwrap(),
+        login_refresh_token
+    );
+    // Asking for more validity than the token has forces a second refresh with the same token.
+    access_token_of(
+        stack
+            .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        stack.provider.refresh_tokens_presented(),
+        vec![login_refresh_token.clone(), login_refresh_token]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimum_validity_decides_whether_to_refresh() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 1000);
+    let user = stack.login().await;
+    let login_token = access_token_of(
+        stack
+            .fetch_credentials(&user.access_token, &user.user_id, Some(900))
+            .await,
+    )
+    .await;
+    // Default minimum validity (300 s) is met by a 1000 s token.
+    assert_eq!(
+        access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await,
+        login_token
+    );
+    assert_eq!(stack.provider.counters().refreshes, 0);
+
+    let resp = stack
+        .fetch_credentials(&user.access_token, &user.user_id, Some(1100))
+        .await;
+    let body: Value = resp.json().await.unwrap();
+    assert_ne!(body["accessToken"], login_token.as_str());
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    // The returned expiry is an ISO-8601 instant about 1000 s away.
+    assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_marks_the_credential_dead_and_stops_calling_the_provider() {
+    let (stack, user) = stack_with_expired_login().await;
+    stack.provider.fail_next(&[Failure::InvalidGrant]);
+
+    for _ in 0..3 {
+        let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+        assert_eq!(resp.status(), 409);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errorCode"], "reauthentication_required");
+    }
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        1,
+        "no provider call after the grant died"
+    );
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(
+        item.status,
+        credvault::store::credentials::CredentialStatus::ReauthRequired
+    );
+    assert!(item.lease.is_none());
+
+    // Logging in again revives it.
+    let again = stack.login().await;
+    assert_eq!(again.user_id, user.user_id);
+    assert_eq!(
+        stack
+            .fetch_credentials(&again.access_token, &user.user_id, None)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_outage_serves_the_old_token_while_it_is_still_valid() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    let old = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    stack
+        .provider
+        .fail_next(&[Failure::Status(503), Failure::Status(500), Failure::Status(429)]);
+
+    // Wants more than the token has left: a refresh is tried, fails three times, the old token is served.
+    let resp = stack
+        .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+        .await;
+    assert_eq!(access_token_of(resp).await, old);
+    assert_eq!(stack.provider.counters().refreshes, 3, "bounded retries");
+    assert!(
+        stack.credential(&user.user_id).await.unwrap().lease.is_none(),
+        "lease released"
+    );
+
+    // Provider back: the next fetch refreshes at once, with the refresh token that was never consumed.
+    let fresh = access_token_of(
+        stack
+            .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+            .await,
+    )
+    .await;
+    assert_ne!(fresh, old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_outage_with_an_expired_token_is_503_with_retry_after() {
+    let (stack, user) = stack_with_expired_login().await;
+    stack
+        .provider
+        .fail_next(&[Failure::Status(503), Failure::Status(503), Failure::Status(503)]);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errorCode"], "provider_unavailable");
+    assert!(
+        stack.credential(&user.user_id).await.unwrap().lease.is_none(),
+        "lease released"
+    );
+    // Once the provider is back, the same credential refreshes normally.
+    access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(stack.provider.counters().refreshes, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_timeout_is_not_retried_and_releases_the_lease() {
+    let (stack, user) = stack_with_expired_login().await;
+    let login_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    stack.provider.fail_next(&[Failure::Hang]);
+    let started = Instant::now();
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    // One attempt only: the provider may have rotated the token before the answer was lost.
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up at the provider timeout"
+    );
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert!(item.lease.is_none());
+    assert_eq!(
+        stack.stored_refresh_token(&user.user_id).await.unwrap(),
+        login_refresh_token,
+        "nothing committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_of_a_crashed_instance_is_taken_over_after_it_expires() {
+    let (stack, user) = stack_with_expired_login().await;
+    // A refresher claimed the lease and died: its lease runs 1.5 s more.
+    let item = stack.credential(&user.user_id).await.unwrap();
+    let until = credvault::clock::Clock::now_millis(&credvault::clock::SystemClock) + 1500;
+    stack
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(&stack.aws.table)
+        .key(
+            "pk",
+            AttributeValue::S(credvault::store::credentials::pk(&stack.connection_id)),
+        )
+        .key(
+            "sk",
+            AttributeValue::S(credvault::store::credentials::sk(&user.user_id)),
+        )
+        .update_expression("SET leaseOwner = :o, leaseExpiresAtMs = :u")
+        .condition_expression("tokenVersion = :v")
+        .expression_attribute_values(":o", AttributeValue::S("crashed-instance".into()))
+        .expression_attribute_values(":u", AttributeValue::N(until.to_string()))
+        .expression_attribute_values(":v", AttributeValue::N(item.token_version.to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "waited for the stale lease"
+    );
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    let after = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(after.token_version, item.token_version + 1);
+    assert!(after.lease.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relogin_without_a_refresh_token_keeps_the_stored_one_and_a_new_one_replaces_it() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    let first = stack.stored_refresh_token(&user.user_id).await.unwrap();
+
+    stack.provider.set_knobs(|k| k.issue_refresh_token_on_login = false);
+    stack.login().await;
+    assert_eq!(stack.stored_refresh_token(&user.user_id).await.unwrap(), first);
+
+    stack.provider.set_knobs(|k| k.issue_refresh_token_on_login = true);
+    stack.login().await;
+    let third = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    assert_ne!(third, first);
+    assert!(stack.provider.live_refresh_tokens().contains(&third));
+}
