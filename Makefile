@@ -9,10 +9,8 @@ dev: bootstrap
 	cargo run -p credvault-tests --bin local-vault
 
 # Command 2: every check and every test.
-test: bootstrap
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+test:
+	@bash scripts/test.sh
 
 # The figures of the README's "Numbers" section.
 bench: bootstrap

@@ -51,12 +51,7 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
         .redirect_url
         .ok_or_else(|| ApiError::bad_request("invalid_redirect_url", "redirectUrl is required"))?;
     // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
-    if !services
-        .config
-        .allowed_redirect_urls
-        .iter()
-        .any(|allowed| *allowed == redirect_url)
-    {
+    if !services.config.allowed_redirect_urls.contains(&redirect_url) {
         return Err(ApiError::bad_request(
             "invalid_redirect_url",
             "redirectUrl is not an allowed redirect URL",

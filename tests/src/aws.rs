@@ -184,4 +184,17 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
         .send()
         .await
         .expect("create table");
+    dynamodb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .attribute_name(credvault::store::TTL_ATTRIBUTE)
+                .enabled(true)
+                .build()
+                .expect("ttl spec"),
+        )
+        .send()
+        .await
+        .expect("enable TTL");
 }

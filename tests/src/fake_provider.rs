@@ -34,6 +34,21 @@ pub enum Failure {
     InvalidGrant,
 }
 
+/// Ways the id_token of the next logins is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenFault {
+    WrongNonce,
+    WrongAudience,
+    WrongIssuer,
+    Expired,
+    /// `alg: none`, no signature.
+    Unsigned,
+    /// Signed by a key that is not in the provider's JWKS (same kid).
+    ForeignKey,
+    /// HS256 with the client secret as key: a symmetric algorithm the vault must not accept.
+    SymmetricWithClientSecret,
+}
+
 #[derive(Debug, Clone)]
 pub struct Knobs {
     pub rotate_refresh_tokens: bool,
@@ -44,6 +59,7 @@ pub struct Knobs {
     pub latency: Duration,
     /// Subject of the next logins.
     pub subject: String,
+    pub id_token_fault: Option<IdTokenFault>,
 }
 
 impl Default for Knobs {
@@ -55,6 +71,7 @@ impl Default for Knobs {
             issue_refresh_token_on_login: true,
             latency: Duration::ZERO,
             subject: "alice".to_string(),
+            id_token_fault: None,
         }
     }
 }
@@ -207,9 +224,9 @@ impl FakeProvider {
             .collect()
     }
 
-    fn sign_id_token(&self, subject: &str, nonce: Option<&str>) -> String {
+    fn sign_id_token(&self, subject: &str, nonce: Option<&str>, fault: Option<IdTokenFault>) -> String {
         let now = credvault::clock::unix_secs(std::time::SystemTime::now());
-        let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.inner.kid});
+        let mut header = json!({"alg": "ES256", "typ": "JWT", "kid": self.inner.kid});
         let mut claims = json!({
             "iss": self.inner.issuer, "sub": subject, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
             "email": format!("{subject}@example.com"), "name": subject,
@@ -217,17 +234,46 @@ impl FakeProvider {
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
         }
+        match fault {
+            Some(IdTokenFault::WrongNonce) => claims["nonce"] = json!("another-nonce"),
+            Some(IdTokenFault::WrongAudience) => claims["aud"] = json!("another-client"),
+            Some(IdTokenFault::WrongIssuer) => claims["iss"] = json!("https://evil.example.com"),
+            Some(IdTokenFault::Expired) => {
+                claims["iat"] = json!(now - 7200);
+                claims["exp"] = json!(now - 3600);
+            }
+            Some(IdTokenFault::Unsigned) => header = json!({"alg": "none", "typ": "JWT", "kid": self.inner.kid}),
+            Some(IdTokenFault::SymmetricWithClientSecret) => {
+                header = json!({"alg": "HS256", "typ": "JWT", "kid": self.inner.kid})
+            }
+            _ => {}
+        }
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let sig = self
-            .inner
-            .key_pair
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign id_token");
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        let signature = match fault {
+            Some(IdTokenFault::Unsigned) => Vec::new(),
+            Some(IdTokenFault::SymmetricWithClientSecret) => {
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, CLIENT_SECRET.as_bytes());
+                aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+            }
+            Some(IdTokenFault::ForeignKey) => {
+                let rng = SystemRandom::new();
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+                let other = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("key");
+                other.sign(&rng, input.as_bytes()).expect("sign").as_ref().to_vec()
+            }
+            _ => self
+                .inner
+                .key_pair
+                .sign(&SystemRandom::new(), input.as_bytes())
+                .expect("sign id_token")
+                .as_ref()
+                .to_vec(),
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     fn jwk(&self) -> Value {
@@ -354,7 +400,7 @@ fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response
     let family = state.next_family;
     state.next_family += 1;
     let issue_refresh = state.knobs.issue_refresh_token_on_login;
-    let id_token = p.sign_id_token(&grant.subject, grant.nonce.as_deref());
+    let id_token = p.sign_id_token(&grant.subject, grant.nonce.as_deref(), state.knobs.id_token_fault);
     let mut body = issue_tokens(&mut state, family, &grant.subject, issue_refresh);
     body["id_token"] = json!(id_token);
     if let Some(scope) = grant.scope {

@@ -9,7 +9,7 @@ pub mod logs;
 pub mod moto;
 pub mod stack;
 
-pub use fake_provider::{Failure, FakeProvider};
+pub use fake_provider::{Failure, FakeProvider, IdTokenFault};
 pub use stack::{LocalStack, LoggedIn, StackOptions};
 
 /// The workspace root, where `.venv` and the scripts live.

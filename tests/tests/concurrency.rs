@@ -54,8 +54,7 @@ async fn fifty_concurrent_fetches_of_an_expired_credential_make_one_refresh() {
         .provider
         .issued_secrets()
         .into_iter()
-        .filter(|s| s.starts_with("at-"))
-        .last()
+        .rfind(|s| s.starts_with("at-"))
         .unwrap();
     assert!(tokens.contains(&issued_last), "the token is the refreshed one");
     let stored = stack.stored_refresh_token(&user.user_id).await.unwrap();

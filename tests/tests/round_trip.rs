@@ -98,6 +98,17 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
         issued_access_tokens[0]
     );
     assert_eq!(stack.provider.counters().refreshes, 0);
+
+    // A warm fetch of a valid token costs one DynamoDB read and no KMS call (DESIGN §6).
+    stack.aws.reset_counters();
+    assert_eq!(
+        stack
+            .fetch_credentials(access_token, "con_demo|alice", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(stack.aws.counters.snapshot(), (1, 0, 0), "(reads, writes, KMS calls)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

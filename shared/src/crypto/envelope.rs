@@ -74,7 +74,11 @@ impl Envelope {
     }
 
     pub async fn open(&self, ctx: &EncryptionContext, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let (wrapped, nonce_bytes, ciphertext) = split_sealed(sealed)?;
+        let SealedParts {
+            wrapped_key: wrapped,
+            nonce: nonce_bytes,
+            ciphertext,
+        } = split_sealed(sealed)?;
         let canonical = ctx.canonical();
         let key = match self.cache.get(&canonical, wrapped) {
             Some(key) => key,
@@ -157,7 +161,14 @@ fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, CryptoError> {
         .map_err(|_| CryptoError::Malformed)
 }
 
-fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8]), CryptoError> {
+/// The parts of a sealed value, borrowed from it.
+struct SealedParts<'a> {
+    wrapped_key: &'a [u8],
+    nonce: &'a [u8],
+    ciphertext: &'a [u8],
+}
+
+fn split_sealed(sealed: &[u8]) -> Result<SealedParts<'_>, CryptoError> {
     let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed)?;
     if version != FORMAT_V1 || rest.len() < 2 {
         return Err(CryptoError::Malformed);
@@ -169,7 +180,11 @@ fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8]), CryptoError> {
     }
     let (wrapped, rest) = rest.split_at(wrapped_len);
     let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-    Ok((wrapped, nonce, ciphertext))
+    Ok(SealedParts {
+        wrapped_key: wrapped,
+        nonce,
+        ciphertext,
+    })
 }
 
 fn kms_error<E: std::error::Error + 'static>(

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's test command (`make test`): format check, clippy with warnings as errors, then every
+# test of the workspace, ending with one summary line of all test binaries together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "\nTests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+exit "$status"

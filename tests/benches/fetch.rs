@@ -1,0 +1,165 @@
+//! The numbers of DESIGN §6 over the local stack, printed as figures and ratios measured in one run:
+//! - a warm fetch of a valid token: DynamoDB and KMS calls per fetch (target 1 read, 0 KMS);
+//! - fetch latency against a bare GetItem on the same emulator (target within 1.5x);
+//! - 100 concurrent fetches of an expired credential: provider refresh calls (target exactly 1) and
+//!   p50/p99 latency against the provider's own latency.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use credvault_tests::stack::encode;
+use credvault_tests::{LocalStack, StackOptions};
+
+const WARM_FETCHES: usize = 200;
+const CONCURRENT: usize = 100;
+const PROVIDER_LATENCY: Duration = Duration::from_millis(200);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    warm_fetch().await;
+    concurrent_expired().await;
+}
+
+async fn warm_fetch() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    assert_eq!(
+        stack
+            .fetch_credentials(&user.access_token, &user.user_id, None)
+            .await
+            .status(),
+        200
+    );
+    let url = stack.url(&format!(
+        "/v1/connections/{}/users/{}/credentials",
+        stack.connection_id,
+        encode(&user.user_id)
+    ));
+
+    // Counted: the vault's own clients only (the bare GetItems below use a separate, uncounted client).
+    stack.aws.reset_counters();
+    let mut fetch = Vec::with_capacity(WARM_FETCHES);
+    let mut bare = Vec::with_capacity(WARM_FETCHES);
+    let bare_client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "t", "t", None, None, "bench",
+            ))
+            .endpoint_url(&stack.aws.endpoint)
+            .build(),
+    );
+    // Interleaved, so both see the same machine load.
+    for _ in 0..WARM_FETCHES {
+        let t = Instant::now();
+        let resp = stack
+            .http
+            .get(&url)
+            .bearer_auth(&user.access_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+        fetch.push(t.elapsed());
+
+        let t = Instant::now();
+        bare_client
+            .get_item()
+            .table_name(&stack.aws.table)
+            .key(
+                "pk",
+                AttributeValue::S(credvault::store::credentials::pk(&stack.connection_id)),
+            )
+            .key(
+                "sk",
+                AttributeValue::S(credvault::store::credentials::sk(&user.user_id)),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        bare.push(t.elapsed());
+    }
+    let (reads, writes, kms) = stack.aws.counters.snapshot();
+    let n = WARM_FETCHES as f64;
+    println!("warm fetch of a valid token ({WARM_FETCHES} fetches, one instance):");
+    println!("  DynamoDB reads per fetch:  {:.2}  (target 1)", reads as f64 / n);
+    println!("  DynamoDB writes per fetch: {:.2}  (target 0)", writes as f64 / n);
+    println!("  KMS calls per fetch:       {:.2}  (target 0)", kms as f64 / n);
+    fetch.sort();
+    bare.sort();
+    let (f50, b50) = (percentile(&fetch, 0.5), percentile(&bare, 0.5));
+    let (f99, b99) = (percentile(&fetch, 0.99), percentile(&bare, 0.99));
+    println!("  fetch over the gateway: p50 {:.2} ms, p99 {:.2} ms", ms(f50), ms(f99));
+    println!("  bare GetItem on moto:   p50 {:.2} ms, p99 {:.2} ms", ms(b50), ms(b99));
+    println!(
+        "  ratio fetch / GetItem:  p50 {:.2}x, p99 {:.2}x  (target <= 1.5x)",
+        ms(f50) / ms(b50),
+        ms(f99) / ms(b99)
+    );
+}
+
+async fn concurrent_expired() {
+    let stack = LocalStack::start(StackOptions {
+        instances: 4,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let user = stack.login().await;
+    stack.provider.set_knobs(|k| {
+        k.access_token_lifetime_secs = 3600;
+        k.latency = PROVIDER_LATENCY;
+    });
+    let url = stack.url(&format!(
+        "/v1/connections/{}/users/{}/credentials",
+        stack.connection_id,
+        encode(&user.user_id)
+    ));
+    let handles: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let (http, url, bearer) = (stack.http.clone(), url.clone(), user.access_token.clone());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let resp = http.get(url).bearer_auth(bearer).send().await.unwrap();
+                let ok = resp.status() == 200;
+                resp.bytes().await.unwrap();
+                (ok, t.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut successes = 0;
+    for h in handles {
+        let (ok, elapsed) = h.await.unwrap();
+        successes += usize::from(ok);
+        latencies.push(elapsed);
+    }
+    latencies.sort();
+    let counters = stack.provider.counters();
+    let provider = ms(PROVIDER_LATENCY);
+    println!(
+        "{CONCURRENT} concurrent fetches of an expired credential (4 instances, provider latency {provider:.0} ms):"
+    );
+    println!("  successes:               {successes}/{CONCURRENT}");
+    println!("  provider refresh calls:  {}  (target 1)", counters.refreshes);
+    println!("  rotated tokens reused:   {}", counters.reuse_detected);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!(
+        "  latency p50 {:.0} ms ({:.2}x provider), p99 {:.0} ms ({:.2}x provider)",
+        ms(p50),
+        ms(p50) / provider,
+        ms(p99),
+        ms(p99) / provider
+    );
+}

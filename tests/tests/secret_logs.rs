@@ -1,0 +1,96 @@
+//! Everything the vault logs while logging users in, refreshing, failing and refusing contains none
+//! of the secrets that passed through it. One test per binary: the log capture is process-wide.
+
+use credvault_tests::stack::{APP_REDIRECT_URL, location};
+use credvault_tests::{Failure, LocalStack, StackOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_login_refresh_and_failures_hold_no_secret() {
+    let logs = credvault_tests::logs::capture();
+    let stack = LocalStack::start(StackOptions::default()).await;
+
+    // A login, with the codes and verifier of its browser leg kept for the search.
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let verifier = credvault::random::token(32);
+    let (request_id, callback) = stack.login_until_callback(&verifier).await;
+    let state = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let back = stack.http.get(&callback).send().await.unwrap();
+    let app = url::Url::parse(&location(&back)).unwrap();
+    let vault_code = app.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    // A wrong verifier first: refusals are logged too.
+    stack
+        .exchange(
+            &request_id,
+            &vault_code,
+            &credvault::random::token(32),
+            APP_REDIRECT_URL,
+        )
+        .await;
+    let tokens: serde_json::Value = stack
+        .exchange(&request_id, &vault_code, &verifier, APP_REDIRECT_URL)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vault_token = tokens["access_token"].as_str().unwrap().to_string();
+    let user_id = "con_demo|alice";
+
+    // Refresh with rotation, an outage, a dead grant.
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
+    stack
+        .provider
+        .fail_next(&[Failure::Status(503), Failure::Status(503), Failure::Status(503)]);
+    assert_eq!(
+        stack
+            .fetch_credentials(&vault_token, user_id, Some(7200))
+            .await
+            .status(),
+        200
+    );
+    stack.provider.fail_next(&[Failure::InvalidGrant]);
+    assert_eq!(
+        stack
+            .fetch_credentials(&vault_token, user_id, Some(7200))
+            .await
+            .status(),
+        409
+    );
+    // A bad bearer token and a replayed callback.
+    assert_eq!(
+        stack
+            .fetch_credentials(&format!("{vault_token}x"), user_id, None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(stack.http.get(&callback).send().await.unwrap().status(), 400);
+
+    let mut planted = stack.provider.issued_secrets();
+    planted.extend([
+        vault_code,
+        verifier,
+        state,
+        vault_token,
+        tokens["id_token"].as_str().unwrap().to_string(),
+    ]);
+    assert!(
+        planted.iter().filter(|s| s.starts_with("rt-")).count() >= 2,
+        "a rotated refresh token was issued"
+    );
+    let text = logs.contents();
+    assert!(
+        text.contains("credential refreshed"),
+        "the capture saw the vault's own log lines"
+    );
+    assert!(text.contains("provider refused the refresh token"));
+    for secret in &planted {
+        assert!(!text.contains(secret.as_str()), "a secret reached the logs");
+    }
+}
