@@ -18,6 +18,15 @@ pub enum StartupError {
     HttpClient(#[from] reqwest::Error),
 }
 
+/// DynamoDB retries: the SDK retries throttling and transient errors; a credential fetch should not
+/// wait the SDK's default second before its first retry.
+pub fn dynamodb_retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
+    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(std::time::Duration::from_millis(25))
+        .with_max_backoff(std::time::Duration::from_millis(500))
+}
+
 pub struct Services {
     pub config: Config,
     pub table: Table,
@@ -36,7 +45,11 @@ impl Services {
             loader = loader.endpoint_url(endpoint);
         }
         let sdk = loader.load().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .retry_config(dynamodb_retry_config())
+                .build(),
+        );
         let kms = aws_sdk_kms::Client::new(&sdk);
         Self::from_clients(config, dynamodb, kms, Arc::new(SystemClock))
     }

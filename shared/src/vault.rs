@@ -95,11 +95,12 @@ pub async fn fresh_access_token(
         if lease_free {
             let owner = crate::random::token(16);
             let lease_ms = timing.lease_length.as_millis() as i64;
+            let lease_until = Instant::now() + timing.lease_length;
             if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms)
                 .await
                 .map_err(store_error)?
             {
-                match refresh_as_holder(services, &item, &owner).await {
+                match refresh_as_holder(services, &item, &owner, lease_until).await {
                     HolderOutcome::Done(result) => return result,
                     HolderOutcome::ReadAgain => continue,
                 }
@@ -115,8 +116,13 @@ pub async fn fresh_access_token(
 }
 
 /// We hold the lease on `item.token_version`: refresh with the provider and commit, or give the lease back.
-async fn refresh_as_holder(services: &Services, item: &CredentialItem, owner: &str) -> HolderOutcome {
-    let result = call_provider_and_commit(services, item, owner).await;
+async fn refresh_as_holder(
+    services: &Services,
+    item: &CredentialItem,
+    owner: &str,
+    lease_until: Instant,
+) -> HolderOutcome {
+    let result = call_provider_and_commit(services, item, owner, lease_until).await;
     match result {
         Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
         Ok(None) => HolderOutcome::ReadAgain,
@@ -166,6 +172,7 @@ async fn call_provider_and_commit(
     services: &Services,
     item: &CredentialItem,
     owner: &str,
+    lease_until: Instant,
 ) -> Result<Option<FreshAccessToken>, RefreshFailure> {
     let table = &services.table;
     let internal = |e: ApiError| RefreshFailure::Internal(e);
@@ -223,21 +230,16 @@ async fn call_provider_and_commit(
     };
     let now = services.clock.now_secs();
     let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
-    let committed = credentials::commit_refresh(
-        table,
-        item,
-        owner,
-        NewTokens {
-            access_token,
-            refresh_token: new_refresh,
-            access_expires_at: expires_at,
-            token_type: tokens.token_type.clone(),
-            scope: tokens.scope.clone().or_else(|| item.scope.clone()),
-        },
-        now,
-    )
-    .await
-    .map_err(|e| internal(store_error(e)))?;
+    let new_tokens = NewTokens {
+        access_token,
+        refresh_token: new_refresh,
+        access_expires_at: expires_at,
+        token_type: tokens.token_type.clone(),
+        scope: tokens.scope.clone().or_else(|| item.scope.clone()),
+    };
+    let committed = commit_while_leased(services, item, owner, new_tokens, now, lease_until)
+        .await
+        .map_err(|e| internal(store_error(e)))?;
     if !committed {
         tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
         return Ok(None);
@@ -250,6 +252,36 @@ async fn call_provider_and_commit(
         scope: tokens.scope.or_else(|| item.scope.clone()),
         refreshed: true,
     }))
+}
+
+/// The commit is the one write that must not be lost: the provider may have rotated the refresh token,
+/// and the new one exists only in this process. Throttling and transient DynamoDB errors are retried
+/// while the lease is ours; the write is conditional on owner and version, so a retry of a write that
+/// did land just reports a failed condition, and the caller re-reads.
+async fn commit_while_leased(
+    services: &Services,
+    item: &CredentialItem,
+    owner: &str,
+    tokens: NewTokens,
+    now: i64,
+    lease_until: Instant,
+) -> Result<bool, StoreError> {
+    let mut attempt = 0u32;
+    loop {
+        match credentials::commit_refresh(&services.table, item, owner, tokens.clone(), now).await {
+            Err(e @ (StoreError::Throttled | StoreError::Dynamo { .. })) => {
+                let pause = poll_backoff(attempt);
+                if Instant::now() + pause >= lease_until {
+                    tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
+                    return Err(e);
+                }
+                tracing::warn!(connection_id = %item.connection_id, error = %e, attempt, "saving refreshed tokens failed, retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn release(services: &Services, item: &CredentialItem, owner: &str) {

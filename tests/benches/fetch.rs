@@ -45,7 +45,7 @@ async fn warm_fetch() {
     ));
 
     // Counted: the vault's own clients only (the bare GetItems below use a separate, uncounted client).
-    stack.aws.reset_counters();
+    stack.counters.reset();
     let mut fetch = Vec::with_capacity(WARM_FETCHES);
     let mut bare = Vec::with_capacity(WARM_FETCHES);
     let bare_client = aws_sdk_dynamodb::Client::from_conf(
@@ -90,7 +90,7 @@ async fn warm_fetch() {
             .unwrap();
         bare.push(t.elapsed());
     }
-    let (reads, writes, kms) = stack.aws.counters.snapshot();
+    let (reads, writes, kms) = stack.counters.snapshot();
     let n = WARM_FETCHES as f64;
     println!("warm fetch of a valid token ({WARM_FETCHES} fetches, one instance):");
     println!("  DynamoDB reads per fetch:  {:.2}  (target 1)", reads as f64 / n);

@@ -17,6 +17,12 @@ pub struct CallCounters {
 }
 
 impl CallCounters {
+    pub fn reset(&self) {
+        self.dynamodb_reads.store(0, Ordering::SeqCst);
+        self.dynamodb_writes.store(0, Ordering::SeqCst);
+        self.kms_calls.store(0, Ordering::SeqCst);
+    }
+
     pub fn snapshot(&self) -> (u64, u64, u64) {
         (
             self.dynamodb_reads.load(Ordering::SeqCst),
@@ -72,12 +78,37 @@ impl aws_sdk_kms::config::Intercept for KmsCounter {
     }
 }
 
-/// Clients and resources of one test.
+/// The vault's own clients: counted, with the vault's retry settings, at `endpoint` (moto, or the
+/// fault proxy in front of it).
+pub fn vault_clients(endpoint: &str, counters: &Arc<CallCounters>) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let creds = Credentials::new("testing", "testing", None, None, "credvault-tests");
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .endpoint_url(endpoint)
+            .retry_config(credvault::services::dynamodb_retry_config())
+            .interceptor(DynamoCounter(counters.clone()))
+            .build(),
+    );
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(endpoint)
+            .interceptor(KmsCounter(counters.clone()))
+            .build(),
+    );
+    (dynamodb, kms)
+}
+
+/// The test's own view of the emulator (uncounted clients) and the table and keys of one test.
 pub struct TestAws {
     pub endpoint: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kms: aws_sdk_kms::Client,
-    pub counters: Arc<CallCounters>,
     pub table: String,
     pub data_key_id: String,
     pub signing_key_id: String,
@@ -90,7 +121,6 @@ impl TestAws {
     }
 
     pub async fn fresh_at(endpoint: &str) -> Self {
-        let counters = Arc::new(CallCounters::default());
         let creds = Credentials::new("testing", "testing", None, None, "credvault-tests");
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::Config::builder()
@@ -98,7 +128,6 @@ impl TestAws {
                 .region(Region::new("us-east-1"))
                 .credentials_provider(creds.clone())
                 .endpoint_url(endpoint)
-                .interceptor(DynamoCounter(counters.clone()))
                 .build(),
         );
         let kms = aws_sdk_kms::Client::from_conf(
@@ -107,48 +136,34 @@ impl TestAws {
                 .region(aws_sdk_kms::config::Region::new("us-east-1"))
                 .credentials_provider(creds)
                 .endpoint_url(endpoint)
-                .interceptor(KmsCounter(counters.clone()))
                 .build(),
         );
         let table = format!("credvault-{}", credvault::random::token(8).replace(['-', '_'], "x"));
         create_table(&dynamodb, &table).await;
-        let data_key_id = kms
-            .create_key()
-            .key_usage(KeyUsageType::EncryptDecrypt)
-            .key_spec(KeySpec::SymmetricDefault)
-            .send()
-            .await
-            .expect("create data key")
-            .key_metadata
-            .expect("key metadata")
-            .key_id;
-        let signing_key_id = kms
-            .create_key()
-            .key_usage(KeyUsageType::SignVerify)
-            .key_spec(KeySpec::EccNistP256)
-            .send()
-            .await
-            .expect("create signing key")
-            .key_metadata
-            .expect("key metadata")
-            .key_id;
-        let aws = Self {
+        let create_key = |usage: KeyUsageType, spec: KeySpec| {
+            let kms = kms.clone();
+            async move {
+                kms.create_key()
+                    .key_usage(usage)
+                    .key_spec(spec)
+                    .send()
+                    .await
+                    .expect("create key")
+                    .key_metadata
+                    .expect("key metadata")
+                    .key_id
+            }
+        };
+        let data_key_id = create_key(KeyUsageType::EncryptDecrypt, KeySpec::SymmetricDefault).await;
+        let signing_key_id = create_key(KeyUsageType::SignVerify, KeySpec::EccNistP256).await;
+        Self {
             endpoint: endpoint.to_string(),
             dynamodb,
             kms,
-            counters,
             table,
             data_key_id,
             signing_key_id,
-        };
-        aws.reset_counters();
-        aws
-    }
-
-    pub fn reset_counters(&self) {
-        self.counters.dynamodb_reads.store(0, Ordering::SeqCst);
-        self.counters.dynamodb_writes.store(0, Ordering::SeqCst);
-        self.counters.kms_calls.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Every item of the table, raw.

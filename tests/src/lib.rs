@@ -2,6 +2,7 @@
 //! real function handlers) and the integration tests and benchmarks that drive it.
 
 pub mod aws;
+pub mod aws_proxy;
 pub mod demo;
 pub mod fake_provider;
 pub mod gateway;

@@ -12,7 +12,8 @@ use credvault::{Config, Services};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::aws::TestAws;
+use crate::aws::{CallCounters, TestAws, vault_clients};
+use crate::aws_proxy::AwsProxy;
 use crate::fake_provider::{CLIENT_ID, CLIENT_SECRET, FakeProvider};
 use crate::gateway::Gateway;
 
@@ -30,6 +31,8 @@ pub struct StackOptions {
     /// Gateway port; 0 picks a free one.
     pub port: u16,
     pub default_connection_properties: BTreeMap<String, String>,
+    /// Put the fault proxy between the vault and moto (for throttling tests).
+    pub aws_proxy: bool,
     /// Last word on the vault's config (lifetimes, ...), applied before it is validated.
     pub configure: fn(&mut Config),
 }
@@ -51,6 +54,7 @@ impl Default for StackOptions {
             demo_page: false,
             port: 0,
             default_connection_properties: BTreeMap::from([("scope".to_string(), "openid profile email".to_string())]),
+            aws_proxy: false,
             configure: |_| {},
         }
     }
@@ -58,6 +62,10 @@ impl Default for StackOptions {
 
 pub struct LocalStack {
     pub aws: TestAws,
+    /// Calls the vault's own DynamoDB and KMS clients made.
+    pub counters: Arc<CallCounters>,
+    /// The fault proxy the vault talks through, when asked for.
+    pub aws_proxy: Option<AwsProxy>,
     pub provider: FakeProvider,
     pub base_url: String,
     pub config: Config,
@@ -107,15 +115,18 @@ impl LocalStack {
         (options.configure)(&mut config);
         config.validate().expect("stack refresh timing");
 
+        let aws_proxy = if options.aws_proxy {
+            Some(AwsProxy::start(&aws.endpoint).await)
+        } else {
+            None
+        };
+        let vault_endpoint = aws_proxy.as_ref().map_or(aws.endpoint.clone(), |p| p.url.clone());
+        let counters = Arc::new(CallCounters::default());
+        let (dynamodb, kms) = vault_clients(&vault_endpoint, &counters);
         let build = || {
             Arc::new(
-                Services::from_clients(
-                    config.clone(),
-                    aws.dynamodb.clone(),
-                    aws.kms.clone(),
-                    options.clock.clone(),
-                )
-                .expect("services"),
+                Services::from_clients(config.clone(), dynamodb.clone(), kms.clone(), options.clock.clone())
+                    .expect("services"),
             )
         };
         let services = build();
@@ -132,9 +143,11 @@ impl LocalStack {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        aws.reset_counters();
+        counters.reset();
         Self {
             aws,
+            counters,
+            aws_proxy,
             provider,
             base_url,
             config,

@@ -100,7 +100,7 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
     assert_eq!(stack.provider.counters().refreshes, 0);
 
     // A warm fetch of a valid token costs one DynamoDB read and no KMS call (DESIGN §6).
-    stack.aws.reset_counters();
+    stack.counters.reset();
     assert_eq!(
         stack
             .fetch_credentials(access_token, "con_demo|alice", None)
@@ -108,7 +108,7 @@ async fn login_round_trip_yields_a_verifiable_vault_token_and_the_provider_crede
             .status(),
         200
     );
-    assert_eq!(stack.aws.counters.snapshot(), (1, 0, 0), "(reads, writes, KMS calls)");
+    assert_eq!(stack.counters.snapshot(), (1, 0, 0), "(reads, writes, KMS calls)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,7 @@ impl fmt::Debug for CredentialItem {
 }
 
 /// New sealed tokens to write, from a login or a refresh.
+#[derive(Clone)]
 pub struct NewTokens {
     pub access_token: Vec<u8>,
     /// `None` keeps the stored refresh token (providers often send none on refresh or re-login).

@@ -1,0 +1,126 @@
+//! A fault-injecting proxy in front of moto, for the one fault the emulator cannot produce:
+//! DynamoDB throttling. It forwards every request over real HTTP and answers chosen operations with
+//! DynamoDB's `ThrottlingException` instead.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone)]
+struct ThrottleRule {
+    /// `X-Amz-Target` suffix, e.g. `UpdateItem`.
+    operation: String,
+    /// Matching calls let through before throttling starts.
+    skip: u32,
+    /// Matching calls then answered with a throttling error.
+    throttle: u32,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Vec<ThrottleRule>,
+    throttled: u64,
+}
+
+#[derive(Clone)]
+pub struct AwsProxy {
+    pub url: String,
+    upstream: String,
+    http: reqwest::Client,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl AwsProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let proxy = AwsProxy {
+            url: format!("http://{}", listener.local_addr().expect("proxy addr")),
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            state: Arc::default(),
+        };
+        let app = Router::new().fallback(forward).with_state(proxy.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        proxy
+    }
+
+    /// After `skip` more calls of `operation`, throttle the next `throttle` ones.
+    pub fn throttle(&self, operation: &str, skip: u32, throttle: u32) {
+        let rule = ThrottleRule {
+            operation: operation.to_string(),
+            skip,
+            throttle,
+        };
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.push(rule);
+    }
+
+    pub fn throttled(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).throttled
+    }
+
+    fn should_throttle(&self, target: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rule) = state
+            .rules
+            .iter_mut()
+            .find(|r| target.ends_with(&format!(".{}", r.operation)) && (r.skip > 0 || r.throttle > 0))
+        else {
+            return false;
+        };
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return false;
+        }
+        rule.throttle -= 1;
+        state.throttled += 1;
+        true
+    }
+}
+
+async fn forward(State(proxy): State<AwsProxy>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if target.starts_with("DynamoDB_") && proxy.should_throttle(&target) {
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/x-amz-json-1.0")],
+            body,
+        )
+            .into_response();
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = proxy
+        .http
+        .request(method, format!("{}{path}", proxy.upstream))
+        .body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            req = req.header(name, value);
+        }
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut out = (status, bytes).into_response();
+            for (name, value) in &headers {
+                if name != "content-length" && name != "transfer-encoding" {
+                    out.headers_mut().insert(name, value.clone());
+                }
+            }
+            out
+        }
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
