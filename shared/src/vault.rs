@@ -17,8 +17,10 @@ use crate::store::{StoreError, connections};
 
 /// Told to callers when the provider is down and no valid token is left.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-const POLL_BASE: Duration = Duration::from_millis(25);
-const POLL_CAP: Duration = Duration::from_millis(400);
+/// Losers poll from 50 ms, doubling to 500 ms: a refresh takes at least one provider round trip, and
+/// every poll is a consistent read someone pays for.
+const POLL_BASE: Duration = Duration::from_millis(50);
+const POLL_CAP: Duration = Duration::from_millis(500);
 /// Providers that send no `expires_in` on refresh: treat the token as not expiring (see login.rs).
 const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
 

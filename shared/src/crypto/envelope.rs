@@ -41,11 +41,18 @@ pub struct Envelope {
     kms: aws_sdk_kms::Client,
     key_id: String,
     cache: DataKeyCache,
+    /// Concurrent misses for the same data key make one KMS call, not one each.
+    miss_lock: tokio::sync::Mutex<()>,
 }
 
 impl Envelope {
     pub fn new(kms: aws_sdk_kms::Client, key_id: String, cache: DataKeyCache) -> Self {
-        Self { kms, key_id, cache }
+        Self {
+            kms,
+            key_id,
+            cache,
+            miss_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn cache(&self) -> &DataKeyCache {
@@ -82,7 +89,13 @@ impl Envelope {
         let canonical = ctx.canonical();
         let key = match self.cache.get(&canonical, wrapped) {
             Some(key) => key,
-            None => self.decrypt_data_key(ctx, &canonical, wrapped).await?,
+            None => {
+                let _one_at_a_time = self.miss_lock.lock().await;
+                match self.cache.get(&canonical, wrapped) {
+                    Some(key) => key,
+                    None => self.decrypt_data_key(ctx, &canonical, wrapped).await?,
+                }
+            }
         };
         let nonce = Nonce::try_assume_unique_for_key(nonce_bytes).map_err(|_| CryptoError::Malformed)?;
         let mut in_out = ciphertext.to_vec();
