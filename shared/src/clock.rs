@@ -1,6 +1,6 @@
 //! Time comes through `Clock` so the protocol code can be driven by tests without sleeping.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> SystemTime;
@@ -29,23 +29,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// A clock shifted by a fixed number of seconds (negative: in the past), for tests of expiry.
-#[derive(Debug, Clone, Copy)]
-pub struct OffsetClock {
-    pub offset_secs: i64,
-}
-
-impl Clock for OffsetClock {
-    fn now(&self) -> SystemTime {
-        let shift = Duration::from_secs(self.offset_secs.unsigned_abs());
-        if self.offset_secs >= 0 {
-            SystemTime::now() + shift
-        } else {
-            SystemTime::now() - shift
-        }
     }
 }
 

@@ -289,6 +289,7 @@ async fn save_credential(
         access_token: access_token.clone(),
         refresh_token: refresh_token.clone(),
         access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+        access_issued_at: now,
         token_type: tokens.token_type.clone(),
         scope: tokens.scope.clone(),
     };

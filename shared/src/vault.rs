@@ -76,7 +76,7 @@ pub async fn fresh_access_token(
             return Err(ApiError::ReauthenticationRequired);
         }
         let now = services.clock.now_secs();
-        if item.access_expires_at >= now + min_validity.as_secs() as i64 {
+        if is_fresh_enough(&item, now, min_validity) {
             return open_access_token(services, &item, false).await;
         }
         // Someone refreshed while we waited: theirs is as fresh as the provider makes them; take it
@@ -169,6 +169,15 @@ enum RefreshFailure {
     Internal(ApiError),
 }
 
+/// Is the stored access token valid long enough? A caller may ask for more validity than the provider
+/// grants at all; that request is capped at half the token's lifetime, or every fetch would refresh.
+fn is_fresh_enough(item: &CredentialItem, now: i64, min_validity: Duration) -> bool {
+    let remaining = item.access_expires_at - now;
+    let half_lifetime = (item.access_expires_at - item.access_issued_at) / 2;
+    let wanted = (min_validity.as_secs() as i64).min(half_lifetime);
+    remaining > 0 && remaining >= wanted
+}
+
 /// `Ok(None)`: we lost the lease before committing; the caller reads again.
 async fn call_provider_and_commit(
     services: &Services,
@@ -236,6 +245,7 @@ async fn call_provider_and_commit(
         access_token,
         refresh_token: new_refresh,
         access_expires_at: expires_at,
+        access_issued_at: now,
         token_type: tokens.token_type.clone(),
         scope: tokens.scope.clone().or_else(|| item.scope.clone()),
     };
@@ -342,4 +352,41 @@ fn store_error(e: StoreError) -> ApiError {
 fn poll_backoff(polls: u32) -> Duration {
     let ceiling = (POLL_BASE * 2u32.saturating_pow(polls.min(8))).min(POLL_CAP);
     ceiling.mul_f64(0.5 + crate::random::unit_fraction() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(issued_at: i64, expires_at: i64) -> CredentialItem {
+        CredentialItem {
+            connection_id: "c".into(),
+            user_id: "u".into(),
+            refresh_token: None,
+            access_token: Vec::new(),
+            access_expires_at: expires_at,
+            access_issued_at: issued_at,
+            token_type: "Bearer".into(),
+            scope: None,
+            token_version: 1,
+            lease: None,
+            status: CredentialStatus::Active,
+        }
+    }
+
+    #[test]
+    fn minimum_validity_is_honoured_up_to_half_the_token_lifetime() {
+        let secs = Duration::from_secs;
+        // A one-hour token issued at 0.
+        let token = item(0, 3600);
+        assert!(is_fresh_enough(&token, 0, secs(300)));
+        assert!(is_fresh_enough(&token, 3300, secs(300)));
+        assert!(!is_fresh_enough(&token, 3301, secs(300)));
+        // Asking for two hours of a one-hour token is asking for all it can give: half its lifetime.
+        assert!(is_fresh_enough(&token, 0, secs(7200)));
+        assert!(!is_fresh_enough(&token, 1801, secs(7200)));
+        // An expired token is never fresh, whatever was asked.
+        assert!(!is_fresh_enough(&token, 3600, secs(0)));
+        assert!(!is_fresh_enough(&item(100, 100), 100, secs(0)));
+    }
 }

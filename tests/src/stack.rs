@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use credvault::clock::{Clock, SystemClock};
 use credvault::config::RefreshTiming;
 use credvault::oauth::pkce::s256_challenge;
 use credvault::oauth::{Connection, TokenRequestEncoding};
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{CallCounters, TestAws, vault_clients};
 use crate::aws_proxy::AwsProxy;
+use crate::clock::TestClock;
 use crate::fake_provider::{CLIENT_ID, CLIENT_SECRET, FakeProvider};
 use crate::gateway::Gateway;
 
@@ -24,7 +24,6 @@ pub struct StackOptions {
     /// How many warm "Lambda instances" serve each function.
     pub instances: usize,
     pub refresh: RefreshTiming,
-    pub clock: Arc<dyn Clock>,
     pub token_request_encoding: TokenRequestEncoding,
     pub extra_redirect_urls: Vec<String>,
     pub demo_page: bool,
@@ -48,7 +47,6 @@ impl Default for StackOptions {
                 provider_attempts: 3,
                 poll_deadline: std::time::Duration::from_secs(8),
             },
-            clock: Arc::new(SystemClock),
             token_request_encoding: TokenRequestEncoding::Form,
             extra_redirect_urls: Vec::new(),
             demo_page: false,
@@ -72,6 +70,8 @@ pub struct LocalStack {
     pub connection_id: String,
     /// An extra instance for direct calls from tests (seeding, inspecting).
     pub services: Arc<Services>,
+    /// The vault's clock: `advance` it to age stored tokens.
+    pub clock: TestClock,
     /// Follows no redirects, so every hop of the login can be checked.
     pub http: reqwest::Client,
 }
@@ -122,10 +122,11 @@ impl LocalStack {
         };
         let vault_endpoint = aws_proxy.as_ref().map_or(aws.endpoint.clone(), |p| p.url.clone());
         let counters = Arc::new(CallCounters::default());
+        let clock = TestClock::default();
         let (dynamodb, kms) = vault_clients(&vault_endpoint, &counters);
         let build = || {
             Arc::new(
-                Services::from_clients(config.clone(), dynamodb.clone(), kms.clone(), options.clock.clone())
+                Services::from_clients(config.clone(), dynamodb.clone(), kms.clone(), Arc::new(clock.clone()))
                     .expect("services"),
             )
         };
@@ -147,6 +148,7 @@ impl LocalStack {
         Self {
             aws,
             counters,
+            clock,
             aws_proxy,
             provider,
             base_url,

@@ -65,13 +65,9 @@ async fn without_rotation_the_stored_refresh_token_is_kept_and_reused() {
         stack.stored_refresh_token(&user.user_id).await.unwrap(),
         login_refresh_token
     );
-    // Asking for more validity than the token has forces a second refresh with the same token.
-    access_token_of(
-        stack
-            .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
-            .await,
-    )
-    .await;
+    // An hour later the token is near its end: the second refresh presents the same refresh token.
+    stack.clock.advance(3400);
+    access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
     assert_eq!(
         stack.provider.refresh_tokens_presented(),
         vec![login_refresh_token.clone(), login_refresh_token]
@@ -81,29 +77,50 @@ async fn without_rotation_the_stored_refresh_token_is_kept_and_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimum_validity_decides_whether_to_refresh() {
     let stack = LocalStack::start(StackOptions::default()).await;
-    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 1000);
     let user = stack.login().await;
-    let login_token = access_token_of(
-        stack
-            .fetch_credentials(&user.access_token, &user.user_id, Some(900))
-            .await,
-    )
-    .await;
-    // Default minimum validity (300 s) is met by a 1000 s token.
-    assert_eq!(
-        access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await,
-        login_token
-    );
-    assert_eq!(stack.provider.counters().refreshes, 0);
+    let fetch = |min: Option<u64>| stack.fetch_credentials(&user.access_token, &user.user_id, min);
+    let login_token = access_token_of(fetch(None).await).await;
 
-    let resp = stack
-        .fetch_credentials(&user.access_token, &user.user_id, Some(1100))
-        .await;
+    // 40 minutes on, 20 are left: enough for the default (5 min) and for 15 min, not for 25 min.
+    stack.clock.advance(2400);
+    assert_eq!(access_token_of(fetch(None).await).await, login_token);
+    assert_eq!(access_token_of(fetch(Some(900)).await).await, login_token);
+    assert_eq!(stack.provider.counters().refreshes, 0);
+    let resp = fetch(Some(1500)).await;
+    assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_ne!(body["accessToken"], login_token.as_str());
     assert_eq!(stack.provider.counters().refreshes, 1);
-    // The returned expiry is an ISO-8601 instant about 1000 s away.
-    assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'));
+    assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'), "ISO-8601 UTC");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_more_validity_than_the_provider_grants_does_not_refresh_every_time() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    // The provider's tokens live an hour; asking for two hours is asking for all a token can give.
+    for _ in 0..3 {
+        assert_eq!(
+            stack
+                .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(stack.provider.counters().refreshes, 0);
+    // Past half its lifetime the token is refreshed once, and the new one again satisfies the request.
+    stack.clock.advance(1900);
+    for _ in 0..3 {
+        assert_eq!(
+            stack
+                .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(stack.provider.counters().refreshes, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,10 +167,9 @@ async fn provider_outage_serves_the_old_token_while_it_is_still_valid() {
         .provider
         .fail_next(&[Failure::Status(503), Failure::Status(500), Failure::Status(429)]);
 
-    // Wants more than the token has left: a refresh is tried, fails three times, the old token is served.
-    let resp = stack
-        .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
-        .await;
+    // Under 5 minutes left: a refresh is tried, fails three times, the still-valid old token is served.
+    stack.clock.advance(3400);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(access_token_of(resp).await, old);
     assert_eq!(stack.provider.counters().refreshes, 3, "bounded retries");
     assert!(
@@ -162,12 +178,7 @@ async fn provider_outage_serves_the_old_token_while_it_is_still_valid() {
     );
 
     // Provider back: the next fetch refreshes at once, with the refresh token that was never consumed.
-    let fresh = access_token_of(
-        stack
-            .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
-            .await,
-    )
-    .await;
+    let fresh = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
     assert_ne!(fresh, old);
 }
 

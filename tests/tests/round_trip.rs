@@ -119,9 +119,8 @@ async fn json_token_requests_work_for_providers_that_want_them() {
     })
     .await;
     let user = stack.login().await;
-    let resp = stack
-        .fetch_credentials(&user.access_token, &user.user_id, Some(7200))
-        .await;
+    stack.clock.advance(3400);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         stack.provider.counters().refreshes,

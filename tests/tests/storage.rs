@@ -186,9 +186,10 @@ async fn a_ciphertext_copied_onto_another_users_item_does_not_decrypt() {
         .send()
         .await
         .unwrap();
-    // Force a refresh: the refresh token (really the access token's ciphertext) must not open.
+    // Age the token to force a refresh: the refresh token (really the access token's ciphertext) must not open.
+    stack2.clock.advance(3400);
     let resp = stack2
-        .fetch_credentials(&carol.access_token, &carol.user_id, Some(7200))
+        .fetch_credentials(&carol.access_token, &carol.user_id, None)
         .await;
     assert_eq!(resp.status(), 500);
     assert_eq!(stack2.provider.counters().refreshes, 0, "nothing reached the provider");

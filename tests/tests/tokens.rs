@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use credvault::clock::OffsetClock;
 use credvault::identity::{SigningKey, UserTokens};
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::{Value, json};
@@ -18,7 +17,7 @@ async fn token_from(stack: &LocalStack, key_id: &str, issuer: &str, audience: &s
         issuer.to_string(),
         audience.to_string(),
         Duration::from_secs(600),
-        Arc::new(OffsetClock { offset_secs }),
+        Arc::new(credvault_tests::clock::TestClock::with_offset(offset_secs)),
     );
     tokens
         .issue("con_demo|alice", "con_demo", "openid")

@@ -52,6 +52,8 @@ pub struct CredentialItem {
     pub access_token: Vec<u8>,
     /// Epoch seconds.
     pub access_expires_at: i64,
+    /// Epoch seconds when the access token was obtained: with the expiry, its full lifetime.
+    pub access_issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
     pub token_version: i64,
@@ -80,6 +82,7 @@ pub struct NewTokens {
     /// `None` keeps the stored refresh token (providers often send none on refresh or re-login).
     pub refresh_token: Option<Vec<u8>>,
     pub access_expires_at: i64,
+    pub access_issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
 }
@@ -127,6 +130,7 @@ fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
         refresh_token: opt_b(item, ATTR_REFRESH_TOKEN)?,
         access_token: get_b(item, ATTR_ACCESS_TOKEN)?,
         access_expires_at: get_n(item, "accessExpiresAt")?,
+        access_issued_at: get_n(item, "accessIssuedAt")?,
         token_type: get_s(item, "tokenType")?,
         scope: opt_s(item, "tokenScope")?,
         token_version: get_n(item, "tokenVersion")?,
@@ -157,6 +161,7 @@ pub async fn save_after_login(
                 .item("userId", s(user_id))
                 .item(ATTR_ACCESS_TOKEN, b(tokens.access_token))
                 .item("accessExpiresAt", n(tokens.access_expires_at))
+                .item("accessIssuedAt", n(tokens.access_issued_at))
                 .item("tokenType", s(tokens.token_type))
                 .item("tokenVersion", n(1))
                 .item("status", s(CredentialStatus::Active.as_str()))
@@ -175,6 +180,7 @@ pub async fn save_after_login(
             let mut set = vec![
                 "accessToken = :at",
                 "accessExpiresAt = :exp",
+                "accessIssuedAt = :iat",
                 "tokenType = :tt",
                 "tokenVersion = :next",
                 "#status = :active",
@@ -190,6 +196,7 @@ pub async fn save_after_login(
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":at", b(tokens.access_token))
                 .expression_attribute_values(":exp", n(tokens.access_expires_at))
+                .expression_attribute_values(":iat", n(tokens.access_issued_at))
                 .expression_attribute_values(":tt", s(tokens.token_type))
                 .expression_attribute_values(":next", n(prev.token_version + 1))
                 .expression_attribute_values(":v", n(prev.token_version))
@@ -256,6 +263,7 @@ pub async fn commit_refresh(
     let mut set = vec![
         "accessToken = :at",
         "accessExpiresAt = :exp",
+        "accessIssuedAt = :iat",
         "tokenType = :tt",
         "tokenVersion = :next",
         "updatedAt = :now",
@@ -272,6 +280,7 @@ pub async fn commit_refresh(
         .expression_attribute_values(":next", n(item.token_version + 1))
         .expression_attribute_values(":at", b(tokens.access_token))
         .expression_attribute_values(":exp", n(tokens.access_expires_at))
+        .expression_attribute_values(":iat", n(tokens.access_issued_at))
         .expression_attribute_values(":tt", s(tokens.token_type))
         .expression_attribute_values(":now", n(now_secs));
     if let Some(rt) = tokens.refresh_token {
