@@ -78,6 +78,9 @@ pub struct Config {
     pub issuer: String,
     /// `aud` of vault user tokens.
     pub audience: String,
+    /// The account id inside service-client access keys; their tokens' `aud` is
+    /// `{account_id}.accounts.authress.io`, as the Authress SDK makes it.
+    pub account_id: String,
     /// App redirect URLs accepted by `POST /api/authentication`, compared exactly.
     pub allowed_redirect_urls: Vec<String>,
     /// Endpoint override for DynamoDB and KMS (the local emulator); `None` on AWS.
@@ -137,6 +140,7 @@ impl Config {
             data_key_id: required("CREDVAULT_DATA_KEY_ID")?,
             signing_key_id: required("CREDVAULT_SIGNING_KEY_ID")?,
             audience: get("CREDVAULT_AUDIENCE").unwrap_or_else(|| issuer.clone()),
+            account_id: get("CREDVAULT_ACCOUNT_ID").unwrap_or_else(|| "credvault".to_string()),
             issuer,
             allowed_redirect_urls: get("CREDVAULT_ALLOWED_REDIRECT_URLS")
                 .unwrap_or_default()
@@ -155,6 +159,9 @@ impl Config {
             data_key_cache_max_age: secs("CREDVAULT_DATA_KEY_CACHE_SECONDS", 300)?,
             insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
         };
+        if !crate::access::model::is_valid_id(&config.account_id) || config.account_id.contains('.') {
+            return Err(invalid("CREDVAULT_ACCOUNT_ID", "must be an id without dots"));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -168,6 +175,11 @@ impl Config {
             return Err(invalid("CREDVAULT_USER_TOKEN_SECONDS", "lifetimes must be positive"));
         }
         Ok(())
+    }
+
+    /// The audience the Authress SDK puts in service-client tokens.
+    pub fn account_audience(&self) -> String {
+        format!("{}.accounts.authress.io", self.account_id)
     }
 
     /// The provider redirect URI for a connection: one per connection, as a mix-up defence.

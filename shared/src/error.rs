@@ -23,6 +23,12 @@ pub enum ApiError {
     NotFound { code: &'static str, detail: String },
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The item exists already (`code`: role_exists, ...).
+    #[error("conflict ({code})")]
+    Conflict { code: &'static str, detail: String },
+    /// `If-Unmodified-Since` lost: someone changed the item since the caller read it.
+    #[error("precondition failed")]
+    PreconditionFailed,
     #[error("the credential needs the user to log in again")]
     ReauthenticationRequired,
     #[error("the provider is unavailable")]
@@ -60,6 +66,8 @@ impl ApiError {
             ApiError::Forbidden => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::MethodNotAllowed => 405,
+            ApiError::Conflict { .. } => 409,
+            ApiError::PreconditionFailed => 412,
             ApiError::ReauthenticationRequired => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Internal(_) => 500,
@@ -69,7 +77,10 @@ impl ApiError {
 
     pub fn error_code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => {
+                code
+            }
+            ApiError::PreconditionFailed => "precondition_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden => "forbidden",
@@ -89,6 +100,10 @@ impl ApiError {
             ApiError::Forbidden => "The caller does not have permission for this request.",
             ApiError::NotFound { .. } => "Not found.",
             ApiError::MethodNotAllowed => "This method is not allowed on this route.",
+            ApiError::Conflict { .. } => "The item exists already.",
+            ApiError::PreconditionFailed => {
+                "Precondition failed: the item was changed since it was read. Get the latest version and retry."
+            }
             ApiError::ReauthenticationRequired => {
                 "The provider no longer accepts this credential: the user must log in again."
             }
@@ -103,7 +118,9 @@ impl ApiError {
     /// Detail shown to the caller: only text this code wrote itself, never an upstream body.
     fn detail(&self) -> Option<String> {
         match self {
-            ApiError::BadRequest { detail, .. } | ApiError::NotFound { detail, .. } => Some(detail.clone()),
+            ApiError::BadRequest { detail, .. }
+            | ApiError::NotFound { detail, .. }
+            | ApiError::Conflict { detail, .. } => Some(detail.clone()),
             ApiError::Unauthorized(why) => Some((*why).to_string()),
             _ => None,
         }

@@ -23,8 +23,13 @@ pub fn body_bytes(req: &Request) -> &[u8] {
 /// Parses a JSON body into `T`. The error detail names the problem but never echoes a value from the
 /// body, which may hold a code or verifier.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    json_body_up_to(req, MAX_BODY_BYTES)
+}
+
+/// Like `json_body`, for the few routes whose bodies may be larger (access records).
+pub fn json_body_up_to<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T, ApiError> {
     let bytes = body_bytes(req);
-    if bytes.len() > MAX_BODY_BYTES {
+    if bytes.len() > max_bytes {
         return Err(ApiError::PayloadTooLarge);
     }
     if bytes.is_empty() {
@@ -64,6 +69,25 @@ pub fn single_query_param(params: &[(String, String)], name: &str) -> Result<Opt
         ));
     }
     Ok(first)
+}
+
+/// `limit` and `cursor` of a listing; `limit` is 1..=100, default 20.
+pub fn page_params(req: &Request) -> Result<(i32, Option<String>), ApiError> {
+    let params = query_params(req);
+    let limit = match single_query_param(&params, "limit")? {
+        None => 20,
+        Some(v) => v
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_limit", "limit must be a whole number from 1 to 100"))?,
+    };
+    Ok((limit, single_query_param(&params, "cursor")?.filter(|c| !c.is_empty())))
+}
+
+/// A header's value as text, if present and printable.
+pub fn header_text<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The bearer token of the Authorization header, if any.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::oauth::authorize::{AuthorizeRequest, authorize_url, merge_properties};
-use crate::oauth::connection::is_valid_connection_id;
+use crate::oauth::connection::{is_valid_connection_id, user_id_from_claims};
 use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
 use crate::oauth::provider::TokenResponse;
 use crate::services::Services;
@@ -207,14 +207,14 @@ pub async fn callback(
             return fail("server_error");
         }
     };
-    let provider_subject = match (&connection.issuer_url, &tokens.id_token) {
+    let claims = match (&connection.issuer_url, &tokens.id_token) {
         (Some(_), Some(id_token)) => {
             match services
                 .provider_keys
                 .verify(&connection, id_token.expose_secret(), &request.nonce)
                 .await
             {
-                Ok(claims) => claims.sub,
+                Ok(claims) => claims,
                 Err(e) => {
                     tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
                     return fail("invalid_id_token");
@@ -226,7 +226,10 @@ pub async fn callback(
             return fail("invalid_id_token");
         }
     };
-    let user_id = format!("{connection_id}|{provider_subject}");
+    let Some(user_id) = user_id_from_claims(&connection.user_id_expression, connection_id, &claims.all) else {
+        tracing::warn!(connection_id = %connection_id, "the connection's userIdExpression does not fit the id_token");
+        return fail("invalid_user_id");
+    };
     save_credential(services, connection_id, &user_id, tokens).await?;
 
     let vault_code = crate::random::token(32);

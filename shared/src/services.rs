@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::access::PolicyCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::{DataKeyCache, Envelope};
@@ -35,6 +36,7 @@ pub struct Services {
     pub provider_keys: ProviderKeys,
     pub user_tokens: UserTokens,
     pub clock: Arc<dyn Clock>,
+    pub policies: PolicyCache,
 }
 
 impl Services {
@@ -84,6 +86,7 @@ impl Services {
             user_tokens,
             clock,
             config,
+            policies: PolicyCache::default(),
         })
     }
 }

@@ -136,7 +136,7 @@ impl LocalStack {
         Gateway::new(instances, demo_page).serve(listener).await;
 
         let connection = demo_connection(&provider, CONNECTION_ID, &options);
-        credvault::store::connections::put(&services.table, &services.envelope, &connection)
+        credvault::store::connections::put(&services.table, &services.envelope, &connection, true)
             .await
             .expect("seed connection");
 
@@ -162,7 +162,7 @@ impl LocalStack {
     /// Adds another connection to the same provider (for mix-up tests).
     pub async fn add_connection(&self, connection_id: &str) {
         let connection = demo_connection(&self.provider, connection_id, &StackOptions::default());
-        credvault::store::connections::put(&self.services.table, &self.services.envelope, &connection)
+        credvault::store::connections::put(&self.services.table, &self.services.envelope, &connection, true)
             .await
             .expect("add connection");
     }
@@ -312,6 +312,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         client_secret: SecretString::from(CLIENT_SECRET),
         default_connection_properties: options.default_connection_properties.clone(),
         token_request_encoding: options.token_request_encoding,
+        user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
     }
 }
 

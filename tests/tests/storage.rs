@@ -74,7 +74,7 @@ async fn raw_items_hold_no_plaintext_token_verifier_code_or_client_secret() {
         .iter()
         .filter_map(|i| i.get("pk")?.as_s().ok()?.split('#').next().map(String::from))
         .collect();
-    for kind in ["CREDENTIAL", "CONNECTION", "LOGIN", "VAULT_CODE"] {
+    for kind in ["CREDENTIAL", "CONNECTIONS", "LOGIN", "VAULT_CODE"] {
         assert!(
             kinds.iter().any(|k| k == kind),
             "expected a {kind} item among {kinds:?}"

@@ -1,5 +1,5 @@
-//! credential-fetch: a fresh provider access token for the user themself (and, later, for callers
-//! granted access). The refresh protocol lives in `credvault::vault`.
+//! credential-fetch: a fresh provider access token for the user themself, or for a caller granted
+//! `connections:credentials:read` on the credential. The refresh protocol lives in `credvault::vault`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,15 +7,13 @@ use std::time::Duration;
 use credvault::clock::iso8601;
 use credvault::http::{Handler, json_response, query_params, respond, route, single_query_param};
 use credvault::identity::{Caller, authenticate};
-use credvault::oauth::connection::is_valid_connection_id;
+use credvault::oauth::connection::{MAX_USER_ID_LEN, is_valid_connection_id};
 use credvault::routes::{Function, RouteId};
 use credvault::{ApiError, Services, access, vault};
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-/// The SDKs refuse longer ids on this endpoint; so do we.
-const MAX_USER_ID_LEN: usize = 64;
 /// A day: nothing sensible asks for a token valid longer than providers issue them.
 const MAX_MINIMUM_VALIDITY_SECS: u64 = 86_400;
 
@@ -33,15 +31,21 @@ impl CredentialFetch {
         if matched.route.function != Function::CredentialFetch {
             return Err(ApiError::not_found("route_not_found", "no such route"));
         }
-        let caller = authenticate(&self.services.user_tokens, &req).await?;
-        let (connection_id, user_id) = match matched.route.id {
-            RouteId::UserCredentials => (
+        let caller = authenticate(&self.services, &req).await?;
+        let (connection_id, user_id) = match (matched.route.id, &caller) {
+            (RouteId::UserCredentials, _) => (
                 matched.param("connectionId").to_string(),
                 matched.param("userId").to_string(),
             ),
-            RouteId::SessionCredentials => match &caller {
-                Caller::User { user_id, connection_id } => (connection_id.clone(), user_id.clone()),
-            },
+            (RouteId::SessionCredentials, Caller::User { user_id, connection_id }) => {
+                (connection_id.clone(), user_id.clone())
+            }
+            (RouteId::SessionCredentials, Caller::ServiceClient { .. }) => {
+                return Err(ApiError::bad_request(
+                    "no_session",
+                    "a service client has no session: use /v1/connections/{connectionId}/users/{userId}/credentials",
+                ));
+            }
             _ => return Err(ApiError::not_found("route_not_found", "no such route")),
         };
         if !is_valid_connection_id(&connection_id) {
@@ -56,17 +60,26 @@ impl CredentialFetch {
                 "userId must be 1 to 64 characters",
             ));
         }
-        if !access::may_read_credentials(&caller, &connection_id, &user_id) {
-            return Err(ApiError::Forbidden);
-        }
+        let services = &self.services;
+        let read = "connections:credentials:read";
+        access::require_credential_access(
+            &services.policies,
+            &services.table,
+            &caller,
+            &connection_id,
+            &user_id,
+            read,
+        )
+        .await?;
         let min_validity = self.minimum_validity(&req)?;
-        let result = vault::fresh_access_token(&self.services, &connection_id, &user_id, min_validity).await;
+        let result = vault::fresh_access_token(services, &connection_id, &user_id, min_validity).await;
+        let caller_id = caller.subject();
         match &result {
             Ok(token) => {
-                tracing::info!(connection_id = %connection_id, user_id = %user_id, refreshed = token.refreshed, "credential read")
+                tracing::info!(caller = %caller_id, connection_id = %connection_id, user_id = %user_id, refreshed = token.refreshed, "credential read")
             }
             Err(e) => {
-                tracing::info!(connection_id = %connection_id, user_id = %user_id, outcome = e.error_code(), "credential read refused")
+                tracing::info!(caller = %caller_id, connection_id = %connection_id, user_id = %user_id, outcome = e.error_code(), "credential read refused")
             }
         }
         let token = result?;

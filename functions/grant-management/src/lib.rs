@@ -1,16 +1,35 @@
-//! grant-management: connections, service clients, roles and access records. It owns no public route
-//! yet; every request gets a 404 JSON error until those routes land (see the route table).
+//! grant-management: connections, service clients and their access keys, roles, access records, and
+//! permission checks, in the Authress API shapes. Each route first checks the caller's permission on
+//! the resource it touches (`Connections/...`, `Clients/...`, `Roles/...`, `Records/...`).
 
 use std::sync::Arc;
 
-use credvault::http::{Handler, respond, route};
-use credvault::routes::Function;
+use credvault::access::admin as access_admin;
+use credvault::access::{self, AccessRecord, Role};
+use credvault::http::{Handler, header_text, json_body, json_body_up_to, json_response, page_params, respond, route};
+use credvault::identity::service_clients::{self, ClientInput};
+use credvault::identity::{Caller, authenticate};
+use credvault::oauth::connections::{self, ConnectionInput};
+use credvault::routes::{Function, Matched, RouteId};
+use credvault::store::documents::Kind;
 use credvault::{ApiError, Services};
+use lambda_http::http::{HeaderValue, header};
 use lambda_http::{Body, Request, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Access records may list up to 1000 users; their bodies are bigger than the others'.
+const MAX_RECORD_BODY: usize = 128 * 1024;
 
 pub struct GrantManagement {
-    #[allow(dead_code)] // used by the management routes as they land
     services: Arc<Services>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AccessKeyInput {
+    public_key: Option<String>,
 }
 
 impl GrantManagement {
@@ -18,13 +37,298 @@ impl GrantManagement {
         Self { services }
     }
 
+    async fn require(&self, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
+        access::require(&self.services.policies, &self.services.table, caller, resource, action).await
+    }
+
     async fn dispatch(&self, req: Request) -> Result<Response<Body>, ApiError> {
-        let matched = route(&req)?;
-        if matched.route.function != Function::GrantManagement {
+        let m = route(&req)?;
+        if m.route.function != Function::GrantManagement {
             return Err(ApiError::not_found("route_not_found", "no such route"));
         }
-        Err(ApiError::not_found("route_not_found", "no such route"))
+        if m.route.id == RouteId::ClientJwks {
+            // Public, like every JWKS: verifiers fetch it without credentials.
+            let client = service_clients::load_client(&self.services, m.param("clientId"))
+                .await?
+                .ok_or_else(|| ApiError::not_found("client_not_found", "no such service client"))?;
+            return Ok(json_response(200, &service_clients::client_jwks(&client)));
+        }
+        let caller = authenticate(&self.services, &req).await?;
+        match m.route.id {
+            RouteId::ListConnections
+            | RouteId::CreateConnection
+            | RouteId::GetConnection
+            | RouteId::UpdateConnection
+            | RouteId::DeleteConnection => self.connections(&req, &m, &caller).await,
+            RouteId::ListClients
+            | RouteId::CreateClient
+            | RouteId::GetClient
+            | RouteId::UpdateClient
+            | RouteId::DeleteClient
+            | RouteId::CreateAccessKey
+            | RouteId::DeleteAccessKey => self.clients(&req, &m, &caller).await,
+            RouteId::ListRoles | RouteId::CreateRole | RouteId::GetRole | RouteId::UpdateRole | RouteId::DeleteRole => {
+                self.roles(&req, &m, &caller).await
+            }
+            RouteId::ListRecords
+            | RouteId::CreateRecord
+            | RouteId::GetRecord
+            | RouteId::UpdateRecord
+            | RouteId::DeleteRecord => self.records(&req, &m, &caller).await,
+            RouteId::CheckPermission => self.check_permission(&m, &caller).await,
+            _ => Err(ApiError::not_found("route_not_found", "no such route")),
+        }
     }
+
+    async fn connections(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let s = &self.services;
+        let id = m.param("connectionId");
+        let resource = format!("Connections/{id}");
+        match m.route.id {
+            RouteId::ListConnections => {
+                self.require(caller, "Connections", "connections:read").await?;
+                let (limit, cursor) = page_params(req)?;
+                Ok(json_response(
+                    200,
+                    &connections::list(s, limit, cursor.as_deref()).await?,
+                ))
+            }
+            RouteId::CreateConnection => {
+                let input: ConnectionInput = json_body(req)?;
+                let target = input
+                    .connection_id
+                    .as_deref()
+                    .map_or("Connections".to_string(), |id| format!("Connections/{id}"));
+                self.require(caller, &target, "connections:create").await?;
+                let created = connections::create(s, input).await?;
+                Ok(json_response(201, &connections::present(&created)))
+            }
+            RouteId::GetConnection => {
+                self.require(caller, &resource, "connections:read").await?;
+                Ok(json_response(
+                    200,
+                    &connections::present(&connections::get(s, id).await?),
+                ))
+            }
+            RouteId::UpdateConnection => {
+                self.require(caller, &resource, "connections:update").await?;
+                let updated = connections::update(s, id, json_body(req)?).await?;
+                Ok(json_response(200, &connections::present(&updated)))
+            }
+            _ => {
+                self.require(caller, &resource, "connections:delete").await?;
+                connections::delete(s, id).await?;
+                Ok(empty(204))
+            }
+        }
+    }
+
+    async fn clients(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let s = &self.services;
+        let id = m.param("clientId");
+        let resource = format!("Clients/{id}");
+        match m.route.id {
+            RouteId::ListClients => {
+                self.require(caller, "Clients", "clients:read").await?;
+                let (limit, cursor) = page_params(req)?;
+                Ok(json_response(
+                    200,
+                    &access_admin::list(s, Kind::Client, limit, cursor.as_deref()).await?,
+                ))
+            }
+            RouteId::CreateClient => {
+                let input: ClientInput = json_body(req)?;
+                let target = input
+                    .client_id
+                    .as_deref()
+                    .map_or("Clients".to_string(), |id| format!("Clients/{id}"));
+                self.require(caller, &target, "clients:create").await?;
+                let client = service_clients::create_client(s, input).await?;
+                Ok(json_response(201, &service_clients::present(&client)))
+            }
+            RouteId::GetClient => {
+                self.require(caller, &resource, "clients:read").await?;
+                let client = service_clients::load_client(s, id)
+                    .await?
+                    .ok_or_else(client_not_found)?;
+                Ok(json_response(200, &service_clients::present(&client)))
+            }
+            RouteId::UpdateClient => {
+                self.require(caller, &resource, "clients:update").await?;
+                let client = service_clients::update_client(s, id, json_body(req)?).await?;
+                Ok(json_response(200, &service_clients::present(&client)))
+            }
+            RouteId::DeleteClient => {
+                self.require(caller, &resource, "clients:delete").await?;
+                access_admin::delete(s, Kind::Client, id).await?;
+                Ok(empty(204))
+            }
+            RouteId::CreateAccessKey => {
+                self.require(caller, &resource, "clients:update").await?;
+                let input: AccessKeyInput = if credvault::http::body_bytes(req).is_empty() {
+                    AccessKeyInput { public_key: None }
+                } else {
+                    json_body(req)?
+                };
+                let created = service_clients::add_key(s, id, input.public_key).await?;
+                let mut body = json!({"keyId": created.key.key_id, "clientId": id, "publicKey": created.key.public_key,
+                    "generationDate": created.key.generation_date});
+                if let Some(access_key) = &created.access_key {
+                    body["accessKey"] = json!(access_key.expose_secret());
+                }
+                Ok(json_response(201, &body))
+            }
+            _ => {
+                self.require(caller, &resource, "clients:update").await?;
+                service_clients::delete_key(s, id, m.param("keyId")).await?;
+                Ok(empty(204))
+            }
+        }
+    }
+
+    async fn roles(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let s = &self.services;
+        let id = m.param("roleId");
+        let resource = format!("Roles/{id}");
+        match m.route.id {
+            RouteId::ListRoles => {
+                self.require(caller, "Roles", "roles:read").await?;
+                let (limit, cursor) = page_params(req)?;
+                Ok(json_response(
+                    200,
+                    &access_admin::list(s, Kind::Role, limit, cursor.as_deref()).await?,
+                ))
+            }
+            RouteId::CreateRole => {
+                let role: Role = json_body(req)?;
+                let target = if role.role_id.is_empty() {
+                    "Roles".to_string()
+                } else {
+                    format!("Roles/{}", role.role_id)
+                };
+                self.require(caller, &target, "roles:create").await?;
+                let doc = access_admin::create_role(s, role).await?;
+                Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
+            }
+            RouteId::GetRole => {
+                self.require(caller, &resource, "roles:read").await?;
+                Ok(json_response(
+                    200,
+                    &access_admin::present(Kind::Role, &access_admin::get(s, Kind::Role, id).await?),
+                ))
+            }
+            RouteId::UpdateRole => {
+                self.require(caller, &resource, "roles:update").await?;
+                let doc = access_admin::update_role(s, id, json_body(req)?).await?;
+                Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
+            }
+            _ => {
+                self.require(caller, &resource, "roles:delete").await?;
+                access_admin::delete(s, Kind::Role, id).await?;
+                Ok(empty(204))
+            }
+        }
+    }
+
+    async fn records(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let s = &self.services;
+        let id = m.param("recordId");
+        let resource = format!("Records/{id}");
+        let (status, doc) = match m.route.id {
+            RouteId::ListRecords => {
+                self.require(caller, "Records", "records:read").await?;
+                let (limit, cursor) = page_params(req)?;
+                return Ok(json_response(
+                    200,
+                    &access_admin::list(s, Kind::Record, limit, cursor.as_deref()).await?,
+                ));
+            }
+            RouteId::CreateRecord => {
+                let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
+                let target = if record.record_id.is_empty() {
+                    "Records".to_string()
+                } else {
+                    format!("Records/{}", record.record_id)
+                };
+                self.require(caller, &target, "records:create").await?;
+                (201, access_admin::create_record(s, record).await?)
+            }
+            RouteId::GetRecord => {
+                self.require(caller, &resource, "records:read").await?;
+                (200, access_admin::get(s, Kind::Record, id).await?)
+            }
+            RouteId::UpdateRecord => {
+                self.require(caller, &resource, "records:update").await?;
+                let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
+                (
+                    202,
+                    access_admin::update_record(s, id, record, header_text(req, "if-unmodified-since")).await?,
+                )
+            }
+            _ => {
+                self.require(caller, &resource, "records:delete").await?;
+                access_admin::delete_record(s, id).await?;
+                return Ok(empty(204));
+            }
+        };
+        let mut resp = json_response(status, &access_admin::present(Kind::Record, &doc));
+        if let Ok(value) = HeaderValue::from_str(&credvault::clock::http_date(doc.updated_at_ms / 1000)) {
+            resp.headers_mut().insert(header::LAST_MODIFIED, value);
+        }
+        Ok(resp)
+    }
+
+    /// 200 allowed, 404 denied (the Authress answer); 403 when the caller may not ask about that user.
+    async fn check_permission(&self, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        let user_id = m.param("userId");
+        if caller.subject() != user_id {
+            self.require(caller, &format!("Users/{user_id}"), "users:permissions:read")
+                .await?;
+        }
+        let (resource, permission) = (m.param("resourceUri"), m.param("permission"));
+        if access::ResourceUri::parse(resource).is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_resource_uri",
+                "resourceUri is not a valid resource URI",
+            ));
+        }
+        if access::Action::parse(permission).is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_action",
+                "permission is not a valid action",
+            ));
+        }
+        if access::is_allowed(
+            &self.services.policies,
+            &self.services.table,
+            user_id,
+            resource,
+            permission,
+        )
+        .await?
+        {
+            Ok(json_response(
+                200,
+                &json!({"userId": user_id, "resourceUri": resource, "permission": permission}),
+            ))
+        } else {
+            Err(ApiError::not_found(
+                "permission_denied",
+                "the user does not have this permission on this resource",
+            ))
+        }
+    }
+}
+
+fn client_not_found() -> ApiError {
+    ApiError::not_found("client_not_found", "no such service client")
+}
+
+fn empty(status: u16) -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() =
+        lambda_http::http::StatusCode::from_u16(status).unwrap_or(lambda_http::http::StatusCode::NO_CONTENT);
+    resp
 }
 
 impl Handler for GrantManagement {

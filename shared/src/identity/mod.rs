@@ -1,5 +1,6 @@
 //! Who is calling: vault user tokens (issued at login, verified on every request) and their signing key.
 
+pub mod service_clients;
 pub mod signing_key;
 pub mod user_tokens;
 
@@ -11,6 +12,18 @@ pub use user_tokens::UserTokens;
 pub enum Caller {
     /// A person, by vault user id, with the connection they logged in through (`azp`).
     User { user_id: String, connection_id: String },
+    /// A backend service, by service client id, authenticated with one of its access keys.
+    ServiceClient { client_id: String },
+}
+
+impl Caller {
+    /// The id access records name this caller by.
+    pub fn subject(&self) -> &str {
+        match self {
+            Caller::User { user_id, .. } => user_id,
+            Caller::ServiceClient { client_id } => client_id,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +36,14 @@ pub enum IdentityError {
     BadSignature,
 }
 
-/// The caller of a request, from its bearer token. Every route but login and discovery needs one.
-pub async fn authenticate(user_tokens: &UserTokens, req: &lambda_http::Request) -> Result<Caller, crate::ApiError> {
+/// The caller of a request, from its bearer token: a vault user token (ES256) or a service-client
+/// token (EdDSA). Every route but login and discovery needs one.
+pub async fn authenticate(services: &crate::Services, req: &lambda_http::Request) -> Result<Caller, crate::ApiError> {
     let token = crate::http::bearer_token(req).ok_or(crate::ApiError::Unauthorized("a bearer token is required"))?;
-    user_tokens.verify(token).await
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| crate::ApiError::Unauthorized("the token is not a valid JWT"))?;
+    match (header.alg, header.kid.as_deref()) {
+        (jsonwebtoken::Algorithm::EdDSA, Some(kid)) => service_clients::verify(services, token, kid).await,
+        _ => services.user_tokens.verify(token).await,
+    }
 }

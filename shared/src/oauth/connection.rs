@@ -44,6 +44,61 @@ pub struct Connection {
     pub client_secret: SecretString,
     pub default_connection_properties: BTreeMap<String, String>,
     pub token_request_encoding: TokenRequestEncoding,
+    /// How the vault user id is made from the provider's id_token claims at login, e.g.
+    /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
+    pub user_id_expression: String,
+}
+
+/// The user id expression of a connection that names none.
+pub const DEFAULT_USER_ID_EXPRESSION: &str = "{connectionId}|{sub}";
+
+/// Longest vault user id: the SDKs refuse longer ones on the credentials endpoint.
+pub const MAX_USER_ID_LEN: usize = 64;
+
+/// Fills `{connectionId}` and `{claim}` placeholders from the id_token claims. `None` when a claim is
+/// missing or not a string or number, or the result is empty or too long.
+pub fn user_id_from_claims(
+    expression: &str,
+    connection_id: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = expression;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}')? + open;
+        let name = &rest[open + 1..close];
+        match name {
+            "connectionId" => out.push_str(connection_id),
+            _ => match claims.get(name)? {
+                serde_json::Value::String(s) => out.push_str(s),
+                serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+                _ => return None,
+            },
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    (!out.is_empty() && out.len() <= MAX_USER_ID_LEN && !out.chars().any(char::is_control)).then_some(out)
+}
+
+/// An expression is placeholders of word characters between plain text.
+pub fn is_valid_user_id_expression(expression: &str) -> bool {
+    if expression.is_empty() || expression.len() > 128 || !expression.contains('{') {
+        return false;
+    }
+    let mut rest = expression;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}').map(|c| c + open) else {
+            return false;
+        };
+        let name = &rest[open + 1..close];
+        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            return false;
+        }
+        rest = &rest[close + 1..];
+    }
+    !rest.contains('}')
 }
 
 impl fmt::Debug for Connection {
@@ -84,10 +139,35 @@ mod tests {
             client_secret: SecretString::from("planted-client-secret"),
             default_connection_properties: BTreeMap::new(),
             token_request_encoding: TokenRequestEncoding::Form,
+            user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("planted-client-secret"), "{shown}");
         assert!(shown.contains("con_a"));
+    }
+
+    #[test]
+    fn user_ids_are_made_from_claims() {
+        let claims = serde_json::json!({"sub": "abc", "email": "a@example.com", "tid": 42, "groups": ["x"]});
+        let claims = claims.as_object().unwrap();
+        assert_eq!(
+            user_id_from_claims(DEFAULT_USER_ID_EXPRESSION, "con_g", claims).as_deref(),
+            Some("con_g|abc")
+        );
+        assert_eq!(
+            user_id_from_claims("{email}", "con_g", claims).as_deref(),
+            Some("a@example.com")
+        );
+        assert_eq!(
+            user_id_from_claims("t{tid}|{sub}", "c", claims).as_deref(),
+            Some("t42|abc")
+        );
+        assert_eq!(user_id_from_claims("{missing}", "c", claims), None);
+        assert_eq!(user_id_from_claims("{groups}", "c", claims), None);
+        assert!(is_valid_user_id_expression("{connectionId}|{sub}"));
+        for bad in ["", "sub", "{", "{}", "{a b}", "{sub}}", "{sub"] {
+            assert!(!is_valid_user_id_expression(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -38,12 +38,11 @@ pub enum IdTokenError {
     Invalid(String),
 }
 
-/// The identity an id_token proves.
+/// The identity an id_token proves: its verified claims.
 #[derive(Debug, Clone)]
 pub struct IdClaims {
     pub sub: String,
-    pub email: Option<String>,
-    pub name: Option<String>,
+    pub all: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -57,8 +56,8 @@ struct RawClaims {
     sub: String,
     nonce: Option<String>,
     azp: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 struct CachedKeys {
@@ -118,11 +117,9 @@ impl ProviderKeys {
         if claims.sub.is_empty() {
             return Err(IdTokenError::Invalid("empty sub".into()));
         }
-        Ok(IdClaims {
-            sub: claims.sub,
-            email: claims.email,
-            name: claims.name,
-        })
+        let mut all = claims.rest;
+        all.insert("sub".into(), serde_json::Value::String(claims.sub.clone()));
+        Ok(IdClaims { sub: claims.sub, all })
     }
 
     async fn key_for(&self, issuer: &str, kid: Option<&str>) -> Result<DecodingKey, IdTokenError> {

@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod connection;
+pub mod connections;
 pub mod id_token;
 pub mod pkce;
 pub mod provider;

@@ -1,17 +1,21 @@
 //! The connection item. The client secret is sealed like any token; everything else is plain config.
+//! All connections share one partition so they can be listed with a cursor.
 
 use std::collections::BTreeMap;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::ExposeSecret;
 
-use super::{StoreError, Table, b, classify, get_b, get_s, opt_s, s};
+use super::{Item, StoreError, Table, b, classify, get_b, get_s, opt_s, s};
 use crate::crypto::{CryptoError, Envelope};
 use crate::oauth::{Connection, TokenRequestEncoding};
 
-const SK: &str = "CONNECTION";
+const PK: &str = "CONNECTIONS";
 const ATTR_CLIENT_SECRET: &str = "clientSecret";
 
-pub fn pk(connection_id: &str) -> String {
+fn sk(connection_id: &str) -> String {
     format!("CONNECTION#{connection_id}")
 }
 
@@ -23,9 +27,15 @@ pub enum ConnectionStoreError {
     Crypto(#[from] CryptoError),
 }
 
-/// Creates or replaces a connection.
-pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) -> Result<(), ConnectionStoreError> {
-    let ctx = table.context(&pk(&connection.connection_id), SK, ATTR_CLIENT_SECRET);
+/// Creates (`must_be_new`) or replaces a connection. `Ok(false)`: the condition did not hold (it
+/// existed when it had to be new, or was gone when it had to be replaced).
+pub async fn put(
+    table: &Table,
+    envelope: &Envelope,
+    connection: &Connection,
+    must_be_new: bool,
+) -> Result<bool, ConnectionStoreError> {
+    let ctx = table.context(PK, &sk(&connection.connection_id), ATTR_CLIENT_SECRET);
     let sealed_secret = envelope
         .seal_str(&ctx, connection.client_secret.expose_secret())
         .await?;
@@ -35,8 +45,8 @@ pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) ->
         .client
         .put_item()
         .table_name(&table.name)
-        .item("pk", s(pk(&connection.connection_id)))
-        .item("sk", s(SK))
+        .item("pk", s(PK))
+        .item("sk", s(sk(&connection.connection_id)))
         .item("connectionId", s(&connection.connection_id))
         .item("name", s(&connection.name))
         .item("authenticationUrl", s(&connection.authentication_url))
@@ -47,15 +57,26 @@ pub async fn put(table: &Table, envelope: &Envelope, connection: &Connection) ->
         .item(
             "supportedContentType",
             s(connection.token_request_encoding.content_type()),
-        );
+        )
+        .item("userIdExpression", s(&connection.user_id_expression))
+        .condition_expression(if must_be_new {
+            "attribute_not_exists(pk)"
+        } else {
+            "attribute_exists(pk)"
+        });
     if let Some(issuer) = &connection.issuer_url {
         req = req.item("issuerUrl", s(issuer));
     }
     if let Some(revocation) = &connection.revocation_url {
         req = req.item("revocationUrl", s(revocation));
     }
-    req.send().await.map_err(|e| classify("PutItem", e))?;
-    Ok(())
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e) => match classify("PutItem", e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other.into()),
+        },
+    }
 }
 
 pub async fn get(
@@ -67,30 +88,94 @@ pub async fn get(
         .client
         .get_item()
         .table_name(&table.name)
-        .key("pk", s(pk(connection_id)))
-        .key("sk", s(SK))
+        .key("pk", s(PK))
+        .key("sk", s(sk(connection_id)))
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    let Some(item) = out.item else {
-        return Ok(None);
-    };
-    let ctx = table.context(&pk(connection_id), SK, ATTR_CLIENT_SECRET);
-    let client_secret = envelope.open_str(&ctx, &get_b(&item, ATTR_CLIENT_SECRET)?).await?;
-    let properties: BTreeMap<String, String> = serde_json::from_str(&get_s(&item, "defaultConnectionProperties")?)
+    match out.item {
+        Some(item) => Ok(Some(from_item(table, envelope, &item).await?)),
+        None => Ok(None),
+    }
+}
+
+/// `Ok(false)`: there was no such connection.
+pub async fn delete(table: &Table, connection_id: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(PK))
+        .key("sk", s(sk(connection_id)))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify("DeleteItem", e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
+/// One page of connections in id order, and the cursor of the next.
+pub async fn list(
+    table: &Table,
+    envelope: &Envelope,
+    limit: i32,
+    cursor: Option<&str>,
+) -> Result<(Vec<Connection>, Option<String>), ConnectionStoreError> {
+    let mut req = table
+        .client
+        .query()
+        .table_name(&table.name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(PK))
+        .limit(limit);
+    if let Some(cursor) = cursor {
+        let start = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|sk| sk.starts_with("CONNECTION#"))
+            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
+        req = req
+            .exclusive_start_key("pk", s(PK))
+            .exclusive_start_key("sk", AttributeValue::S(start));
+    }
+    let out = req.send().await.map_err(|e| classify("Query", e))?;
+    let mut connections = Vec::new();
+    for item in out.items() {
+        connections.push(from_item(table, envelope, item).await?);
+    }
+    let next = out
+        .last_evaluated_key()
+        .and_then(|k| k.get("sk"))
+        .and_then(|v| v.as_s().ok())
+        .map(|sk| URL_SAFE_NO_PAD.encode(sk));
+    Ok((connections, next))
+}
+
+async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Connection, ConnectionStoreError> {
+    let connection_id = get_s(item, "connectionId")?;
+    let ctx = table.context(PK, &sk(&connection_id), ATTR_CLIENT_SECRET);
+    let client_secret = envelope.open_str(&ctx, &get_b(item, ATTR_CLIENT_SECRET)?).await?;
+    let properties: BTreeMap<String, String> = serde_json::from_str(&get_s(item, "defaultConnectionProperties")?)
         .map_err(|e| StoreError::Malformed(format!("defaultConnectionProperties: {e}")))?;
-    let encoding = TokenRequestEncoding::from_content_type(&get_s(&item, "supportedContentType")?)
+    let encoding = TokenRequestEncoding::from_content_type(&get_s(item, "supportedContentType")?)
         .ok_or_else(|| StoreError::Malformed("supportedContentType".into()))?;
-    Ok(Some(Connection {
-        connection_id: get_s(&item, "connectionId")?,
-        name: get_s(&item, "name")?,
-        authentication_url: get_s(&item, "authenticationUrl")?,
-        token_url: get_s(&item, "tokenUrl")?,
-        issuer_url: opt_s(&item, "issuerUrl")?,
-        revocation_url: opt_s(&item, "revocationUrl")?,
-        client_id: get_s(&item, "clientId")?,
+    Ok(Connection {
+        connection_id,
+        name: get_s(item, "name")?,
+        authentication_url: get_s(item, "authenticationUrl")?,
+        token_url: get_s(item, "tokenUrl")?,
+        issuer_url: opt_s(item, "issuerUrl")?,
+        revocation_url: opt_s(item, "revocationUrl")?,
+        client_id: get_s(item, "clientId")?,
         client_secret,
         default_connection_properties: properties,
         token_request_encoding: encoding,
-    }))
+        user_id_expression: get_s(item, "userIdExpression")?,
+    })
 }

@@ -6,6 +6,7 @@
 
 pub mod connections;
 pub mod credentials;
+pub mod documents;
 pub mod login_requests;
 pub mod vault_codes;
 

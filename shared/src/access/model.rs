@@ -1,0 +1,192 @@
+//! Roles and access records in the Authress shapes, and their validation.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, ResourceUri};
+use crate::error::ApiError;
+
+const MAX_PERMISSIONS: usize = 100;
+const MAX_STATEMENTS: usize = 100;
+const MAX_USERS: usize = 1000;
+const MAX_NAME: usize = 128;
+const MAX_DESCRIPTION: usize = 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Permission {
+    pub action: String,
+    pub allow: bool,
+    #[serde(default)]
+    pub grant: bool,
+    #[serde(default)]
+    pub delegate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    #[serde(default)]
+    pub role_id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub permissions: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserRef {
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRef {
+    pub resource_uri: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Statement {
+    pub roles: Vec<String>,
+    pub resources: Vec<ResourceRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRecord {
+    #[serde(default)]
+    pub record_id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub users: Vec<UserRef>,
+    pub statements: Vec<Statement>,
+    /// ACTIVE or DELETED; set by the vault, ignored on input.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "ACTIVE".to_string()
+}
+
+impl AccessRecord {
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE"
+    }
+
+    pub fn has_user(&self, subject: &str) -> bool {
+        self.users.iter().any(|u| u.user_id == subject)
+    }
+}
+
+/// Ids of roles, records and clients: `^[a-zA-Z0-9-._:@|~]+$`, at most 100 characters.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 100 && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._:@|~".contains(&c))
+}
+
+fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), ApiError> {
+    if (required && value.trim().is_empty()) || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1 to {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_role(role: &Role) -> Result<(), ApiError> {
+    if !is_valid_id(&role.role_id) {
+        return Err(ApiError::bad_request(
+            "invalid_role_id",
+            "roleId must be 1 to 100 characters of [a-zA-Z0-9-._:@|~]",
+        ));
+    }
+    check_text("name", &role.name, MAX_NAME, true)?;
+    check_text(
+        "description",
+        role.description.as_deref().unwrap_or(""),
+        MAX_DESCRIPTION,
+        false,
+    )?;
+    if role.permissions.is_empty() || role.permissions.len() > MAX_PERMISSIONS {
+        return Err(ApiError::bad_request(
+            "invalid_permissions",
+            "a role has 1 to 100 permissions",
+        ));
+    }
+    if let Some(bad) = role.permissions.iter().find(|p| Action::parse(&p.action).is_none()) {
+        return Err(ApiError::bad_request(
+            "invalid_action",
+            format!("action {:?} is not valid", truncate(&bad.action)),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_record(record: &AccessRecord) -> Result<(), ApiError> {
+    if !is_valid_id(&record.record_id) {
+        return Err(ApiError::bad_request(
+            "invalid_record_id",
+            "recordId must be 1 to 100 characters of [a-zA-Z0-9-._:@|~]",
+        ));
+    }
+    check_text("name", &record.name, MAX_NAME, true)?;
+    check_text(
+        "description",
+        record.description.as_deref().unwrap_or(""),
+        MAX_DESCRIPTION,
+        false,
+    )?;
+    if record.users.len() > MAX_USERS || record.statements.len() > MAX_STATEMENTS {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    if record.statements.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_statements",
+            "a record needs at least one statement",
+        ));
+    }
+    if let Some(bad) = record
+        .users
+        .iter()
+        .find(|u| u.user_id.is_empty() || u.user_id.len() > 128)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            format!("user id {:?} is not valid", truncate(&bad.user_id)),
+        ));
+    }
+    for statement in &record.statements {
+        if statement.roles.is_empty() || statement.resources.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_statements",
+                "each statement names at least one role and one resource",
+            ));
+        }
+        if let Some(bad) = statement.roles.iter().find(|r| !is_valid_id(r)) {
+            return Err(ApiError::bad_request(
+                "invalid_role_id",
+                format!("role {:?} is not valid", truncate(bad)),
+            ));
+        }
+        if let Some(bad) = statement
+            .resources
+            .iter()
+            .find(|r| ResourceUri::parse(&r.resource_uri).is_none())
+        {
+            return Err(ApiError::bad_request(
+                "invalid_resource_uri",
+                format!("resource {:?} is not a valid resource URI", truncate(&bad.resource_uri)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Echo at most a short prefix of a rejected value.
+fn truncate(value: &str) -> String {
+    value.chars().take(40).collect()
+}

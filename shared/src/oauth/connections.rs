@@ -1,0 +1,275 @@
+//! Managing connections through the API, in the Authress `Connection` shape. The client secret is
+//! write-only: stored under KMS, never returned. With only `issuerUrl`, the endpoints come from the
+//! issuer's OIDC discovery document, whose `issuer` must be that URL.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
+use super::provider::is_acceptable_provider_url;
+use super::{Connection, TokenRequestEncoding};
+use crate::error::ApiError;
+use crate::services::Services;
+use crate::store::connections;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionData {
+    pub name: Option<String>,
+    pub supported_content_type: Option<String>,
+    pub user_id_expression: Option<String>,
+}
+
+/// `POST /v1/connections` and `PUT /v1/connections/{connectionId}` bodies.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInput {
+    pub connection_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub authentication_url: Option<String>,
+    pub token_url: Option<String>,
+    pub issuer_url: Option<String>,
+    pub revocation_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub default_connection_properties: BTreeMap<String, String>,
+    pub data: Option<ConnectionData>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: Option<String>,
+}
+
+/// The connection as the API shows it: everything but the client secret.
+pub fn present(connection: &Connection) -> Value {
+    json!({
+        "connectionId": connection.connection_id,
+        "type": "OAUTH2",
+        "authenticationUrl": connection.authentication_url,
+        "tokenUrl": connection.token_url,
+        "issuerUrl": connection.issuer_url,
+        "revocationUrl": connection.revocation_url,
+        "clientId": connection.client_id,
+        "defaultConnectionProperties": connection.default_connection_properties,
+        "data": {
+            "name": connection.name,
+            "supportedContentType": connection.token_request_encoding.content_type(),
+            "userIdExpression": connection.user_id_expression,
+        },
+    })
+}
+
+pub async fn create(services: &Services, input: ConnectionInput) -> Result<Connection, ApiError> {
+    let connection_id = input
+        .connection_id
+        .clone()
+        .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
+    let connection = build(services, &connection_id, input, None).await?;
+    if !connections::put(&services.table, &services.envelope, &connection, true)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::Conflict {
+            code: "connection_exists",
+            detail: "a connection with this id exists already".into(),
+        });
+    }
+    Ok(connection)
+}
+
+/// A full replace; a body without `clientSecret` keeps the stored one.
+pub async fn update(services: &Services, connection_id: &str, input: ConnectionInput) -> Result<Connection, ApiError> {
+    let existing = get(services, connection_id).await?;
+    if input.connection_id.as_deref().is_some_and(|id| id != connection_id) {
+        return Err(ApiError::bad_request(
+            "invalid_connection_id",
+            "connectionId in the body differs from the path",
+        ));
+    }
+    let connection = build(services, connection_id, input, Some(existing.client_secret)).await?;
+    if !connections::put(&services.table, &services.envelope, &connection, false)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(not_found());
+    }
+    Ok(connection)
+}
+
+pub async fn get(services: &Services, connection_id: &str) -> Result<Connection, ApiError> {
+    connections::get(&services.table, &services.envelope, connection_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)
+}
+
+pub async fn delete(services: &Services, connection_id: &str) -> Result<(), ApiError> {
+    if connections::delete(&services.table, connection_id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+pub async fn list(services: &Services, limit: i32, cursor: Option<&str>) -> Result<Value, ApiError> {
+    let (page, next) = connections::list(&services.table, &services.envelope, limit, cursor)
+        .await
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"))?;
+    let items: Vec<Value> = page.iter().map(present).collect();
+    Ok(json!({"connections": items, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("connection_not_found", "no such connection")
+}
+
+fn bad(code: &'static str, detail: &str) -> ApiError {
+    ApiError::bad_request(code, detail.to_string())
+}
+
+async fn build(
+    services: &Services,
+    connection_id: &str,
+    input: ConnectionInput,
+    stored_secret: Option<SecretString>,
+) -> Result<Connection, ApiError> {
+    if !is_valid_connection_id(connection_id) {
+        return Err(bad(
+            "invalid_connection_id",
+            "connectionId must be 1 to 64 characters of [a-zA-Z0-9-_.:]",
+        ));
+    }
+    if input.kind.as_deref().is_some_and(|k| k != "OAUTH2") {
+        return Err(bad(
+            "unsupported_connection_type",
+            "only OAUTH2 connections are supported",
+        ));
+    }
+    let insecure = services.config.insecure_allow_http_loopback;
+    let check_url = |field: &'static str, value: &str| {
+        if value.len() <= 256 && is_acceptable_provider_url(value, insecure) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_url",
+                format!("{field} must be an https URL"),
+            ))
+        }
+    };
+    let issuer_url = input.issuer_url.map(|u| u.trim_end_matches('/').to_string());
+    if let Some(issuer) = &issuer_url {
+        check_url("issuerUrl", issuer)?;
+    }
+    let (authentication_url, token_url, discovered_revocation) =
+        match (input.authentication_url, input.token_url, &issuer_url) {
+            (Some(auth), Some(token), _) => (auth, token, None),
+            (None, None, Some(issuer)) => {
+                let d = discover(services, issuer).await?;
+                (d.authorization_endpoint, d.token_endpoint, d.revocation_endpoint)
+            }
+            _ => {
+                return Err(bad(
+                    "invalid_connection",
+                    "give authenticationUrl and tokenUrl, or only issuerUrl to discover them",
+                ));
+            }
+        };
+    check_url("authenticationUrl", &authentication_url)?;
+    check_url("tokenUrl", &token_url)?;
+    let revocation_url = input.revocation_url.or(discovered_revocation);
+    if let Some(revocation) = &revocation_url {
+        check_url("revocationUrl", revocation)?;
+    }
+    let client_id = input
+        .client_id
+        .filter(|c| !c.is_empty() && c.len() <= 256)
+        .ok_or_else(|| bad("invalid_client_id", "clientId is required"))?;
+    let client_secret = match (input.client_secret, stored_secret) {
+        (Some(secret), _) if !secret.is_empty() && secret.len() <= 2048 => SecretString::from(secret),
+        (Some(_), _) => {
+            return Err(bad(
+                "invalid_client_secret",
+                "clientSecret must be 1 to 2048 characters",
+            ));
+        }
+        (None, Some(stored)) => stored,
+        (None, None) => return Err(bad("invalid_client_secret", "clientSecret is required")),
+    };
+    let data = input.data.unwrap_or(ConnectionData {
+        name: None,
+        supported_content_type: None,
+        user_id_expression: None,
+    });
+    let token_request_encoding = match data.supported_content_type.as_deref() {
+        None => TokenRequestEncoding::Form,
+        Some(value) => TokenRequestEncoding::from_content_type(value).ok_or_else(|| {
+            bad(
+                "invalid_content_type",
+                "data.supportedContentType is application/x-www-form-urlencoded or application/json",
+            )
+        })?,
+    };
+    let user_id_expression = data
+        .user_id_expression
+        .unwrap_or_else(|| DEFAULT_USER_ID_EXPRESSION.to_string());
+    if !is_valid_user_id_expression(&user_id_expression) {
+        return Err(bad(
+            "invalid_user_id_expression",
+            "data.userIdExpression is text with {claim} placeholders",
+        ));
+    }
+    let name = data.name.unwrap_or_else(|| connection_id.to_string());
+    if name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(bad("invalid_field", "data.name is at most 64 printable characters"));
+    }
+    crate::oauth::authorize::merge_properties(&BTreeMap::new(), &input.default_connection_properties)?;
+    Ok(Connection {
+        connection_id: connection_id.to_string(),
+        name,
+        authentication_url,
+        token_url,
+        issuer_url,
+        revocation_url,
+        client_id,
+        client_secret,
+        default_connection_properties: input.default_connection_properties,
+        token_request_encoding,
+        user_id_expression,
+    })
+}
+
+/// OIDC discovery of an issuer the operator configured (never a URL from a login request).
+async fn discover(services: &Services, issuer: &str) -> Result<Discovery, ApiError> {
+    let unavailable =
+        |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
+    let resp = services
+        .provider
+        .http()
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .map_err(|_| unavailable("request failed"))?;
+    if !resp.status().is_success() {
+        return Err(unavailable(&format!("HTTP {}", resp.status().as_u16())));
+    }
+    let discovery: Discovery = resp
+        .json()
+        .await
+        .map_err(|_| unavailable("not an OIDC discovery document"))?;
+    if discovery.issuer.trim_end_matches('/') != issuer {
+        return Err(unavailable("the document's issuer is not issuerUrl"));
+    }
+    Ok(discovery)
+}

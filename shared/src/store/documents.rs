@@ -1,0 +1,227 @@
+//! Management documents (roles, access records, service clients): one JSON body per item, kept in one
+//! partition per kind so they can be listed with a cursor. `updatedAtMs` doubles as the version that
+//! optimistic updates (`If-Unmodified-Since`) are conditional on.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::{Item, StoreError, Table, classify, get_n, get_s, n, s};
+
+const CREATE: &str = "attribute_not_exists(pk)";
+const REPLACE: &str = "attribute_exists(pk)";
+const REPLACE_IF_UNCHANGED: &str = "attribute_exists(pk) AND updatedAtMs = :expected";
+const DELETE: &str = "attribute_exists(pk)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Role,
+    Record,
+    Client,
+}
+
+impl Kind {
+    fn partition(self) -> &'static str {
+        match self {
+            Kind::Role => "ROLES",
+            Kind::Record => "RECORDS",
+            Kind::Client => "CLIENTS",
+        }
+    }
+
+    fn sort_key(self, id: &str) -> String {
+        let prefix = match self {
+            Kind::Role => "ROLE",
+            Kind::Record => "RECORD",
+            Kind::Client => "CLIENT",
+        };
+        format!("{prefix}#{id}")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub id: String,
+    pub body: serde_json::Value,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+fn from_item(item: &Item) -> Result<Document, StoreError> {
+    let body = serde_json::from_str(&get_s(item, "body")?).map_err(|e| StoreError::Malformed(format!("body: {e}")))?;
+    Ok(Document {
+        id: get_s(item, "id")?,
+        body,
+        created_at_ms: get_n(item, "createdAtMs")?,
+        updated_at_ms: get_n(item, "updatedAtMs")?,
+    })
+}
+
+/// `Ok(false)`: a document with this id exists already.
+pub async fn create(
+    table: &Table,
+    kind: Kind,
+    id: &str,
+    body: &serde_json::Value,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .put_item()
+        .table_name(&table.name)
+        .item("pk", s(kind.partition()))
+        .item("sk", s(kind.sort_key(id)))
+        .item("id", s(id))
+        .item("body", s(body.to_string()))
+        .item("createdAtMs", n(now_ms))
+        .item("updatedAtMs", n(now_ms))
+        .condition_expression(CREATE)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify("PutItem", e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
+pub async fn get(table: &Table, kind: Kind, id: &str) -> Result<Option<Document>, StoreError> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", s(kind.partition()))
+        .key("sk", s(kind.sort_key(id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| classify("GetItem", e))?;
+    out.item.map(|item| from_item(&item)).transpose()
+}
+
+#[derive(Debug)]
+pub enum ReplaceOutcome {
+    Replaced(Document),
+    NotFound,
+    /// Changed since the version the caller read.
+    Conflict,
+}
+
+/// Replaces the body; with `expected_updated_at_ms`, only if nobody changed it since.
+pub async fn replace(
+    table: &Table,
+    kind: Kind,
+    id: &str,
+    body: &serde_json::Value,
+    expected_updated_at_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<ReplaceOutcome, StoreError> {
+    let mut req = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(kind.partition()))
+        .key("sk", s(kind.sort_key(id)))
+        .update_expression("SET body = :body, updatedAtMs = :now")
+        .expression_attribute_values(":body", s(body.to_string()))
+        .expression_attribute_values(":now", n(now_ms))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld);
+    req = match expected_updated_at_ms {
+        Some(expected) => req
+            .condition_expression(REPLACE_IF_UNCHANGED)
+            .expression_attribute_values(":expected", n(expected)),
+        None => req.condition_expression(REPLACE),
+    };
+    match req.send().await {
+        Ok(out) => {
+            let item = out
+                .attributes
+                .ok_or_else(|| StoreError::Malformed("update returned nothing".into()))?;
+            Ok(ReplaceOutcome::Replaced(from_item(&item)?))
+        }
+        Err(err) => {
+            use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+            if let Some(UpdateItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
+                return Ok(if failed.item.is_some() {
+                    ReplaceOutcome::Conflict
+                } else {
+                    ReplaceOutcome::NotFound
+                });
+            }
+            Err(classify("UpdateItem", err))
+        }
+    }
+}
+
+/// `Ok(false)`: there was no such document.
+pub async fn delete(table: &Table, kind: Kind, id: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(kind.partition()))
+        .key("sk", s(kind.sort_key(id)))
+        .condition_expression(DELETE)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify("DeleteItem", e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
+/// One page, in id order, after `cursor` (an opaque value from the previous page).
+pub async fn list(
+    table: &Table,
+    kind: Kind,
+    limit: i32,
+    cursor: Option<&str>,
+) -> Result<(Vec<Document>, Option<String>), StoreError> {
+    let mut req = table
+        .client
+        .query()
+        .table_name(&table.name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(kind.partition()))
+        .limit(limit)
+        .consistent_read(true);
+    if let Some(cursor) = cursor {
+        let sk = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|sk| sk.starts_with(&kind.sort_key("")))
+            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
+        req = req
+            .exclusive_start_key("pk", s(kind.partition()))
+            .exclusive_start_key("sk", AttributeValue::S(sk));
+    }
+    let out = req.send().await.map_err(|e| classify("Query", e))?;
+    let docs = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+    let next = out
+        .last_evaluated_key()
+        .and_then(|k| k.get("sk"))
+        .and_then(|v| v.as_s().ok())
+        .map(|sk| URL_SAFE_NO_PAD.encode(sk.as_bytes()));
+    Ok((docs, next))
+}
+
+/// Every document of a kind (for the policy snapshot).
+pub async fn list_all(table: &Table, kind: Kind) -> Result<Vec<Document>, StoreError> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = list(table, kind, 500, cursor.as_deref()).await?;
+        all.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
