@@ -93,6 +93,9 @@ pub struct Config {
     pub refresh: RefreshTiming,
     pub data_key_cache_entries: usize,
     pub data_key_cache_max_age: Duration,
+    /// How long an instance may use its snapshot of roles and records: the bound on how long a revoked
+    /// grant keeps working (at most 30 s).
+    pub grant_cache_max_age: Duration,
     /// Allow plain-http provider URLs on loopback addresses. Only for the local stack and tests.
     pub insecure_allow_http_loopback: bool,
 }
@@ -157,6 +160,7 @@ impl Config {
             refresh,
             data_key_cache_entries: 1000,
             data_key_cache_max_age: secs("CREDVAULT_DATA_KEY_CACHE_SECONDS", 300)?,
+            grant_cache_max_age: secs("CREDVAULT_GRANT_CACHE_SECONDS", 10)?,
             insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
         };
         if !crate::access::model::is_valid_id(&config.account_id) || config.account_id.contains('.') {
@@ -168,6 +172,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.refresh.validate()?;
+        if self.grant_cache_max_age > Duration::from_secs(30) {
+            return Err(invalid(
+                "CREDVAULT_GRANT_CACHE_SECONDS",
+                "at most 30: a revoked grant must stop working within 30 s",
+            ));
+        }
         for url in &self.allowed_redirect_urls {
             url::Url::parse(url).map_err(|e| invalid("CREDVAULT_ALLOWED_REDIRECT_URLS", format!("{url}: {e}")))?;
         }

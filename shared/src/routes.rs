@@ -115,7 +115,52 @@ pub const ROUTES: &[Route] = &[
         path: "/api/session/credentials",
         function: Function::CredentialFetch,
     },
+    grants(RouteId::ListConnections, "GET", "/v1/connections"),
+    grants(RouteId::CreateConnection, "POST", "/v1/connections"),
+    grants(RouteId::GetConnection, "GET", "/v1/connections/{connectionId}"),
+    grants(RouteId::UpdateConnection, "PUT", "/v1/connections/{connectionId}"),
+    grants(RouteId::DeleteConnection, "DELETE", "/v1/connections/{connectionId}"),
+    grants(RouteId::ListClients, "GET", "/v1/clients"),
+    grants(RouteId::CreateClient, "POST", "/v1/clients"),
+    grants(RouteId::GetClient, "GET", "/v1/clients/{clientId}"),
+    grants(RouteId::UpdateClient, "PUT", "/v1/clients/{clientId}"),
+    grants(RouteId::DeleteClient, "DELETE", "/v1/clients/{clientId}"),
+    grants(RouteId::CreateAccessKey, "POST", "/v1/clients/{clientId}/access-keys"),
+    grants(
+        RouteId::DeleteAccessKey,
+        "DELETE",
+        "/v1/clients/{clientId}/access-keys/{keyId}",
+    ),
+    grants(
+        RouteId::ClientJwks,
+        "GET",
+        "/v1/clients/{clientId}/.well-known/openid-configuration/jwks",
+    ),
+    grants(RouteId::ListRoles, "GET", "/v1/roles"),
+    grants(RouteId::CreateRole, "POST", "/v1/roles"),
+    grants(RouteId::GetRole, "GET", "/v1/roles/{roleId}"),
+    grants(RouteId::UpdateRole, "PUT", "/v1/roles/{roleId}"),
+    grants(RouteId::DeleteRole, "DELETE", "/v1/roles/{roleId}"),
+    grants(RouteId::ListRecords, "GET", "/v1/records"),
+    grants(RouteId::CreateRecord, "POST", "/v1/records"),
+    grants(RouteId::GetRecord, "GET", "/v1/records/{recordId}"),
+    grants(RouteId::UpdateRecord, "PUT", "/v1/records/{recordId}"),
+    grants(RouteId::DeleteRecord, "DELETE", "/v1/records/{recordId}"),
+    grants(
+        RouteId::CheckPermission,
+        "GET",
+        "/v1/users/{userId}/resources/{resourceUri}/permissions/{permission}",
+    ),
 ];
+
+const fn grants(id: RouteId, method: &'static str, path: &'static str) -> Route {
+    Route {
+        id,
+        method,
+        path,
+        function: Function::GrantManagement,
+    }
+}
 
 /// A request matched to a route, with its path parameters percent-decoded.
 #[derive(Debug)]

@@ -85,8 +85,8 @@ impl Services {
             provider_keys,
             user_tokens,
             clock,
+            policies: PolicyCache::new(config.grant_cache_max_age),
             config,
-            policies: PolicyCache::default(),
         })
     }
 }

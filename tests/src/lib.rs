@@ -9,6 +9,7 @@ pub mod fake_provider;
 pub mod gateway;
 pub mod logs;
 pub mod moto;
+pub mod service_client;
 pub mod stack;
 
 pub use fake_provider::{Failure, FakeProvider, IdTokenFault};

@@ -72,6 +72,8 @@ pub struct LocalStack {
     pub services: Arc<Services>,
     /// The vault's clock: `advance` it to age stored tokens.
     pub clock: TestClock,
+    /// The access key of the administrator the stack bootstraps, as an operator would.
+    pub admin_key: String,
     /// Follows no redirects, so every hop of the login can be checked.
     pub http: reqwest::Client,
 }
@@ -144,8 +146,13 @@ impl LocalStack {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
+        let (_, admin_key) = credvault::access::bootstrap::create_admin(&services, "local administrator")
+            .await
+            .expect("bootstrap admin");
+        let admin_key = secrecy::ExposeSecret::expose_secret(&admin_key).to_string();
         counters.reset();
         Self {
+            admin_key,
             aws,
             counters,
             clock,
@@ -270,6 +277,42 @@ impl LocalStack {
             .send()
             .await
             .expect("fetch credentials")
+    }
+
+    /// A service-client token for `access_key`, as the Authress SDK signs it.
+    pub fn client_token(&self, access_key: &str) -> String {
+        crate::service_client::client_token(access_key, &self.base_url, |_, _| {})
+    }
+
+    /// Calls the API with a bearer token and an optional JSON body; returns the status and JSON body.
+    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(bearer) = bearer {
+            req = req.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.expect("call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// As the administrator: makes a service client with one access key; returns (client id, access key).
+    pub async fn new_client(&self, name: &str) -> (String, String) {
+        let admin = self.client_token(&self.admin_key);
+        let (status, client) = self
+            .call("POST", "/v1/clients", Some(&admin), Some(&json!({"name": name})))
+            .await;
+        assert_eq!(status, 201, "{client}");
+        let id = client["clientId"].as_str().expect("clientId").to_string();
+        let (status, key) = self
+            .call("POST", &format!("/v1/clients/{id}/access-keys"), Some(&admin), None)
+            .await;
+        assert_eq!(status, 201, "{key}");
+        (id, key["accessKey"].as_str().expect("accessKey").to_string())
     }
 
     /// The refresh token the vault holds for `user_id`, decrypted (tests only: the API never reveals it).

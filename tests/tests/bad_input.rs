@@ -206,7 +206,10 @@ async fn a_provider_error_at_the_callback_goes_back_to_the_app_and_stores_nothin
         .iter()
         .map(|i| i["pk"].as_s().unwrap().clone())
         .collect();
-    assert!(kinds.iter().all(|k| k == "CONNECTIONS"), "only the connection remains: {kinds:?}");
+    assert!(
+        kinds.iter().all(|k| k == "CONNECTIONS"),
+        "only the connection remains: {kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

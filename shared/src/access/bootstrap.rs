@@ -16,7 +16,11 @@ pub const ADMIN_ROLE_ID: &str = "vault:admin";
 
 /// Creates an administrator client and returns its id and its access key (shown once, stored nowhere).
 pub async fn create_admin(services: &Services, name: &str) -> Result<(String, SecretString), ApiError> {
-    if documents::get(&services.table, Kind::Role, ADMIN_ROLE_ID).await.map_err(ApiError::internal)?.is_none() {
+    if documents::get(&services.table, Kind::Role, ADMIN_ROLE_ID)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
         let role: Role = serde_json::from_value(json!({
             "roleId": ADMIN_ROLE_ID, "name": "Vault administrator",
             "description": "Everything on every resource of the vault",
@@ -28,7 +32,15 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
             Err(e) => return Err(e),
         }
     }
-    let client = service_clients::create_client(services, ClientInput { client_id: None, name: name.to_string(), description: None }).await?;
+    let client = service_clients::create_client(
+        services,
+        ClientInput {
+            client_id: None,
+            name: name.to_string(),
+            description: None,
+        },
+    )
+    .await?;
     let record: AccessRecord = serde_json::from_value(json!({
         "recordId": format!("rec_admin_{}", client.client_id),
         "name": format!("Administrator: {name}"),
@@ -38,6 +50,8 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
     .map_err(ApiError::internal)?;
     admin::create_record(services, record).await?;
     let key = service_clients::add_key(services, &client.client_id, None).await?;
-    let access_key = key.access_key.ok_or_else(|| ApiError::internal("no access key was made"))?;
+    let access_key = key
+        .access_key
+        .ok_or_else(|| ApiError::internal("no access key was made"))?;
     Ok((client.client_id, access_key))
 }

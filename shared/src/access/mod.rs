@@ -6,7 +6,8 @@
 //! `resource.rs` for what covers what). Users may always read and delete their own credentials.
 //!
 //! Checks run against a `Policy`: every role and record, loaded together and kept for at most
-//! `POLICY_MAX_AGE`, which is the documented bound on how long a revoked grant can still be used.
+//! `Config::grant_cache_max_age` (default 10 s, at most 30 s), the documented bound on how long a
+//! revoked grant can still be used by an instance that did not make the change itself.
 
 pub mod admin;
 pub mod bootstrap;
@@ -23,9 +24,6 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::store::documents::{self, Kind};
 use crate::store::{StoreError, Table};
-
-/// A revoked record or role stops granting within this long (README: "Grants and revocation").
-pub const POLICY_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// Every role and active record, as of one moment.
 #[derive(Debug, Default)]
@@ -63,17 +61,11 @@ impl Policy {
     }
 }
 
-/// The policy snapshot of one instance, reloaded when older than `POLICY_MAX_AGE`.
+/// The policy snapshot of one instance, reloaded when older than its maximum age.
 pub struct PolicyCache {
     max_age: Duration,
     snapshot: Mutex<Option<(Instant, Arc<Policy>)>>,
     reload: tokio::sync::Mutex<()>,
-}
-
-impl Default for PolicyCache {
-    fn default() -> Self {
-        Self::new(POLICY_MAX_AGE)
-    }
 }
 
 impl PolicyCache {
