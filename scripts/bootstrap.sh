@@ -20,3 +20,13 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt "$stamp"
 fi
+
+# The Authress JavaScript SDK the interoperability test drives (pinned in tests/js/package-lock.json).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node and npm are required for the Authress SDK test" >&2
+  exit 1
+fi
+js_stamp=tests/js/node_modules/.package-lock.json
+if [ ! -f "$js_stamp" ] || [ tests/js/package-lock.json -nt "$js_stamp" ]; then
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
