@@ -12,8 +12,12 @@ async fn the_authress_sdk_works_against_the_vault() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let alice = stack.login().await;
     let (backend_id, backend_key) = stack.new_client("sdk backend").await;
-    let expected_token: String =
-        stack.provider.issued_secrets().into_iter().find(|s| s.starts_with("at-")).expect("provider issued a token");
+    let expected_token: String = stack
+        .provider
+        .issued_secrets()
+        .into_iter()
+        .find(|s| s.starts_with("at-"))
+        .expect("provider issued a token");
 
     let script = credvault_tests::workspace_root().join("tests/js/authress-sdk.js");
     let out = tokio::process::Command::new("node")
@@ -30,9 +34,17 @@ async fn the_authress_sdk_works_against_the_vault() {
         .await
         .expect("node runs (make bootstrap installs the SDK)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "SDK script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("result JSON");
-    assert_eq!(result["accessToken"], expected_token.as_str(), "the SDK got the provider's token");
+    assert_eq!(
+        result["accessToken"],
+        expected_token.as_str(),
+        "the SDK got the provider's token"
+    );
     assert_eq!(result["denied"], "denied");
 
     // What the SDK created is really there, and the connection's secret is stored sealed.

@@ -8,6 +8,9 @@ use credvault_tests::stack::encode;
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::{Value, json};
 
+/// A change to a token's header and claims before it is signed.
+type Adjust = fn(&mut Value, &mut Value);
+
 /// Grants change at most a second late in these stacks (the deployed default is 10 s).
 fn options() -> StackOptions {
     StackOptions {
@@ -175,14 +178,14 @@ async fn service_client_tokens_are_verified_strictly() {
     after_bound().await;
     let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&alice.user_id));
     let base = stack.base_url.clone();
-    let with = |adjust: fn(&mut Value, &mut Value)| client_token(&key, &base, adjust);
+    let with = |adjust: Adjust| client_token(&key, &base, adjust);
 
     assert_eq!(
         stack.call("GET", &path, Some(&with(|_, _| {})), None).await.0,
         200,
         "the control"
     );
-    let cases: [(&str, fn(&mut Value, &mut Value)); 8] = [
+    let cases: [(&str, Adjust); 8] = [
         ("expired", |_, c| c["exp"] = json!(c["iat"].as_i64().unwrap() - 3600)),
         ("other audience", |_, c| c["aud"] = json!("other.accounts.authress.io")),
         ("foreign issuer", |_, c| {
@@ -216,7 +219,7 @@ async fn service_client_tokens_are_verified_strictly() {
     // A key of another client presented under this client's name.
     let (_, other_key) = stack.new_client("other").await;
     let other_private = other_key.rsplit('.').next().unwrap();
-    let forged = key.rsplitn(2, '.').nth(1).unwrap().to_string() + "." + other_private;
+    let forged = key.rsplit_once('.').unwrap().0.to_string() + "." + other_private;
     assert_eq!(
         stack
             .call("GET", &path, Some(&client_token(&forged, &base, |_, _| {})), None)

@@ -95,10 +95,7 @@ impl GrantManagement {
             }
             RouteId::CreateConnection => {
                 let input: ConnectionInput = json_body(req)?;
-                let target = input
-                    .connection_id
-                    .as_deref()
-                    .map_or("Connections".to_string(), |id| format!("Connections/{id}"));
+                let target = creation_target("Connections", input.connection_id.as_deref(), "invalid_connection_id")?;
                 self.require(caller, &target, "connections:create").await?;
                 let created = connections::create(s, input).await?;
                 Ok(json_response(201, &connections::present(&created)))
@@ -138,10 +135,7 @@ impl GrantManagement {
             }
             RouteId::CreateClient => {
                 let input: ClientInput = json_body(req)?;
-                let target = input
-                    .client_id
-                    .as_deref()
-                    .map_or("Clients".to_string(), |id| format!("Clients/{id}"));
+                let target = creation_target("Clients", input.client_id.as_deref(), "invalid_client_id")?;
                 self.require(caller, &target, "clients:create").await?;
                 let client = service_clients::create_client(s, input).await?;
                 Ok(json_response(201, &service_clients::present(&client)))
@@ -201,11 +195,11 @@ impl GrantManagement {
             }
             RouteId::CreateRole => {
                 let role: Role = json_body(req)?;
-                let target = if role.role_id.is_empty() {
-                    "Roles".to_string()
-                } else {
-                    format!("Roles/{}", role.role_id)
-                };
+                let target = creation_target(
+                    "Roles",
+                    Some(role.role_id.as_str()).filter(|r| !r.is_empty()),
+                    "invalid_role_id",
+                )?;
                 self.require(caller, &target, "roles:create").await?;
                 let doc = access_admin::create_role(s, role).await?;
                 Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
@@ -245,11 +239,11 @@ impl GrantManagement {
             }
             RouteId::CreateRecord => {
                 let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
-                let target = if record.record_id.is_empty() {
-                    "Records".to_string()
-                } else {
-                    format!("Records/{}", record.record_id)
-                };
+                let target = creation_target(
+                    "Records",
+                    Some(record.record_id.as_str()).filter(|r| !r.is_empty()),
+                    "invalid_record_id",
+                )?;
                 self.require(caller, &target, "records:create").await?;
                 (201, access_admin::create_record(s, record).await?)
             }
@@ -317,6 +311,18 @@ impl GrantManagement {
                 "the user does not have this permission on this resource",
             ))
         }
+    }
+}
+
+/// The resource a create touches: the collection, or the named item. An id that could never be
+/// valid is a 400 before any permission is checked, so the caller learns what is wrong.
+fn creation_target(collection: &str, id: Option<&str>, code: &'static str) -> Result<String, ApiError> {
+    match id {
+        None => Ok(collection.to_string()),
+        Some(id) if access::ResourceUri::parse(&format!("{collection}/{id}")).is_some() => {
+            Ok(format!("{collection}/{id}"))
+        }
+        Some(_) => Err(ApiError::bad_request(code, "the id has characters ids may not have")),
     }
 }
 
