@@ -72,8 +72,10 @@ pub async fn fresh_access_token(
                     "no credentials stored for this user and connection",
                 )
             })?;
-        if item.status == CredentialStatus::ReauthRequired {
-            return Err(ApiError::ReauthenticationRequired);
+        match item.status {
+            CredentialStatus::Active => {}
+            CredentialStatus::ReauthRequired => return Err(ApiError::ReauthenticationRequired),
+            CredentialStatus::Revoking => return Err(credentials_not_found()),
         }
         let now = services.clock.now_secs();
         if is_fresh_enough(&item, now, min_validity) {
@@ -338,6 +340,78 @@ async fn open_access_token(
         token_type: item.token_type.clone(),
         scope: item.scope.clone(),
         refreshed,
+    })
+}
+
+fn credentials_not_found() -> ApiError {
+    ApiError::not_found(
+        "credentials_not_found",
+        "no credentials stored for this user and connection",
+    )
+}
+
+/// Disconnect (`DELETE .../credentials`): the credential is made unusable first, its refresh token is
+/// revoked at the provider (RFC 7009) when the connection has a revocation URL, then the item is
+/// deleted. If the provider cannot be reached the credential stays unusable and the caller is told to
+/// retry (503 with Retry-After); the retry finishes the revocation.
+pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<(), ApiError> {
+    for _ in 0..3 {
+        let item = credentials::get(&services.table, connection_id, user_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(credentials_not_found)?;
+        let item = if item.status == CredentialStatus::Revoking {
+            item
+        } else {
+            if !credentials::mark_revoking(&services.table, &item, services.clock.now_secs())
+                .await
+                .map_err(store_error)?
+            {
+                continue;
+            }
+            CredentialItem {
+                status: CredentialStatus::Revoking,
+                token_version: item.token_version + 1,
+                lease: None,
+                ..item
+            }
+        };
+        revoke_refresh_token(services, &item).await?;
+        if credentials::delete(&services.table, &item).await.map_err(store_error)? {
+            tracing::info!(connection_id = %connection_id, user_id = %user_id, "credential disconnected");
+            return Ok(());
+        }
+    }
+    Err(ApiError::internal("the credential kept changing during disconnect"))
+}
+
+async fn revoke_refresh_token(services: &Services, item: &CredentialItem) -> Result<(), ApiError> {
+    let Some(sealed) = &item.refresh_token else {
+        return Ok(());
+    };
+    let Some(connection) = connections::get(&services.table, &services.envelope, &item.connection_id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(()); // The connection is gone: there is no provider left to tell.
+    };
+    let Some(revocation_url) = connection.revocation_url.clone() else {
+        return Ok(());
+    };
+    let ctx = credentials::context(
+        &services.table,
+        &item.connection_id,
+        &item.user_id,
+        credentials::ATTR_REFRESH_TOKEN,
+    );
+    let refresh_token = services
+        .envelope
+        .open_str(&ctx, sealed)
+        .await
+        .map_err(ApiError::internal)?;
+    services.provider.revoke(&connection, &revocation_url, &refresh_token).await.map_err(|e| {
+        tracing::warn!(connection_id = %item.connection_id, error = %e, "revocation at the provider failed; credential stays unusable");
+        ApiError::ProviderUnavailable { retry_after: DEFAULT_RETRY_AFTER }
     })
 }
 

@@ -60,6 +60,8 @@ pub struct Knobs {
     /// Subject of the next logins.
     pub subject: String,
     pub id_token_fault: Option<IdTokenFault>,
+    /// The next this many revocation calls answer 503.
+    pub failing_revocations: u32,
 }
 
 impl Default for Knobs {
@@ -72,6 +74,7 @@ impl Default for Knobs {
             latency: Duration::ZERO,
             subject: "alice".to_string(),
             id_token_fault: None,
+            failing_revocations: 0,
         }
     }
 }
@@ -465,6 +468,10 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
     let params = token_params(&headers, &body);
     let mut state = p.state();
     state.counters.revocations += 1;
+    if state.knobs.failing_revocations > 0 {
+        state.knobs.failing_revocations -= 1;
+        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+    }
     if let Some(family) = params
         .get("token")
         .and_then(|t| state.refresh_tokens.get(t))

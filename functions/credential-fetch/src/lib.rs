@@ -33,7 +33,7 @@ impl CredentialFetch {
         }
         let caller = authenticate(&self.services, &req).await?;
         let (connection_id, user_id) = match (matched.route.id, &caller) {
-            (RouteId::UserCredentials, _) => (
+            (RouteId::UserCredentials | RouteId::DeleteUserCredentials, _) => (
                 matched.param("connectionId").to_string(),
                 matched.param("userId").to_string(),
             ),
@@ -61,6 +61,23 @@ impl CredentialFetch {
             ));
         }
         let services = &self.services;
+        if matched.route.id == RouteId::DeleteUserCredentials {
+            let delete = "connections:credentials:delete";
+            access::require_credential_access(
+                &services.policies,
+                &services.table,
+                &caller,
+                &connection_id,
+                &user_id,
+                delete,
+            )
+            .await?;
+            vault::disconnect(services, &connection_id, &user_id).await?;
+            tracing::info!(caller = %caller.subject(), connection_id = %connection_id, user_id = %user_id, "credential deleted");
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
+            return Ok(resp);
+        }
         let read = "connections:credentials:read";
         access::require_credential_access(
             &services.policies,

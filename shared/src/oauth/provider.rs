@@ -218,7 +218,8 @@ impl ProviderClient {
         }
     }
 
-    /// RFC 7009 revocation of a refresh token. 200 is success even for unknown tokens.
+    /// RFC 7009 revocation of a refresh token: 200 is success even for unknown tokens; 5xx, 429 and
+    /// connection failures are retried with jittered backoff (revoking twice is harmless).
     pub async fn revoke(
         &self,
         connection: &Connection,
@@ -231,15 +232,28 @@ impl ProviderClient {
             ("client_id", &connection.client_id),
             ("client_secret", connection.client_secret.expose_secret()),
         ];
-        let resp = self.http.post(revocation_url).form(&params).send().await.map_err(|e| {
-            ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, true)
-        })?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            status => Err(ProviderError::transient(
-                format!("revocation answered HTTP {status}"),
-                status >= 500 || status == 429,
-            )),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.http.post(revocation_url).form(&params).send().await {
+                Err(e) => Err(ProviderError::transient(
+                    if e.is_timeout() { "timeout" } else { "connection failed" },
+                    true,
+                )),
+                Ok(resp) => match resp.status().as_u16() {
+                    200..=299 => Ok(()),
+                    status => Err(ProviderError::transient(
+                        format!("revocation answered HTTP {status}"),
+                        status >= 500 || status == 429,
+                    )),
+                },
+            };
+            match result {
+                Err(ProviderError::Transient { retryable: true, .. }) if attempt < self.attempts => {
+                    tokio::time::sleep(backoff(attempt)).await
+                }
+                other => return other,
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ const RELEASE_LEASE: &str = "leaseOwner = :me";
 /// A credential is declared dead only by the holder that saw the provider refuse this very version.
 const MARK_REAUTH: &str = "leaseOwner = :me AND tokenVersion = :v";
 const CREATE: &str = "attribute_not_exists(pk)";
+/// Disconnect steps apply to the version they read; a refresh that lands in between wins and is redone.
+const SAME_VERSION: &str = "tokenVersion = :v";
 /// A login replaces the tokens of exactly the version it read.
 const REPLACE_AFTER_LOGIN: &str = "tokenVersion = :v";
 
@@ -26,6 +28,8 @@ const REPLACE_AFTER_LOGIN: &str = "tokenVersion = :v";
 pub enum CredentialStatus {
     Active,
     ReauthRequired,
+    /// Being disconnected: unusable, kept only until the provider has revoked its refresh token.
+    Revoking,
 }
 
 impl CredentialStatus {
@@ -33,6 +37,7 @@ impl CredentialStatus {
         match self {
             CredentialStatus::Active => "ACTIVE",
             CredentialStatus::ReauthRequired => "REAUTH_REQUIRED",
+            CredentialStatus::Revoking => "REVOKING",
         }
     }
 }
@@ -118,6 +123,7 @@ fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
     let status = match get_s(item, "status")?.as_str() {
         "ACTIVE" => CredentialStatus::Active,
         "REAUTH_REQUIRED" => CredentialStatus::ReauthRequired,
+        "REVOKING" => CredentialStatus::Revoking,
         other => return Err(StoreError::Malformed(format!("unknown status {other}"))),
     };
     let lease = match (opt_s(item, "leaseOwner")?, opt_n(item, "leaseExpiresAtMs")?) {
@@ -352,4 +358,42 @@ where
             other => Err(other),
         },
     }
+}
+
+/// First step of a disconnect: the credential becomes unusable at once (no fetch returns it, no refresh
+/// can start, a refresh in flight cannot commit), while its refresh token waits for revocation.
+pub async fn mark_revoking(table: &Table, item: &CredentialItem, now_secs: i64) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression(
+            "SET #status = :revoking, tokenVersion = :next, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
+        )
+        .condition_expression(SAME_VERSION)
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":revoking", s(CredentialStatus::Revoking.as_str()))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":next", n(item.token_version + 1))
+        .expression_attribute_values(":now", n(now_secs))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
+/// Last step of a disconnect: the item goes, if nothing changed it since it was read.
+pub async fn delete(table: &Table, item: &CredentialItem) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .condition_expression(SAME_VERSION)
+        .expression_attribute_values(":v", n(item.token_version))
+        .send()
+        .await;
+    condition_outcome("DeleteItem", result)
 }
