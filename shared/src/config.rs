@@ -96,6 +96,8 @@ pub struct Config {
     /// How long an instance may use its snapshot of roles and records: the bound on how long a revoked
     /// grant keeps working (at most 30 s).
     pub grant_cache_max_age: Duration,
+    /// How long audit events stay in the table (DynamoDB TTL).
+    pub audit_retention: Duration,
     /// Allow plain-http provider URLs on loopback addresses. Only for the local stack and tests.
     pub insecure_allow_http_loopback: bool,
 }
@@ -161,6 +163,7 @@ impl Config {
             data_key_cache_entries: 1000,
             data_key_cache_max_age: secs("CREDVAULT_DATA_KEY_CACHE_SECONDS", 300)?,
             grant_cache_max_age: secs("CREDVAULT_GRANT_CACHE_SECONDS", 10)?,
+            audit_retention: Duration::from_secs(secs("CREDVAULT_AUDIT_RETENTION_DAYS", 90)?.as_secs() * 86_400),
             insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
         };
         if !crate::access::model::is_valid_id(&config.account_id) || config.account_id.contains('.') {

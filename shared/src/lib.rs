@@ -5,6 +5,7 @@
 //! and `vault.rs` (how a fresh access token gets out).
 
 pub mod access;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod crypto;

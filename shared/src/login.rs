@@ -248,6 +248,12 @@ pub async fn callback(
     .await
     .map_err(ApiError::internal)?;
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
+    let resource = crate::access::credentials_resource(connection_id, &user_id);
+    crate::audit::record(
+        services,
+        crate::audit::AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())),
+    )
+    .await;
     app_redirect(
         &request.redirect_url,
         &[

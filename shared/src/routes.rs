@@ -62,6 +62,7 @@ pub enum RouteId {
     UpdateRecord,
     DeleteRecord,
     CheckPermission,
+    ListAudit,
 }
 
 #[derive(Debug)]
@@ -158,6 +159,7 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/v1/users/{userId}/resources/{resourceUri}/permissions/{permission}",
     ),
+    grants(RouteId::ListAudit, "GET", "/v1/audit"),
 ];
 
 const fn grants(id: RouteId, method: &'static str, path: &'static str) -> Route {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{self, AuditEvent};
 use crate::error::ApiError;
 use crate::oauth::provider::ProviderError;
 use crate::services::Services;
@@ -142,7 +143,15 @@ async fn refresh_as_holder(
             tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
             let now = services.clock.now_secs();
             match credentials::mark_reauth_required(&services.table, item, owner, now).await {
-                Ok(true) => HolderOutcome::Done(Err(ApiError::ReauthenticationRequired)),
+                Ok(true) => {
+                    let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
+                    audit::record(
+                        services,
+                        AuditEvent::new("credential.reauth_required", None, &resource, Ok(())),
+                    )
+                    .await;
+                    HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
+                }
                 Ok(false) => HolderOutcome::ReadAgain,
                 Err(err) => HolderOutcome::Done(Err(store_error(err))),
             }
@@ -259,6 +268,8 @@ async fn call_provider_and_commit(
         return Ok(None);
     }
     tracing::info!(connection_id = %item.connection_id, user_id = %item.user_id, version = item.token_version + 1, rotated = tokens.refresh_token.is_some(), "credential refreshed");
+    let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
+    audit::record(services, AuditEvent::new("credential.refresh", None, &resource, Ok(()))).await;
     Ok(Some(FreshAccessToken {
         access_token: tokens.access_token,
         expires_at,

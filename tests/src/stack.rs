@@ -333,6 +333,25 @@ impl LocalStack {
         )
     }
 
+    /// Every item of the table but audit events, as comparable text: a test takes one before and after
+    /// a refused request to show it changed nothing (refusals are audited; audit.rs checks those).
+    pub async fn state_snapshot(&self) -> Vec<String> {
+        let mut items: Vec<String> = self
+            .aws
+            .scan_all()
+            .await
+            .iter()
+            .filter(|item| {
+                item.get("pk")
+                    .and_then(|pk| pk.as_s().ok())
+                    .is_some_and(|pk| pk != "AUDIT")
+            })
+            .map(|item| format!("{:?}", item.iter().collect::<BTreeMap<_, _>>()))
+            .collect();
+        items.sort();
+        items
+    }
+
     /// The stored credential item, decoded.
     pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
         credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id)

@@ -6,19 +6,6 @@ use credvault_tests::stack::{APP_REDIRECT_URL, location};
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::{Value, json};
 
-/// The whole table, as comparable text.
-async fn snapshot(stack: &LocalStack) -> Vec<String> {
-    let mut items: Vec<String> = stack
-        .aws
-        .scan_all()
-        .await
-        .iter()
-        .map(|i| format!("{:?}", i.iter().collect::<BTreeMap<_, _>>()))
-        .collect();
-    items.sort();
-    items
-}
-
 async fn expect_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(resp.status().as_u16(), status, "expected {code}");
     assert!(
@@ -36,7 +23,7 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_login_starts_are_refused_and_store_nothing() {
     let stack = LocalStack::start(StackOptions::default()).await;
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
     let verifier = credvault::random::token(32);
     let good = stack.start_body(&verifier);
     let with = |field: &str, value: Value| {
@@ -124,7 +111,7 @@ async fn bad_login_starts_are_refused_and_store_nothing() {
     )
     .await;
 
-    assert_eq!(snapshot(&stack).await, before, "nothing stored");
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored");
     assert_eq!(stack.provider.counters().authorize, 0);
 }
 
@@ -135,7 +122,7 @@ async fn bad_callbacks_are_refused_and_leave_the_login_request_usable() {
     let verifier = credvault::random::token(32);
     let (_, callback) = stack.login_until_callback(&verifier).await;
     let query = url::Url::parse(&callback).unwrap().query().unwrap().to_string();
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
 
     // A state presented at another connection's callback: a mix-up attempt.
     let foreign = stack
@@ -161,17 +148,17 @@ async fn bad_callbacks_are_refused_and_leave_the_login_request_usable() {
     expect_error(unknown, 400, "invalid_state").await;
     let repeated = stack.http.get(format!("{callback}&state=again")).send().await.unwrap();
     expect_error(repeated, 400, "invalid_request").await;
-    assert_eq!(snapshot(&stack).await, before, "nothing changed");
+    assert_eq!(stack.state_snapshot().await, before, "nothing changed");
     assert_eq!(stack.provider.counters().code_exchanges, 0);
 
     // The real callback still works once, and a replay of it is refused.
     let ok = stack.http.get(&callback).send().await.unwrap();
     assert_eq!(ok.status(), 302);
     assert!(location(&ok).contains("code="));
-    let after_login = snapshot(&stack).await;
+    let after_login = stack.state_snapshot().await;
     let replay = stack.http.get(&callback).send().await.unwrap();
     expect_error(replay, 400, "invalid_state").await;
-    assert_eq!(snapshot(&stack).await, after_login);
+    assert_eq!(stack.state_snapshot().await, after_login);
     assert_eq!(stack.provider.counters().code_exchanges, 1);
 }
 
@@ -222,9 +209,9 @@ async fn an_expired_login_request_is_refused() {
     .await;
     let (_, callback) = stack.login_until_callback(&credvault::random::token(32)).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
     expect_error(stack.http.get(&callback).send().await.unwrap(), 400, "login_expired").await;
-    assert_eq!(snapshot(&stack).await, before);
+    assert_eq!(stack.state_snapshot().await, before);
     assert_eq!(stack.provider.counters().code_exchanges, 0);
 }
 
@@ -236,7 +223,7 @@ async fn bad_token_exchanges_are_refused_and_leave_the_code_usable() {
     let back = stack.http.get(&callback).send().await.unwrap();
     let app = url::Url::parse(&location(&back)).unwrap();
     let code = app.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
 
     let wrong_verifier = credvault::random::token(32);
     expect_error(
@@ -295,7 +282,7 @@ async fn bad_token_exchanges_are_refused_and_leave_the_code_usable() {
         .await
         .unwrap();
     expect_error(malformed, 400, "invalid_json").await;
-    assert_eq!(snapshot(&stack).await, before, "nothing changed");
+    assert_eq!(stack.state_snapshot().await, before, "nothing changed");
 
     // The right exchange still works, exactly once.
     assert_eq!(
@@ -317,7 +304,7 @@ async fn bad_token_exchanges_are_refused_and_leave_the_code_usable() {
 async fn bad_credential_requests_and_routes_are_4xx_json() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let user = stack.login().await;
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
     let base = format!(
         "/v1/connections/con_demo/users/{}/credentials",
         credvault_tests::stack::encode(&user.user_id)
@@ -365,6 +352,6 @@ async fn bad_credential_requests_and_routes_are_4xx_json() {
         "method_not_allowed",
     )
     .await;
-    assert_eq!(snapshot(&stack).await, before);
+    assert_eq!(stack.state_snapshot().await, before);
     assert_eq!(stack.provider.counters().refreshes, 0);
 }

@@ -1,21 +1,7 @@
 //! The management API's own rules: lost updates, bad input, write-only secrets, discovery.
 
-use std::collections::BTreeMap;
-
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::{Value, json};
-
-async fn snapshot(stack: &LocalStack) -> Vec<String> {
-    let mut items: Vec<String> = stack
-        .aws
-        .scan_all()
-        .await
-        .iter()
-        .map(|i| format!("{:?}", i.iter().collect::<BTreeMap<_, _>>()))
-        .collect();
-    items.sort();
-    items
-}
 
 fn record(users: usize) -> Value {
     let users: Vec<Value> = (0..users).map(|i| json!({"userId": format!("user_{i:05}")})).collect();
@@ -73,7 +59,7 @@ async fn a_lost_update_on_a_record_is_412() {
 async fn bad_grants_are_refused_with_clear_codes_and_store_nothing() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let admin = stack.client_token(&stack.admin_key);
-    let before = snapshot(&stack).await;
+    let before = stack.state_snapshot().await;
     let statement = |resource: &str, roles: Value| json!([{"roles": roles, "resources": [{"resourceUri": resource}]}]);
     let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
         (
@@ -251,7 +237,7 @@ async fn bad_grants_are_refused_with_clear_codes_and_store_nothing() {
         .call("POST", "/v1/records", Some(&admin), Some(&record(1001)))
         .await;
     assert_eq!((status, out["errorCode"].as_str()), (413, Some("payload_too_large")));
-    assert_eq!(snapshot(&stack).await, before, "nothing stored");
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

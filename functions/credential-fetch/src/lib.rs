@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use credvault::audit::{self, AuditEvent};
 use credvault::clock::iso8601;
 use credvault::http::{Handler, json_response, query_params, respond, route, single_query_param};
 use credvault::identity::{Caller, authenticate};
@@ -61,44 +62,31 @@ impl CredentialFetch {
             ));
         }
         let services = &self.services;
+        let resource = access::credentials_resource(&connection_id, &user_id);
         if matched.route.id == RouteId::DeleteUserCredentials {
-            let delete = "connections:credentials:delete";
-            access::require_credential_access(
-                &services.policies,
-                &services.table,
-                &caller,
-                &connection_id,
-                &user_id,
-                delete,
-            )
-            .await?;
-            vault::disconnect(services, &connection_id, &user_id).await?;
-            tracing::info!(caller = %caller.subject(), connection_id = %connection_id, user_id = %user_id, "credential deleted");
+            let result = self.disconnect(&caller, &connection_id, &user_id).await;
+            let event = AuditEvent::new(
+                "credential.disconnect",
+                Some(caller.subject()),
+                &resource,
+                result.as_ref().map(|_| ()),
+            );
+            audit::record(services, event).await;
+            result?;
             let mut resp = Response::new(Body::Empty);
             *resp.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
             return Ok(resp);
         }
-        let read = "connections:credentials:read";
-        access::require_credential_access(
-            &services.policies,
-            &services.table,
-            &caller,
-            &connection_id,
-            &user_id,
-            read,
-        )
-        .await?;
         let min_validity = self.minimum_validity(&req)?;
-        let result = vault::fresh_access_token(services, &connection_id, &user_id, min_validity).await;
-        let caller_id = caller.subject();
-        match &result {
-            Ok(token) => {
-                tracing::info!(caller = %caller_id, connection_id = %connection_id, user_id = %user_id, refreshed = token.refreshed, "credential read")
-            }
-            Err(e) => {
-                tracing::info!(caller = %caller_id, connection_id = %connection_id, user_id = %user_id, outcome = e.error_code(), "credential read refused")
-            }
-        }
+        let result = self.read(&caller, &connection_id, &user_id, min_validity).await;
+        let event = AuditEvent::new(
+            "credential.read",
+            Some(caller.subject()),
+            &resource,
+            result.as_ref().map(|_| ()),
+        );
+        let refreshed = result.as_ref().is_ok_and(|t| t.refreshed);
+        audit::record(services, event.refreshed(refreshed)).await;
         let token = result?;
         let mut body = json!({
             "accessToken": token.access_token.expose_secret(),
@@ -109,6 +97,40 @@ impl CredentialFetch {
             body["scope"] = json!(scope);
         }
         Ok(json_response(200, &body))
+    }
+
+    async fn read(
+        &self,
+        caller: &Caller,
+        connection_id: &str,
+        user_id: &str,
+        min_validity: Duration,
+    ) -> Result<vault::FreshAccessToken, ApiError> {
+        let s = &self.services;
+        access::require_credential_access(
+            &s.policies,
+            &s.table,
+            caller,
+            connection_id,
+            user_id,
+            "connections:credentials:read",
+        )
+        .await?;
+        vault::fresh_access_token(s, connection_id, user_id, min_validity).await
+    }
+
+    async fn disconnect(&self, caller: &Caller, connection_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let s = &self.services;
+        access::require_credential_access(
+            &s.policies,
+            &s.table,
+            caller,
+            connection_id,
+            user_id,
+            "connections:credentials:delete",
+        )
+        .await?;
+        vault::disconnect(s, connection_id, user_id).await
     }
 
     fn minimum_validity(&self, req: &Request) -> Result<Duration, ApiError> {

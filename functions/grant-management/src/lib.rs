@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use credvault::access::admin as access_admin;
 use credvault::access::{self, AccessRecord, Role};
-use credvault::http::{Handler, header_text, json_body, json_body_up_to, json_response, page_params, respond, route};
+use credvault::audit::{self, AuditEvent, AuditQuery};
+use credvault::http::{
+    Handler, header_text, json_body, json_body_up_to, json_response, page_params, query_params, respond, route,
+    single_query_param,
+};
 use credvault::identity::service_clients::{self, ClientInput};
 use credvault::identity::{Caller, authenticate};
 use credvault::oauth::connections::{self, ConnectionInput};
@@ -54,28 +58,43 @@ impl GrantManagement {
             return Ok(json_response(200, &service_clients::client_jwks(&client)));
         }
         let caller = authenticate(&self.services, &req).await?;
+        let result = self.dispatch_for(&req, &m, &caller).await;
+        if let Some(action) = mutation_action(m.route.id) {
+            let event = AuditEvent::new(
+                action,
+                Some(caller.subject()),
+                &audited_resource(&m),
+                result.as_ref().map(|_| ()),
+            );
+            audit::record(&self.services, event).await;
+        }
+        result
+    }
+
+    async fn dispatch_for(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
         match m.route.id {
             RouteId::ListConnections
             | RouteId::CreateConnection
             | RouteId::GetConnection
             | RouteId::UpdateConnection
-            | RouteId::DeleteConnection => self.connections(&req, &m, &caller).await,
+            | RouteId::DeleteConnection => self.connections(req, m, caller).await,
             RouteId::ListClients
             | RouteId::CreateClient
             | RouteId::GetClient
             | RouteId::UpdateClient
             | RouteId::DeleteClient
             | RouteId::CreateAccessKey
-            | RouteId::DeleteAccessKey => self.clients(&req, &m, &caller).await,
+            | RouteId::DeleteAccessKey => self.clients(req, m, caller).await,
             RouteId::ListRoles | RouteId::CreateRole | RouteId::GetRole | RouteId::UpdateRole | RouteId::DeleteRole => {
-                self.roles(&req, &m, &caller).await
+                self.roles(req, m, caller).await
             }
             RouteId::ListRecords
             | RouteId::CreateRecord
             | RouteId::GetRecord
             | RouteId::UpdateRecord
-            | RouteId::DeleteRecord => self.records(&req, &m, &caller).await,
-            RouteId::CheckPermission => self.check_permission(&m, &caller).await,
+            | RouteId::DeleteRecord => self.records(req, m, caller).await,
+            RouteId::CheckPermission => self.check_permission(m, caller).await,
+            RouteId::ListAudit => self.audit_log(req, caller).await,
             _ => Err(ApiError::not_found("route_not_found", "no such route")),
         }
     }
@@ -272,6 +291,36 @@ impl GrantManagement {
         Ok(resp)
     }
 
+    /// `GET /v1/audit?caller=&resource=&limit=&cursor=` (or `connectionId` and `userId` for one credential).
+    async fn audit_log(&self, req: &Request, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        self.require(caller, "Audit", "audit:read").await?;
+        let params = query_params(req);
+        let (limit, cursor) = page_params(req)?;
+        let resource = match (
+            single_query_param(&params, "resource")?,
+            single_query_param(&params, "connectionId")?,
+            single_query_param(&params, "userId")?,
+        ) {
+            (Some(resource), None, None) => Some(resource),
+            (None, Some(connection), Some(user)) => Some(access::credentials_resource(&connection, &user)),
+            (None, Some(connection), None) => Some(format!("Connections/{connection}")),
+            (None, None, None) => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_filter",
+                    "filter by resource, or by connectionId (and userId)",
+                ));
+            }
+        };
+        let query = AuditQuery {
+            caller: single_query_param(&params, "caller")?,
+            resource,
+            limit,
+            cursor,
+        };
+        Ok(json_response(200, &audit::list(&self.services, query).await?))
+    }
+
     /// 200 allowed, 404 denied (the Authress answer); 403 when the caller may not ask about that user.
     async fn check_permission(&self, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
         let user_id = m.param("userId");
@@ -323,6 +372,45 @@ fn creation_target(collection: &str, id: Option<&str>, code: &'static str) -> Re
             Ok(format!("{collection}/{id}"))
         }
         Some(_) => Err(ApiError::bad_request(code, "the id has characters ids may not have")),
+    }
+}
+
+/// The audit action of a route that changes something; reads are not audited here.
+fn mutation_action(route: RouteId) -> Option<&'static str> {
+    Some(match route {
+        RouteId::CreateConnection => "connection.create",
+        RouteId::UpdateConnection => "connection.update",
+        RouteId::DeleteConnection => "connection.delete",
+        RouteId::CreateClient => "client.create",
+        RouteId::UpdateClient => "client.update",
+        RouteId::DeleteClient => "client.delete",
+        RouteId::CreateAccessKey => "client.key.create",
+        RouteId::DeleteAccessKey => "client.key.delete",
+        RouteId::CreateRole => "role.create",
+        RouteId::UpdateRole => "role.update",
+        RouteId::DeleteRole => "role.delete",
+        RouteId::CreateRecord => "record.create",
+        RouteId::UpdateRecord => "record.update",
+        RouteId::DeleteRecord => "record.delete",
+        _ => return None,
+    })
+}
+
+/// The resource a management route acts on, from its path.
+fn audited_resource(m: &Matched) -> String {
+    let id = |name| m.param(name).to_string();
+    match m.route.id {
+        RouteId::CreateConnection => "Connections".into(),
+        RouteId::CreateClient => "Clients".into(),
+        RouteId::CreateRole => "Roles".into(),
+        RouteId::CreateRecord => "Records".into(),
+        RouteId::UpdateConnection | RouteId::DeleteConnection => format!("Connections/{}", id("connectionId")),
+        RouteId::CreateAccessKey => format!("Clients/{}/AccessKeys", id("clientId")),
+        RouteId::DeleteAccessKey => format!("Clients/{}/AccessKeys/{}", id("clientId"), id("keyId")),
+        RouteId::UpdateClient | RouteId::DeleteClient => format!("Clients/{}", id("clientId")),
+        RouteId::UpdateRole | RouteId::DeleteRole => format!("Roles/{}", id("roleId")),
+        RouteId::UpdateRecord | RouteId::DeleteRecord => format!("Records/{}", id("recordId")),
+        _ => String::new(),
     }
 }
 
