@@ -40,6 +40,8 @@ async fn main() {
         stack.connection_id
     );
     println!("  AWS emulator:   {} (table {})", stack.aws.endpoint, stack.aws.table);
+    println!("  demo admin access key (local only; use it with the Authress SDK's ServiceClientTokenProvider):");
+    println!("    {}", stack.admin_key);
     println!("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
