@@ -4,14 +4,12 @@
 //! secret.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::services::Services;
-use crate::store::{Item, TTL_ATTRIBUTE, classify, get_n, get_s, n, opt_s, s};
+use crate::store::{Filter, Item, PageQuery, StoreError, TTL_ATTRIBUTE, classify, get_n, get_s, n, opt_s, s};
 
 /// All events share one partition, newest last by sort key. DynamoDB takes about 1000 writes a second
 /// per partition: the ceiling of audited operations a second for one vault.
@@ -98,53 +96,46 @@ pub struct AuditQuery {
 
 /// Newest first: `{events: [...], pagination: {next: {cursor}}}`.
 pub async fn list(services: &Services, query: AuditQuery) -> Result<serde_json::Value, ApiError> {
-    let mut req = services
-        .table
-        .client
-        .query()
-        .table_name(&services.table.name)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(PARTITION))
-        .scan_index_forward(false)
-        .limit(query.limit);
     let mut filters = Vec::new();
-    if let Some(caller) = &query.caller {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    if let Some(caller) = query.caller {
         filters.push("caller = :caller");
-        req = req.expression_attribute_values(":caller", s(caller));
+        values.push((":caller", s(caller)));
     }
-    if let Some(resource) = &query.resource {
+    if let Some(resource) = query.resource {
+        // RESOURCE is a DynamoDB reserved word.
         filters.push("(#resource = :resource OR begins_with(#resource, :below))");
-        req = req
-            .expression_attribute_names("#resource", "resource")
-            .expression_attribute_values(":resource", s(resource))
-            .expression_attribute_values(":below", s(format!("{resource}/")));
+        names.push(("#resource", "resource"));
+        values.push((":below", s(format!("{resource}/"))));
+        values.push((":resource", s(resource)));
     }
-    if !filters.is_empty() {
-        req = req.filter_expression(filters.join(" AND "));
-    }
-    if let Some(cursor) = &query.cursor {
-        let sk = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|sk| sk.len() > 16 && sk.as_bytes()[15] == b'#')
-            .ok_or_else(|| ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"))?;
-        req = req
-            .exclusive_start_key("pk", s(PARTITION))
-            .exclusive_start_key("sk", s(sk));
-    }
-    let out = req.send().await.map_err(|e| ApiError::internal(classify("Query", e)))?;
-    let events = out
-        .items()
+    let filter = (!filters.is_empty()).then(|| Filter {
+        expression: filters.join(" AND "),
+        names,
+        values,
+    });
+    let page = PageQuery {
+        pk: PARTITION,
+        sk_prefix: "",
+        limit: query.limit,
+        cursor: query.cursor.as_deref(),
+        newest_first: true,
+        filter,
+    };
+    let (items, next) = crate::store::query_page(&services.table, page)
+        .await
+        .map_err(|e| match e {
+            StoreError::Malformed(_) => {
+                ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out")
+            }
+            other => ApiError::internal(other),
+        })?;
+    let events = items
         .iter()
         .map(present)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::internal)?;
-    let next = out
-        .last_evaluated_key()
-        .and_then(|k| k.get("sk"))
-        .and_then(|v| v.as_s().ok())
-        .map(|sk| URL_SAFE_NO_PAD.encode(sk));
     Ok(json!({"events": events, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
 }
 

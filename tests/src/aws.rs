@@ -81,27 +81,30 @@ impl aws_sdk_kms::config::Intercept for KmsCounter {
 /// The vault's own clients: counted, with the vault's retry settings, at `endpoint` (moto, or the
 /// fault proxy in front of it).
 pub fn vault_clients(endpoint: &str, counters: &Arc<CallCounters>) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    clients(endpoint, Some(counters))
+}
+
+fn clients(endpoint: &str, counters: Option<&Arc<CallCounters>>) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
     let creds = Credentials::new("testing", "testing", None, None, "credvault-tests");
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(creds.clone())
-            .endpoint_url(endpoint)
-            .retry_config(credvault::services::dynamodb_retry_config())
-            .interceptor(DynamoCounter(counters.clone()))
-            .build(),
-    );
-    let kms = aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .endpoint_url(endpoint)
-            .interceptor(KmsCounter(counters.clone()))
-            .build(),
-    );
-    (dynamodb, kms)
+    let mut dynamodb = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(creds.clone())
+        .endpoint_url(endpoint)
+        .retry_config(credvault::services::dynamodb_retry_config());
+    let mut kms = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint);
+    if let Some(counters) = counters {
+        dynamodb = dynamodb.interceptor(DynamoCounter(counters.clone()));
+        kms = kms.interceptor(KmsCounter(counters.clone()));
+    }
+    (
+        aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+        aws_sdk_kms::Client::from_conf(kms.build()),
+    )
 }
 
 /// The test's own view of the emulator (uncounted clients) and the table and keys of one test.
@@ -121,23 +124,7 @@ impl TestAws {
     }
 
     pub async fn fresh_at(endpoint: &str) -> Self {
-        let creds = Credentials::new("testing", "testing", None, None, "credvault-tests");
-        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(creds.clone())
-                .endpoint_url(endpoint)
-                .build(),
-        );
-        let kms = aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(aws_sdk_kms::config::Region::new("us-east-1"))
-                .credentials_provider(creds)
-                .endpoint_url(endpoint)
-                .build(),
-        );
+        let (dynamodb, kms) = clients(endpoint, None);
         let table = format!("credvault-{}", credvault::random::token(8).replace(['-', '_'], "x"));
         create_table(&dynamodb, &table).await;
         let create_key = |usage: KeyUsageType, spec: KeySpec| {

@@ -3,12 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::ExposeSecret;
 
-use super::{Item, StoreError, Table, b, classify, get_b, get_s, opt_s, s};
+use super::{Item, PageQuery, StoreError, Table, b, classify, get_b, get_s, opt_s, s};
 use crate::crypto::{CryptoError, Envelope};
 use crate::oauth::{Connection, TokenRequestEncoding};
 
@@ -70,13 +67,7 @@ pub async fn put(
     if let Some(revocation) = &connection.revocation_url {
         req = req.item("revocationUrl", s(revocation));
     }
-    match req.send().await {
-        Ok(_) => Ok(true),
-        Err(e) => match classify("PutItem", e) {
-            StoreError::ConditionFailed(_) => Ok(false),
-            other => Err(other.into()),
-        },
-    }
+    Ok(super::condition_outcome("PutItem", req.send().await)?)
 }
 
 pub async fn get(
@@ -101,22 +92,7 @@ pub async fn get(
 
 /// `Ok(false)`: there was no such connection.
 pub async fn delete(table: &Table, connection_id: &str) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .delete_item()
-        .table_name(&table.name)
-        .key("pk", s(PK))
-        .key("sk", s(sk(connection_id)))
-        .condition_expression("attribute_exists(pk)")
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) => match classify("DeleteItem", e) {
-            StoreError::ConditionFailed(_) => Ok(false),
-            other => Err(other),
-        },
-    }
+    super::delete_existing(table, PK, &sk(connection_id)).await
 }
 
 /// One page of connections in id order, and the cursor of the next.
@@ -126,34 +102,19 @@ pub async fn list(
     limit: i32,
     cursor: Option<&str>,
 ) -> Result<(Vec<Connection>, Option<String>), ConnectionStoreError> {
-    let mut req = table
-        .client
-        .query()
-        .table_name(&table.name)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(PK))
-        .limit(limit);
-    if let Some(cursor) = cursor {
-        let start = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|sk| sk.starts_with("CONNECTION#"))
-            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
-        req = req
-            .exclusive_start_key("pk", s(PK))
-            .exclusive_start_key("sk", AttributeValue::S(start));
-    }
-    let out = req.send().await.map_err(|e| classify("Query", e))?;
-    let mut connections = Vec::new();
-    for item in out.items() {
+    let page = PageQuery {
+        pk: PK,
+        sk_prefix: "CONNECTION#",
+        limit,
+        cursor,
+        newest_first: false,
+        filter: None,
+    };
+    let (items, next) = super::query_page(table, page).await?;
+    let mut connections = Vec::with_capacity(items.len());
+    for item in &items {
         connections.push(from_item(table, envelope, item).await?);
     }
-    let next = out
-        .last_evaluated_key()
-        .and_then(|k| k.get("sk"))
-        .and_then(|v| v.as_s().ok())
-        .map(|sk| URL_SAFE_NO_PAD.encode(sk));
     Ok((connections, next))
 }
 

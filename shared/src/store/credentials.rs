@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{StoreError, Table, b, classify, get_b, get_n, get_s, n, opt_b, opt_n, opt_s, s};
+use super::{StoreError, Table, b, classify, condition_outcome, get_b, get_n, get_s, n, opt_b, opt_n, opt_s, s};
 use crate::crypto::EncryptionContext;
 
 pub const ATTR_REFRESH_TOKEN: &str = "refreshToken";
@@ -340,24 +340,6 @@ pub async fn mark_reauth_required(
         .send()
         .await;
     condition_outcome("UpdateItem", result)
-}
-
-/// `Ok(true)` when the write happened, `Ok(false)` when its condition did not hold.
-fn condition_outcome<T, E, R>(
-    operation: &'static str,
-    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
-) -> Result<bool, StoreError>
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) => match classify(operation, e) {
-            StoreError::ConditionFailed(_) => Ok(false),
-            other => Err(other),
-        },
-    }
 }
 
 /// First step of a disconnect: the credential becomes unusable at once (no fetch returns it, no refresh

@@ -2,16 +2,11 @@
 //! partition per kind so they can be listed with a cursor. `updatedAtMs` doubles as the version that
 //! optimistic updates (`If-Unmodified-Since`) are conditional on.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-use super::{Item, StoreError, Table, classify, get_n, get_s, n, s};
+use super::{Item, PageQuery, StoreError, Table, classify, get_n, get_s, n, s};
 
 const CREATE: &str = "attribute_not_exists(pk)";
 const REPLACE: &str = "attribute_exists(pk)";
 const REPLACE_IF_UNCHANGED: &str = "attribute_exists(pk) AND updatedAtMs = :expected";
-const DELETE: &str = "attribute_exists(pk)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -78,13 +73,7 @@ pub async fn create(
         .condition_expression(CREATE)
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) => match classify("PutItem", e) {
-            StoreError::ConditionFailed(_) => Ok(false),
-            other => Err(other),
-        },
-    }
+    super::condition_outcome("PutItem", result)
 }
 
 pub async fn get(table: &Table, kind: Kind, id: &str) -> Result<Option<Document>, StoreError> {
@@ -158,22 +147,7 @@ pub async fn replace(
 
 /// `Ok(false)`: there was no such document.
 pub async fn delete(table: &Table, kind: Kind, id: &str) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .delete_item()
-        .table_name(&table.name)
-        .key("pk", s(kind.partition()))
-        .key("sk", s(kind.sort_key(id)))
-        .condition_expression(DELETE)
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) => match classify("DeleteItem", e) {
-            StoreError::ConditionFailed(_) => Ok(false),
-            other => Err(other),
-        },
-    }
+    super::delete_existing(table, kind.partition(), &kind.sort_key(id)).await
 }
 
 /// One page, in id order, after `cursor` (an opaque value from the previous page).
@@ -183,33 +157,16 @@ pub async fn list(
     limit: i32,
     cursor: Option<&str>,
 ) -> Result<(Vec<Document>, Option<String>), StoreError> {
-    let mut req = table
-        .client
-        .query()
-        .table_name(&table.name)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(kind.partition()))
-        .limit(limit)
-        .consistent_read(true);
-    if let Some(cursor) = cursor {
-        let sk = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|sk| sk.starts_with(&kind.sort_key("")))
-            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
-        req = req
-            .exclusive_start_key("pk", s(kind.partition()))
-            .exclusive_start_key("sk", AttributeValue::S(sk));
-    }
-    let out = req.send().await.map_err(|e| classify("Query", e))?;
-    let docs = out.items().iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
-    let next = out
-        .last_evaluated_key()
-        .and_then(|k| k.get("sk"))
-        .and_then(|v| v.as_s().ok())
-        .map(|sk| URL_SAFE_NO_PAD.encode(sk.as_bytes()));
-    Ok((docs, next))
+    let page = PageQuery {
+        pk: kind.partition(),
+        sk_prefix: &kind.sort_key(""),
+        limit,
+        cursor,
+        newest_first: false,
+        filter: None,
+    };
+    let (items, next) = super::query_page(table, page).await?;
+    Ok((items.iter().map(from_item).collect::<Result<Vec<_>, _>>()?, next))
 }
 
 /// Every document of a kind (for the policy snapshot).

@@ -136,3 +136,94 @@ pub fn secret_digest(secret: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
+
+/// `Ok(true)` when the write happened, `Ok(false)` when its condition did not hold.
+pub(crate) fn condition_outcome<T, E, R>(
+    operation: &'static str,
+    result: Result<T, SdkError<E, R>>,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify(operation, e) {
+            StoreError::ConditionFailed(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
+/// Deletes an item that must exist. `Ok(false)`: there was none.
+pub(crate) async fn delete_existing(table: &Table, pk: &str, sk: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await;
+    condition_outcome("DeleteItem", result)
+}
+
+/// One page of a partition: what listing routes and the audit trail share. The cursor is the last
+/// sort key of the previous page, base64url, and must start with `sk_prefix`.
+pub(crate) struct PageQuery<'a> {
+    pub pk: &'a str,
+    pub sk_prefix: &'a str,
+    pub limit: i32,
+    pub cursor: Option<&'a str>,
+    pub newest_first: bool,
+    /// Applied after the page is read.
+    pub filter: Option<Filter>,
+}
+
+pub(crate) struct Filter {
+    pub expression: String,
+    pub names: Vec<(&'static str, &'static str)>,
+    pub values: Vec<(&'static str, AttributeValue)>,
+}
+
+pub(crate) async fn query_page(table: &Table, page: PageQuery<'_>) -> Result<(Vec<Item>, Option<String>), StoreError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut req = table
+        .client
+        .query()
+        .table_name(&table.name)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(page.pk))
+        .scan_index_forward(!page.newest_first)
+        .consistent_read(true)
+        .limit(page.limit);
+    if let Some(filter) = page.filter {
+        req = req.filter_expression(filter.expression);
+        for (placeholder, name) in filter.names {
+            req = req.expression_attribute_names(placeholder, name);
+        }
+        for (placeholder, value) in filter.values {
+            req = req.expression_attribute_values(placeholder, value);
+        }
+    }
+    if let Some(cursor) = page.cursor {
+        let start = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|sk| sk.starts_with(page.sk_prefix))
+            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
+        req = req
+            .exclusive_start_key("pk", s(page.pk))
+            .exclusive_start_key("sk", s(start));
+    }
+    let out = req.send().await.map_err(|e| classify("Query", e))?;
+    let next = out
+        .last_evaluated_key()
+        .and_then(|k| k.get("sk"))
+        .and_then(|v| v.as_s().ok())
+        .map(|sk| URL_SAFE_NO_PAD.encode(sk));
+    Ok((out.items.unwrap_or_default(), next))
+}
