@@ -61,7 +61,31 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     );
     assert_eq!(stack.http.get(&callback).send().await.unwrap().status(), 400);
 
+    // The service side: an access key made, a connection with a secret created, a disconnect.
+    let (_, access_key) = stack.new_client("logged backend").await;
+    let admin = stack.client_token(&stack.admin_key);
+    let connection = serde_json::json!({"connectionId": "con_logged", "authenticationUrl": "https://a.example/auth",
+        "tokenUrl": "https://a.example/token", "clientId": "c", "clientSecret": "planted-api-connection-secret"});
+    assert_eq!(
+        stack
+            .call("POST", "/v1/connections", Some(&admin), Some(&connection))
+            .await
+            .0,
+        201
+    );
+    let credential = format!(
+        "/v1/connections/con_demo/users/{}/credentials",
+        credvault_tests::stack::encode(user_id)
+    );
+    assert_eq!(stack.call("DELETE", &credential, Some(&vault_token), None).await.0, 204);
+
     let mut planted = stack.provider.issued_secrets();
+    let private_part = |key: &str| key.rsplit('.').next().unwrap_or_default().to_string();
+    planted.extend([
+        private_part(&access_key),
+        private_part(&stack.admin_key),
+        "planted-api-connection-secret".to_string(),
+    ]);
     planted.extend([
         vault_code,
         verifier,
