@@ -21,6 +21,14 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
   cp tests/requirements.txt "$stamp"
 fi
 
+# Template checks (cfn-lint, checkov) in a venv of their own.
+infra_stamp=.venv-infra/.requirements
+if [ ! -x .venv-infra/bin/python ] || ! cmp -s infra/requirements.txt "$infra_stamp"; then
+  python3 -m venv .venv-infra
+  .venv-infra/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+  cp infra/requirements.txt "$infra_stamp"
+fi
+
 # The Authress JavaScript SDK the interoperability test drives (pinned in tests/js/package-lock.json).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are required for the Authress SDK test" >&2

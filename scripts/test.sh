@@ -7,6 +7,8 @@ bash scripts/bootstrap.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+.venv-infra/bin/cfn-lint infra/template.yaml
+.venv-infra/bin/checkov --quiet --compact --framework cloudformation -f infra/template.yaml
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
