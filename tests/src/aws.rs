@@ -153,6 +153,19 @@ impl TestAws {
         }
     }
 
+    /// Resources made by someone else (the deployment rehearsal's stack).
+    pub fn existing(endpoint: &str, table: &str, data_key_id: &str, signing_key_id: &str) -> Self {
+        let (dynamodb, kms) = clients(endpoint, None);
+        Self {
+            endpoint: endpoint.to_string(),
+            dynamodb,
+            kms,
+            table: table.to_string(),
+            data_key_id: data_key_id.to_string(),
+            signing_key_id: signing_key_id.to_string(),
+        }
+    }
+
     /// Every item of the table, raw.
     pub async fn scan_all(&self) -> Vec<credvault::store::Item> {
         let out = self.dynamodb.scan().table_name(&self.table).send().await.expect("scan");

@@ -30,6 +30,8 @@ pub struct StackOptions {
     /// Gateway port; 0 picks a free one.
     pub port: u16,
     pub default_connection_properties: BTreeMap<String, String>,
+    /// Use this table and these keys (made by a deployed template) instead of fresh ones.
+    pub existing_resources: Option<TestAws>,
     /// Put the fault proxy between the vault and moto (for throttling tests).
     pub aws_proxy: bool,
     /// Last word on the vault's config (lifetimes, ...), applied before it is validated.
@@ -52,6 +54,7 @@ impl Default for StackOptions {
             demo_page: false,
             port: 0,
             default_connection_properties: BTreeMap::from([("scope".to_string(), "openid profile email".to_string())]),
+            existing_resources: None,
             aws_proxy: false,
             configure: |_| {},
         }
@@ -87,7 +90,7 @@ pub struct LoggedIn {
 }
 
 impl LocalStack {
-    pub async fn start(options: StackOptions) -> Self {
+    pub async fn start(mut options: StackOptions) -> Self {
         // With RUST_LOG set, show the vault's logs in the test output (cargo test captures them).
         if let Ok(filter) = std::env::var("RUST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -95,7 +98,10 @@ impl LocalStack {
                 .with_test_writer()
                 .try_init();
         }
-        let aws = TestAws::fresh().await;
+        let aws = match options.existing_resources.take() {
+            Some(existing) => existing,
+            None => TestAws::fresh().await,
+        };
         let provider = FakeProvider::start().await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
