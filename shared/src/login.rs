@@ -207,26 +207,36 @@ pub async fn callback(
             return fail("server_error");
         }
     };
-    let claims = match (&connection.issuer_url, &tokens.id_token) {
-        (Some(_), Some(id_token)) => {
+    // OIDC providers prove the user with a verified id_token; others (GitHub) through their user endpoint.
+    let claims = match (&connection.issuer_url, &tokens.id_token, &connection.user_info_url) {
+        (Some(_), Some(id_token), _) => {
             match services
                 .provider_keys
                 .verify(&connection, id_token.expose_secret(), &request.nonce)
                 .await
             {
-                Ok(claims) => claims,
+                Ok(claims) => claims.all,
                 Err(e) => {
                     tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
                     return fail("invalid_id_token");
                 }
             }
         }
+        (None, _, Some(user_info_url)) => {
+            match services.provider.user_info(user_info_url, &tokens.access_token).await {
+                Ok(claims) => claims,
+                Err(e) => {
+                    tracing::warn!(connection_id = %connection_id, error = %e, "user endpoint failed");
+                    return fail("server_error");
+                }
+            }
+        }
         _ => {
-            tracing::warn!(connection_id = %connection_id, "provider sent no verifiable identity (connection needs issuerUrl and an id_token)");
+            tracing::warn!(connection_id = %connection_id, "provider sent no verifiable identity (an OIDC connection needs an id_token)");
             return fail("invalid_id_token");
         }
     };
-    let Some(user_id) = user_id_from_claims(&connection.user_id_expression, connection_id, &claims.all) else {
+    let Some(user_id) = user_id_from_claims(&connection.user_id_expression, connection_id, &claims) else {
         tracing::warn!(connection_id = %connection_id, "the connection's userIdExpression does not fit the id_token");
         return fail("invalid_user_id");
     };

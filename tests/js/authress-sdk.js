@@ -29,7 +29,8 @@ async function main() {
 
   const connection = await admin.connections.createConnection({
     connectionId: 'con_sdk', type: 'OAUTH2', authenticationUrl: `${PROVIDER_URL}/authorize`, tokenUrl: `${PROVIDER_URL}/token`,
-    clientId: 'sdk-client', clientSecret: 'sdk-planted-secret', data: { name: 'Made by the SDK' }
+    clientId: 'sdk-client', clientSecret: 'sdk-planted-secret',
+    data: { name: 'Made by the SDK', oidcUserEndpointUrl: `${PROVIDER_URL}/userinfo` }
   });
   assert.strictEqual(connection.status, 201);
   assert.strictEqual(connection.data.clientSecret, undefined);

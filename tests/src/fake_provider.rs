@@ -112,6 +112,8 @@ struct ProviderState {
     counters: Counters,
     codes: HashMap<String, CodeGrant>,
     refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Who each access token belongs to, for the user endpoint.
+    access_token_subjects: HashMap<String, String>,
     revoked_families: HashSet<u64>,
     next_family: u64,
     issued_secrets: Vec<String>,
@@ -163,6 +165,7 @@ impl FakeProvider {
             .route("/revoke", post(revoke))
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/userinfo", get(userinfo))
             .with_state(provider.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -446,6 +449,7 @@ fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
 fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refresh_token: bool) -> Value {
     let access = secret("at");
     state.issued_secrets.push(access.clone());
+    state.access_token_subjects.insert(access.clone(), subject.to_string());
     let mut body =
         json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
     if with_refresh_token {
@@ -480,6 +484,22 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
         state.revoked_families.insert(family);
     }
     StatusCode::OK.into_response()
+}
+
+/// A GitHub-style user endpoint: a numeric `id` and no `sub`.
+async fn userinfo(State(p): State<FakeProvider>, headers: HeaderMap) -> Response {
+    let state = p.state();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.and_then(|t| state.access_token_subjects.get(t)) {
+        Some(subject) => {
+            let id: u64 = subject.bytes().fold(7, |acc, b| acc * 31 + u64::from(b)) % 10_000_000;
+            Json(json!({"id": id, "login": subject, "email": format!("{subject}@example.com")})).into_response()
+        }
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
 }
 
 async fn discovery(State(p): State<FakeProvider>) -> Json<Value> {

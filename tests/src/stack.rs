@@ -376,6 +376,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         token_url: format!("{issuer}/token"),
         issuer_url: Some(issuer.clone()),
         revocation_url: Some(format!("{issuer}/revoke")),
+        user_info_url: None,
         client_id: CLIENT_ID.to_string(),
         client_secret: SecretString::from(CLIENT_SECRET),
         default_connection_properties: options.default_connection_properties.clone(),

@@ -65,7 +65,8 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     let (_, access_key) = stack.new_client("logged backend").await;
     let admin = stack.client_token(&stack.admin_key);
     let connection = serde_json::json!({"connectionId": "con_logged", "authenticationUrl": "https://a.example/auth",
-        "tokenUrl": "https://a.example/token", "clientId": "c", "clientSecret": "planted-api-connection-secret"});
+        "tokenUrl": "https://a.example/token", "clientId": "c", "clientSecret": "planted-api-connection-secret",
+        "data": {"oidcUserEndpointUrl": "https://a.example/user"}});
     assert_eq!(
         stack
             .call("POST", "/v1/connections", Some(&admin), Some(&connection))

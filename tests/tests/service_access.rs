@@ -257,7 +257,7 @@ async fn management_routes_need_their_permissions() {
             "POST",
             "/v1/connections",
             Some(
-                json!({"connectionId": "con_x", "authenticationUrl": "https://a.example/auth", "tokenUrl": "https://a.example/token", "clientId": "c", "clientSecret": "s"}),
+                json!({"connectionId": "con_x", "authenticationUrl": "https://a.example/auth", "tokenUrl": "https://a.example/token", "clientId": "c", "clientSecret": "s", "data": {"oidcUserEndpointUrl": "https://a.example/user"}}),
             ),
         ),
         ("GET", "/v1/connections/con_demo", None),

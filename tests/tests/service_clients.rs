@@ -114,3 +114,62 @@ async fn the_user_id_expression_decides_new_user_ids_and_never_rekeys_old_ones()
     let new = format!("/v1/connections/con_demo/users/{}/credentials", encode(&after.user_id));
     assert_eq!(stack.call("GET", &new, Some(&after.access_token), None).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_without_id_tokens_identifies_users_through_its_user_endpoint() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    let issuer = stack.provider.issuer().to_string();
+    // Set up like GitHub: no issuer, a user endpoint; the provider still signs id_tokens, which the
+    // vault ignores without an issuer to check them against.
+    let github_like = json!({"connectionId": "con_gh", "authenticationUrl": format!("{issuer}/authorize"),
+        "tokenUrl": format!("{issuer}/token"), "clientId": credvault_tests::fake_provider::CLIENT_ID,
+        "clientSecret": credvault_tests::fake_provider::CLIENT_SECRET,
+        "data": {"oidcUserEndpointUrl": format!("{issuer}/userinfo")}});
+    assert_eq!(
+        stack
+            .call("POST", "/v1/connections", Some(&admin), Some(&github_like))
+            .await
+            .0,
+        201
+    );
+
+    let verifier = credvault::random::token(32);
+    let mut body = stack.start_body(&verifier);
+    body["connectionId"] = json!("con_gh");
+    let started: Value = stack.start_login(&body).await.json().await.unwrap();
+    let consent = stack
+        .http
+        .get(started["authenticationUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let back = stack
+        .http
+        .get(credvault_tests::stack::location(&consent))
+        .send()
+        .await
+        .unwrap();
+    let app = url::Url::parse(&credvault_tests::stack::location(&back)).unwrap();
+    let code = app
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("logged in");
+    let request_id = started["authenticationRequestId"].as_str().unwrap();
+    let tokens: Value = stack
+        .exchange(request_id, &code, &verifier, credvault_tests::stack::APP_REDIRECT_URL)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(token).unwrap().claims;
+    let user_id = claims["sub"].as_str().unwrap();
+    assert!(
+        user_id.starts_with("con_gh|") && user_id["con_gh|".len()..].parse::<u64>().is_ok(),
+        "{user_id}"
+    );
+    let path = format!("/v1/connections/con_gh/users/{}/credentials", encode(user_id));
+    assert_eq!(stack.call("GET", &path, Some(token), None).await.0, 200);
+}

@@ -40,6 +40,9 @@ pub struct Connection {
     pub issuer_url: Option<String>,
     /// RFC 7009 revocation endpoint, used on disconnect.
     pub revocation_url: Option<String>,
+    /// Where a provider without id_tokens (GitHub) tells who the user is, given the access token
+    /// (Authress `data.oidcUserEndpointUrl`). Used only when there is no `issuer_url`.
+    pub user_info_url: Option<String>,
     pub client_id: String,
     pub client_secret: SecretString,
     pub default_connection_properties: BTreeMap<String, String>,
@@ -110,6 +113,7 @@ impl fmt::Debug for Connection {
             .field("token_url", &self.token_url)
             .field("issuer_url", &self.issuer_url)
             .field("revocation_url", &self.revocation_url)
+            .field("user_info_url", &self.user_info_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("token_request_encoding", &self.token_request_encoding)
@@ -135,6 +139,7 @@ mod tests {
             token_url: "https://a/token".into(),
             issuer_url: None,
             revocation_url: None,
+            user_info_url: None,
             client_id: "client".into(),
             client_secret: SecretString::from("planted-client-secret"),
             default_connection_properties: BTreeMap::new(),

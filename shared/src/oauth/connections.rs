@@ -21,6 +21,7 @@ pub struct ConnectionData {
     pub name: Option<String>,
     pub supported_content_type: Option<String>,
     pub user_id_expression: Option<String>,
+    pub oidc_user_endpoint_url: Option<String>,
 }
 
 /// `POST /v1/connections` and `PUT /v1/connections/{connectionId}` bodies.
@@ -64,6 +65,7 @@ pub fn present(connection: &Connection) -> Value {
             "name": connection.name,
             "supportedContentType": connection.token_request_encoding.content_type(),
             "userIdExpression": connection.user_id_expression,
+            "oidcUserEndpointUrl": connection.user_info_url,
         },
     })
 }
@@ -211,7 +213,17 @@ async fn build(
         name: None,
         supported_content_type: None,
         user_id_expression: None,
+        oidc_user_endpoint_url: None,
     });
+    if let Some(url) = &data.oidc_user_endpoint_url {
+        check_url("data.oidcUserEndpointUrl", url)?;
+    }
+    if issuer_url.is_none() && data.oidc_user_endpoint_url.is_none() {
+        return Err(bad(
+            "invalid_connection",
+            "give issuerUrl (OIDC) or data.oidcUserEndpointUrl: the vault must learn who logged in",
+        ));
+    }
     let token_request_encoding = match data.supported_content_type.as_deref() {
         None => TokenRequestEncoding::Form,
         Some(value) => TokenRequestEncoding::from_content_type(value).ok_or_else(|| {
@@ -242,6 +254,7 @@ async fn build(
         token_url,
         issuer_url,
         revocation_url,
+        user_info_url: data.oidc_user_endpoint_url,
         client_id,
         client_secret,
         default_connection_properties: input.default_connection_properties,

@@ -218,6 +218,51 @@ impl ProviderClient {
         }
     }
 
+    /// Who the user is, for providers without id_tokens: their user endpoint's JSON object, with
+    /// `sub` set from `id` when it has none (GitHub answers `{"id": 583231, "login": ...}`).
+    pub async fn user_info(
+        &self,
+        url: &str,
+        access_token: &SecretString,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ProviderError> {
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(access_token.expose_secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, false)
+            })?;
+        if !resp.status().is_success() {
+            return Err(ProviderError::transient(
+                format!("user endpoint answered HTTP {}", resp.status().as_u16()),
+                false,
+            ));
+        }
+        let mut claims: serde_json::Map<String, serde_json::Value> = resp
+            .json()
+            .await
+            .map_err(|_| ProviderError::transient("user endpoint did not answer a JSON object", false))?;
+        if !claims.contains_key("sub")
+            && let Some(id) = claims.get("id").cloned()
+        {
+            let id = match id {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) => s,
+                _ => {
+                    return Err(ProviderError::transient(
+                        "user endpoint's id is not a string or number",
+                        false,
+                    ));
+                }
+            };
+            claims.insert("sub".into(), serde_json::Value::String(id));
+        }
+        Ok(claims)
+    }
+
     /// RFC 7009 revocation of a refresh token: 200 is success even for unknown tokens; 5xx, 429 and
     /// connection failures are retried with jittered backoff (revoking twice is harmless).
     pub async fn revoke(

@@ -67,6 +67,9 @@ pub async fn put(
     if let Some(revocation) = &connection.revocation_url {
         req = req.item("revocationUrl", s(revocation));
     }
+    if let Some(user_info) = &connection.user_info_url {
+        req = req.item("userInfoUrl", s(user_info));
+    }
     Ok(super::condition_outcome("PutItem", req.send().await)?)
 }
 
@@ -133,6 +136,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         token_url: get_s(item, "tokenUrl")?,
         issuer_url: opt_s(item, "issuerUrl")?,
         revocation_url: opt_s(item, "revocationUrl")?,
+        user_info_url: opt_s(item, "userInfoUrl")?,
         client_id: get_s(item, "clientId")?,
         client_secret,
         default_connection_properties: properties,
