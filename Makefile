@@ -1,5 +1,5 @@
 # The two commands of the README, and their helpers. Every target installs what it needs first.
-.PHONY: dev test bench bootstrap
+.PHONY: dev test bench build bootstrap
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -15,3 +15,7 @@ test:
 # The figures of the README's "Numbers" section.
 bench: bootstrap
 	cargo bench -p credvault-tests
+
+# The Lambda binaries (arm64, release) with their sizes and start-up times.
+build:
+	@bash scripts/build.sh

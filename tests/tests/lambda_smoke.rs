@@ -1,0 +1,141 @@
+//! The Lambda runtime path: `cargo lambda watch` runs the three function binaries behind its Lambda
+//! runtime API emulator, and `cargo lambda invoke` sends each route's API Gateway v2 event fixture
+//! (functions/*/events). Every function must answer every route with the expected status and, for a
+//! refusal, the API's JSON error, configured against the local stack like a deployed function.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use credvault_tests::{LocalStack, StackOptions};
+use serde_json::Value;
+
+/// What each fixture must get back: public routes answer, the rest refuse an anonymous caller.
+fn expected_status(file: &str) -> u16 {
+    match file {
+        "post-api-authentication.json" => 200,
+        "get-wellknown-openidconfiguration.json" | "get-wellknown-openidconfiguration-jwks.json" => 200,
+        "get-api-callback-connectionid.json" => 400,
+        "post-api-authentication-authenticationrequestid-tokens.json" => 400,
+        "get-v1-clients-clientid-wellknown-openidconfiguration-jwks.json" => 404,
+        _ => 401,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let root = credvault_tests::workspace_root();
+    let path = format!(
+        "{}:{}",
+        root.join(".venv-infra/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = free_port().to_string();
+    let aws = &stack.aws;
+    let vars = [
+        ("CREDVAULT_TABLE", aws.table.clone()),
+        ("CREDVAULT_DATA_KEY_ID", aws.data_key_id.clone()),
+        ("CREDVAULT_SIGNING_KEY_ID", aws.signing_key_id.clone()),
+        ("CREDVAULT_ISSUER", stack.base_url.clone()),
+        (
+            "CREDVAULT_ALLOWED_REDIRECT_URLS",
+            credvault_tests::stack::APP_REDIRECT_URL.to_string(),
+        ),
+        ("CREDVAULT_AWS_ENDPOINT_URL", aws.endpoint.clone()),
+        ("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
+    ];
+    let mut watch = tokio::process::Command::new("cargo")
+        .args([
+            "lambda",
+            "watch",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port,
+            "--ignore-changes",
+        ])
+        .current_dir(&root)
+        .env("PATH", &path)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cargo lambda watch starts (make bootstrap installs cargo-lambda)");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "cargo lambda watch did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut answered = 0;
+    for function in ["login-callback", "credential-fetch", "grant-management"] {
+        let dir: PathBuf = root.join("functions").join(function).join("events");
+        let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        fixtures.sort();
+        for fixture in fixtures {
+            let file = fixture.file_name().unwrap().to_string_lossy().to_string();
+            let invoke = tokio::process::Command::new("cargo")
+                .args([
+                    "lambda",
+                    "invoke",
+                    function,
+                    "--invoke-address",
+                    "127.0.0.1",
+                    "--invoke-port",
+                    &port,
+                    "--output-format",
+                    "json",
+                ])
+                .arg("--data-file")
+                .arg(&fixture)
+                .current_dir(&root)
+                .env("PATH", &path)
+                .kill_on_drop(true)
+                .output();
+            // The first invoke of a function builds it (a link of already-built code).
+            let out = tokio::time::timeout(Duration::from_secs(180), invoke)
+                .await
+                .unwrap_or_else(|_| panic!("{function} {file}: no answer within 180 s"))
+                .expect("cargo lambda invoke runs");
+            assert!(
+                out.status.success(),
+                "{function} {file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let response: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|_| panic!("{function} {file}: not JSON: {}", String::from_utf8_lossy(&out.stdout)));
+            let status = response["statusCode"].as_u64().unwrap_or_default() as u16;
+            assert_eq!(status, expected_status(&file), "{function} {file}: {response}");
+            let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+            if status >= 400 {
+                assert!(
+                    body["errorCode"].is_string(),
+                    "{function} {file}: a JSON error body: {response}"
+                );
+            }
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, credvault::routes::ROUTES.len(), "one fixture per route");
+    let _ = watch.kill().await;
+}
