@@ -1,5 +1,7 @@
 //! The SAM template against the code: the HTTP API has exactly the routes of the route table, and
 //! each function's IAM policy grants exactly the actions it uses, KMS only under encryption contexts.
+//! The data key's policy and the IAM policies are evaluated together, as AWS does for a caller in the
+//! key's own account, over every encryption context a role could ask for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,6 +148,10 @@ fn each_function_may_do_exactly_what_it_needs() {
                     condition.get("kms:EncryptionContext:attribute").is_some(),
                     "{policy}: {statement}"
                 );
+                let partition = ["StringEquals", "StringLike"]
+                    .iter()
+                    .any(|op| statement["Condition"][op].get("kms:EncryptionContext:pk").is_some());
+                assert!(partition, "{policy}: {statement}");
                 assert_eq!(statement["Resource"]["Fn::GetAtt"][0], "DataKey");
             }
             if acts.iter().any(|a| a.starts_with("dynamodb:")) {
@@ -229,4 +235,470 @@ fn the_table_has_what_the_code_expects() {
         template["Resources"]["SigningKey"]["Properties"]["KeySpec"],
         "ECC_NIST_P256"
     );
+}
+
+/// A template value as a comparable string: `Ref X` is `${X}`, `Fn::GetAtt [X, A]` is `${X.A}` and
+/// `Fn::Sub` keeps its text, so values compare symbolically without deploying anything.
+fn symbol(value: &Value) -> String {
+    let unresolved = || panic!("cannot resolve {value} symbolically");
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.len() == 1 => match o.iter().next().unwrap() {
+            (f, Value::String(name)) if f == "Ref" => format!("${{{name}}}"),
+            (f, Value::String(path)) if f == "Fn::GetAtt" => format!("${{{path}}}"),
+            (f, Value::Array(parts)) if f == "Fn::GetAtt" => {
+                let parts: Vec<&str> = parts.iter().map(|p| p.as_str().unwrap()).collect();
+                format!("${{{}}}", parts.join("."))
+            }
+            (f, Value::String(text)) if f == "Fn::Sub" => text.clone(),
+            _ => unresolved(),
+        },
+        _ => unresolved(),
+    }
+}
+
+/// A policy element that may be one value or a list of them.
+fn symbols(value: &Value) -> Vec<String> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Array(list) => list.iter().map(symbol).collect(),
+        other => vec![symbol(other)],
+    }
+}
+
+/// IAM's `StringLike`: `*` is any run of characters, `?` any one.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
+}
+
+/// The request context: condition key (lower case, as IAM compares key names) to its values.
+type Context = BTreeMap<String, Vec<String>>;
+
+/// A statement's Condition block: every operator and every key must hold (AND), any listed value may
+/// match (OR), and a single-valued operator on a key the request lacks does not hold.
+fn condition_holds(condition: &Value, context: &Context) -> bool {
+    let Some(operators) = condition.as_object() else {
+        return condition.is_null();
+    };
+    operators.iter().all(|(operator, keys)| {
+        keys.as_object().unwrap().iter().all(|(key, wanted)| {
+            let wanted = symbols(wanted);
+            let got = context.get(&key.to_lowercase());
+            let matches = |value: &String| match operator.rsplit(':').next().unwrap() {
+                "StringEquals" => wanted.contains(value),
+                "StringLike" => wanted.iter().any(|w| glob(w, value)),
+                other => panic!("the evaluator does not know {other}"),
+            };
+            if operator.starts_with("ForAllValues:") {
+                got.is_none_or(|values| values.iter().all(matches))
+            } else if operator.contains(':') {
+                panic!("the evaluator does not know {operator}")
+            } else {
+                matches!(got.map(Vec::as_slice), Some([value]) if matches(value))
+            }
+        })
+    })
+}
+
+/// Whether `statement` covers this principal (None for an identity policy), action, resource and
+/// context, whatever its effect.
+fn statement_covers(
+    statement: &Value,
+    principal: Option<&str>,
+    action: &str,
+    resource: &str,
+    context: &Context,
+) -> bool {
+    for unsupported in ["NotAction", "NotResource", "NotPrincipal"] {
+        assert!(
+            statement.get(unsupported).is_none(),
+            "the evaluator does not know {unsupported}"
+        );
+    }
+    let action = action.to_lowercase();
+    let acts = symbols(&statement["Action"]);
+    let resources = symbols(&statement["Resource"]);
+    let principal_matches = match principal {
+        None => statement.get("Principal").is_none(),
+        Some(p) => match &statement["Principal"] {
+            Value::String(any) => any == "*",
+            named => symbols(&named["AWS"]).iter().any(|n| n == "*" || n == p),
+        },
+    };
+    principal_matches
+        && acts.iter().any(|a| glob(&a.to_lowercase(), &action))
+        && resources.iter().any(|r| glob(r, resource))
+        && condition_holds(&statement["Condition"], context)
+}
+
+const ACCOUNT_ROOT: &str = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root";
+
+/// Every identity-policy statement that applies to `role`: the IAM policies attached to it. Inline
+/// and managed policies elsewhere would escape the evaluator, so there must be none.
+fn role_statements(template: &Value, role: &str) -> Vec<Value> {
+    let resources = template["Resources"].as_object().unwrap();
+    let properties = &resources[role]["Properties"];
+    for elsewhere in ["Policies", "ManagedPolicyArns", "PermissionsBoundary"] {
+        assert!(
+            properties.get(elsewhere).is_none(),
+            "{role}: {elsewhere} escapes the evaluator"
+        );
+    }
+    resources
+        .iter()
+        .filter(|(_, r)| {
+            let attached = symbols(&r["Properties"]["Roles"]);
+            r["Type"].as_str().is_some_and(|t| t.starts_with("AWS::IAM::"))
+                && attached.contains(&format!("${{{role}}}"))
+        })
+        .flat_map(|(id, _)| {
+            let statements = statements(template, id);
+            assert!(!statements.is_empty(), "{id} has statements");
+            statements
+        })
+        .collect()
+}
+
+/// Same-account access to a KMS key: no explicit deny, and the key policy allows the role itself, or
+/// allows the account (which lets IAM decide) and the role's IAM policy allows it.
+fn kms_allowed(template: &Value, key: &str, role: &str, action: &str, context: &Context) -> bool {
+    let key_policy = template["Resources"][key]["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap();
+    let iam = role_statements(template, role);
+    let (me, key_arn) = (format!("${{{role}.Arn}}"), format!("${{{key}.Arn}}"));
+    let key_says = |effect: &str, principal: &str| {
+        key_policy
+            .iter()
+            .any(|s| s["Effect"] == effect && statement_covers(s, Some(principal), action, &key_arn, context))
+    };
+    let iam_says = |effect: &str| {
+        iam.iter()
+            .any(|s| s["Effect"] == effect && statement_covers(s, None, action, &key_arn, context))
+    };
+    let denied = key_says("Deny", &me) || key_says("Deny", ACCOUNT_ROOT) || iam_says("Deny");
+    !denied && (key_says("Allow", &me) || (key_says("Allow", ACCOUNT_ROOT) && iam_says("Allow")))
+}
+
+/// The evaluator itself, on policies whose answers AWS documents.
+#[test]
+fn the_evaluator_follows_aws_policy_evaluation() {
+    use serde_json::json;
+    assert!(glob("CREDENTIAL#*", "CREDENTIAL#con_a") && glob("a?c", "abc") && glob("*", ""));
+    assert!(!glob("CREDENTIAL#*", "CREDENTIAL") && !glob("LOGIN", "LOGIN#abc"));
+    let context = |pairs: &[(&str, &str)]| -> Context {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), vec![v.to_string()]))
+            .collect()
+    };
+    let ctx = context(&[
+        ("kms:EncryptionContext:pk", "CONNECTIONS"),
+        ("kms:EncryptionContext:attribute", "clientSecret"),
+    ]);
+    let holds = |condition: Value| condition_holds(&condition, &ctx);
+    assert!(holds(
+        json!({"StringEquals": {"kms:EncryptionContext:attribute": ["accessToken", "clientSecret"]}})
+    ));
+    assert!(!holds(
+        json!({"StringEquals": {"kms:EncryptionContext:pk": "CONNECTIONS", "kms:EncryptionContext:attribute": "accessToken"}})
+    ));
+    assert!(
+        !holds(json!({"StringEquals": {"kms:EncryptionContext:table": "t"}})),
+        "a missing key fails"
+    );
+    assert!(!holds(
+        json!({"StringEquals": {"kms:EncryptionContext:pk": "CONNECTIONS"}, "StringLike": {"kms:EncryptionContext:attribute": "x*"}})
+    ));
+    assert!(
+        holds(json!({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": "X#*"}})),
+        "ForAllValues of nothing holds"
+    );
+    let leading = |pk: &str| context(&[("dynamodb:LeadingKeys", pk)]);
+    let only_credentials = json!({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["CREDENTIAL#*"]}});
+    assert!(condition_holds(&only_credentials, &leading("CREDENTIAL#con_a")));
+    assert!(!condition_holds(&only_credentials, &leading("CONNECTIONS")));
+    // The account root with a crypto action hands the decision to IAM; naming the role decides alone;
+    // a deny anywhere wins.
+    let allow = |principal: Option<Value>, action: &str| {
+        let mut s = json!({"Effect": "Allow", "Action": action, "Resource": "*"});
+        if let Some(p) = principal {
+            s["Principal"] = json!({"AWS": p});
+        }
+        s
+    };
+    let root = json!({"Fn::Sub": ACCOUNT_ROOT});
+    let role = json!({"Fn::GetAtt": ["R", "Arn"]});
+    let with = |key: Vec<Value>, iam: Vec<Value>| {
+        json!({"Resources": {
+            "K": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {"Statement": key}}},
+            "R": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "P": {"Type": "AWS::IAM::Policy", "Properties": {"Roles": [{"Ref": "R"}], "PolicyDocument": {"Statement": iam}}},
+        }})
+    };
+    let decrypt = |template: &Value| kms_allowed(template, "K", "R", "kms:Decrypt", &ctx);
+    let logs = allow(None, "logs:PutLogEvents");
+    assert!(!decrypt(&with(
+        vec![allow(Some(root.clone()), "kms:Describe*")],
+        vec![allow(None, "kms:*")]
+    )));
+    assert!(decrypt(&with(
+        vec![allow(Some(root.clone()), "kms:*")],
+        vec![allow(None, "kms:Decrypt")]
+    )));
+    assert!(!decrypt(&with(
+        vec![allow(Some(root.clone()), "kms:*")],
+        vec![logs.clone()]
+    )));
+    assert!(decrypt(&with(
+        vec![allow(Some(role.clone()), "kms:Decrypt")],
+        vec![logs.clone()]
+    )));
+    let mut deny = allow(None, "kms:*");
+    deny["Effect"] = json!("Deny");
+    assert!(!decrypt(&with(vec![allow(Some(role), "kms:Decrypt")], vec![deny])));
+}
+
+const ROLES: [&str; 3] = ["LoginCallbackRole", "CredentialFetchRole", "GrantManagementRole"];
+
+#[test]
+fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
+    let template = template();
+    let this_table = symbol(&serde_json::json!({"Ref": "Table"}));
+    let actions = [
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:CreateGrant",
+    ];
+    let attributes = [
+        "providerCodeVerifier",
+        "accessToken",
+        "refreshToken",
+        "clientSecret",
+        "somethingElse",
+    ];
+    let partitions = [
+        "LOGIN",
+        "LOGIN#abc",
+        "CREDENTIAL#con_a",
+        "CONNECTIONS",
+        "ROLES",
+        "OTHER",
+    ];
+    let (generate, decrypt) = ("kms:GenerateDataKey", "kms:Decrypt");
+    let (verifier, credential) = ("LOGIN", "CREDENTIAL#con_a");
+    let expected: BTreeMap<&str, BTreeSet<(&str, &str, &str)>> = BTreeMap::from([
+        (
+            "LoginCallbackRole",
+            BTreeSet::from([
+                (generate, "providerCodeVerifier", verifier),
+                (generate, "accessToken", credential),
+                (generate, "refreshToken", credential),
+                (decrypt, "providerCodeVerifier", verifier),
+                (decrypt, "clientSecret", "CONNECTIONS"),
+            ]),
+        ),
+        (
+            "CredentialFetchRole",
+            BTreeSet::from([
+                (generate, "accessToken", credential),
+                (generate, "refreshToken", credential),
+                (decrypt, "accessToken", credential),
+                (decrypt, "refreshToken", credential),
+                (decrypt, "clientSecret", "CONNECTIONS"),
+            ]),
+        ),
+        (
+            "GrantManagementRole",
+            BTreeSet::from([
+                (generate, "clientSecret", "CONNECTIONS"),
+                (decrypt, "clientSecret", "CONNECTIONS"),
+            ]),
+        ),
+    ]);
+    for role in ROLES {
+        for table in [this_table.as_str(), "another-table"] {
+            let mut allowed = BTreeSet::new();
+            for action in actions {
+                for attribute in attributes {
+                    for pk in partitions {
+                        let context: Context = [("table", table), ("pk", pk), ("sk", "ITEM"), ("attribute", attribute)]
+                            .into_iter()
+                            .map(|(k, v)| (format!("kms:encryptioncontext:{k}"), vec![v.to_string()]))
+                            .collect();
+                        if kms_allowed(&template, "DataKey", role, action, &context) {
+                            allowed.insert((action, attribute, pk));
+                        }
+                    }
+                }
+            }
+            let wanted = if table == this_table {
+                expected[role].clone()
+            } else {
+                BTreeSet::new()
+            };
+            let extra: Vec<_> = allowed.difference(&wanted).collect();
+            let missing: Vec<_> = wanted.difference(&allowed).collect();
+            assert!(
+                extra.is_empty() && missing.is_empty(),
+                "{role} on table {table}\nallowed but not needed: {extra:?}\nneeded but denied: {missing:?}"
+            );
+        }
+    }
+    // The account's own statement administers the key and uses it for nothing.
+    let key_policy = template["Resources"]["DataKey"]["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap();
+    for statement in key_policy {
+        if symbols(&statement["Principal"]["AWS"])
+            .iter()
+            .any(|p| p == ACCOUNT_ROOT)
+        {
+            for action in actions.iter().filter(|a| **a != "kms:CreateGrant") {
+                let covered = symbols(&statement["Action"])
+                    .iter()
+                    .any(|a| glob(&a.to_lowercase(), &action.to_lowercase()));
+                assert!(!covered, "the account root may not {action}");
+            }
+        }
+    }
+}
+
+/// The (action, partition pattern) pairs a policy grants on the table, from `dynamodb:LeadingKeys`.
+fn table_grants(template: &Value, policy: &str) -> BTreeSet<(String, String)> {
+    let mut grants = BTreeSet::new();
+    for statement in statements(template, policy) {
+        let acts: Vec<String> = actions(&statement)
+            .into_iter()
+            .filter(|a| a.starts_with("dynamodb:"))
+            .collect();
+        if acts.is_empty() {
+            continue;
+        }
+        assert_eq!(statement["Effect"], "Allow", "{policy}: {statement}");
+        assert_eq!(acts.len(), actions(&statement).len(), "{policy}: table actions apart");
+        assert_eq!(
+            symbols(&statement["Resource"]),
+            ["${Table.Arn}"],
+            "{policy}: {statement}"
+        );
+        let condition = statement["Condition"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{policy}: every table statement names its partitions: {statement}"));
+        assert_eq!(condition.len(), 1, "{policy}: one condition operator: {statement}");
+        let (operator, keys) = condition.iter().next().unwrap();
+        let keys = keys.as_object().unwrap();
+        assert_eq!(
+            keys.keys().collect::<Vec<_>>(),
+            ["dynamodb:LeadingKeys"],
+            "{policy}: {statement}"
+        );
+        let partitions = symbols(&keys["dynamodb:LeadingKeys"]);
+        match operator.as_str() {
+            "ForAllValues:StringEquals" => {}
+            "ForAllValues:StringLike" => {}
+            other => panic!("{policy}: {other} on dynamodb:LeadingKeys"),
+        }
+        for partition in partitions {
+            assert!(!partition.contains('?'), "{policy}: {partition}");
+            if operator.ends_with("StringEquals") {
+                assert!(!partition.contains('*'), "{policy}: {partition} is not a pattern here");
+            }
+            for act in &acts {
+                grants.insert((act.clone(), partition.clone()));
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn each_function_touches_only_its_partitions() {
+    let template = template();
+    fn grant(actions: &[&str], partitions: &[&str]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for a in actions {
+            for p in partitions {
+                out.push((format!("dynamodb:{a}"), p.to_string()));
+            }
+        }
+        out
+    }
+    let expected: BTreeMap<&str, Vec<Vec<(String, String)>>> = BTreeMap::from([
+        (
+            "LoginCallbackPolicy",
+            vec![
+                grant(&["GetItem"], &["CONNECTIONS"]),
+                grant(&["PutItem", "DeleteItem"], &["LOGIN#*", "VAULT_CODE#*"]),
+                grant(&["GetItem", "PutItem", "UpdateItem"], &["CREDENTIAL#*", "IDENTITY#*"]),
+                grant(&["PutItem"], &["AUDIT"]),
+            ],
+        ),
+        (
+            "CredentialFetchPolicy",
+            vec![
+                grant(&["GetItem", "UpdateItem", "DeleteItem"], &["CREDENTIAL#*"]),
+                grant(&["GetItem"], &["CONNECTIONS", "CLIENTS", "IDENTITY#*"]),
+                grant(&["Query"], &["ROLES", "RECORDS"]),
+                grant(&["PutItem"], &["AUDIT"]),
+            ],
+        ),
+        (
+            "GrantManagementPolicy",
+            vec![
+                grant(
+                    &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+                    &["CONNECTIONS", "CLIENTS", "ROLES", "RECORDS"],
+                ),
+                grant(&["GetItem", "PutItem", "UpdateItem"], &["POLICY_STATS", "IDENTITY#*"]),
+                grant(&["PutItem", "Query"], &["AUDIT"]),
+            ],
+        ),
+    ]);
+    for (policy, wanted) in expected {
+        let wanted: BTreeSet<(String, String)> = wanted.into_iter().flatten().collect();
+        let granted = table_grants(&template, policy);
+        let extra: Vec<_> = granted.difference(&wanted).collect();
+        let missing: Vec<_> = wanted.difference(&granted).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "{policy}\ngranted but not needed: {extra:?}\nneeded but not granted: {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn the_api_stage_throttles_by_default() {
+    let template = template();
+    let settings = &template["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    for (setting, parameter) in [
+        ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit"),
+        ("ThrottlingRateLimit", "ApiThrottlingRateLimit"),
+    ] {
+        assert_eq!(settings[setting], serde_json::json!({"Ref": parameter}), "{setting}");
+        let p = &template["Parameters"][parameter];
+        assert_eq!(p["Type"], "Number", "{parameter}");
+        assert!(
+            p["Default"].as_u64().is_some_and(|d| d > 0),
+            "{parameter} has a default"
+        );
+        assert!(
+            p["MinValue"].as_u64().is_some_and(|m| m > 0),
+            "{parameter} never blocks all"
+        );
+        assert!(p["Description"].as_str().is_some_and(|d| !d.is_empty()), "{parameter}");
+    }
 }
