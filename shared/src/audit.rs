@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::services::Services;
-use crate::store::{Filter, Item, PageQuery, StoreError, TTL_ATTRIBUTE, classify, get_n, get_s, n, opt_s, s};
+use crate::store::{Filter, Item, PageQuery, TTL_ATTRIBUTE, classify, get_n, get_s, n, opt_s, s};
 
 /// All events share one partition, newest last by sort key. DynamoDB takes about 1000 writes a second
 /// per partition: the ceiling of audited operations a second for one vault.
@@ -32,6 +32,9 @@ pub struct AuditEvent {
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refreshed: Option<bool>,
+    /// Why the vault acted, where that matters: `endpoint_changed`, `invalid_grant`, `identity_conflict`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl AuditEvent {
@@ -44,7 +47,13 @@ impl AuditEvent {
             resource: resource.to_string(),
             outcome: outcome.err().map_or("ok".to_string(), |e| e.error_code().to_string()),
             refreshed: None,
+            reason: None,
         }
+    }
+
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_string());
+        self
     }
 
     pub fn refreshed(mut self, refreshed: bool) -> Self {
@@ -78,6 +87,9 @@ pub async fn record(services: &Services, mut event: AuditEvent) {
     }
     if let Some(refreshed) = event.refreshed {
         req = req.item("refreshed", AttributeValue::Bool(refreshed));
+    }
+    if let Some(reason) = &event.reason {
+        req = req.item("reason", s(reason));
     }
     if let Err(e) = req.send().await {
         tracing::error!(error = %classify("PutItem", e), action = %event.action, "audit event not stored in the table");
@@ -123,14 +135,7 @@ pub async fn list(services: &Services, query: AuditQuery) -> Result<serde_json::
         newest_first: true,
         filter,
     };
-    let (items, next) = crate::store::query_page(&services.table, page)
-        .await
-        .map_err(|e| match e {
-            StoreError::Malformed(_) => {
-                ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out")
-            }
-            other => ApiError::internal(other),
-        })?;
+    let (items, next) = crate::store::query_page(&services.table, page).await?;
     let events = items
         .iter()
         .map(present)
@@ -153,6 +158,9 @@ fn present(item: &Item) -> Result<serde_json::Value, crate::store::StoreError> {
     }
     if let Some(AttributeValue::Bool(refreshed)) = item.get("refreshed") {
         event["refreshed"] = json!(refreshed);
+    }
+    if let Some(reason) = opt_s(item, "reason")? {
+        event["reason"] = json!(reason);
     }
     Ok(event)
 }

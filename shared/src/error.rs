@@ -17,8 +17,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
-    #[error("forbidden")]
-    Forbidden,
+    /// Authenticated, but not allowed: `code` says which rule refused (`forbidden` for a missing grant).
+    #[error("forbidden ({code})")]
+    Forbidden { code: &'static str, detail: String },
     #[error("not found ({code})")]
     NotFound { code: &'static str, detail: String },
     #[error("method not allowed")]
@@ -48,6 +49,22 @@ impl ApiError {
         }
     }
 
+    /// The caller holds no grant for this request.
+    pub fn forbidden() -> Self {
+        ApiError::Forbidden {
+            code: "forbidden",
+            detail: "the caller has no permission for this request".into(),
+        }
+    }
+
+    /// Refused by a named rule (delegation, built-in roles, ...).
+    pub fn refused(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            code,
+            detail: detail.into(),
+        }
+    }
+
     pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
         ApiError::NotFound {
             code,
@@ -63,7 +80,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => 400,
             ApiError::Unauthorized(_) => 401,
-            ApiError::Forbidden => 403,
+            ApiError::Forbidden { .. } => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::Conflict { .. } => 409,
@@ -77,13 +94,13 @@ impl ApiError {
 
     pub fn error_code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::NotFound { code, .. } | ApiError::Conflict { code, .. } => {
-                code
-            }
+            ApiError::BadRequest { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Forbidden { code, .. } => code,
             ApiError::PreconditionFailed => "precondition_failed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::ProviderUnavailable { .. } => "provider_unavailable",
@@ -97,7 +114,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "The request is not valid.",
             ApiError::PayloadTooLarge => "The request body is too large.",
             ApiError::Unauthorized(_) => "The request JWT found in the Authorization header is not valid.",
-            ApiError::Forbidden => "The caller does not have permission for this request.",
+            ApiError::Forbidden { .. } => "The caller does not have permission for this request.",
             ApiError::NotFound { .. } => "Not found.",
             ApiError::MethodNotAllowed => "This method is not allowed on this route.",
             ApiError::Conflict { .. } => "The item exists already.",
@@ -120,7 +137,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { detail, .. }
             | ApiError::NotFound { detail, .. }
-            | ApiError::Conflict { detail, .. } => Some(detail.clone()),
+            | ApiError::Conflict { detail, .. }
+            | ApiError::Forbidden { detail, .. } => Some(detail.clone()),
             ApiError::Unauthorized(why) => Some((*why).to_string()),
             _ => None,
         }
@@ -146,6 +164,29 @@ impl ApiError {
             body["detail"] = json!(detail);
         }
         body
+    }
+}
+
+/// The one place store failures become answers: throttling is a 503 with Retry-After, a bad cursor is
+/// the caller's 400, anything else is a 500 whose cause goes to the log only.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Throttled => ApiError::Throttled,
+            StoreError::BadCursor => ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::store::connections::ConnectionStoreError> for ApiError {
+    fn from(err: crate::store::connections::ConnectionStoreError) -> Self {
+        use crate::store::connections::ConnectionStoreError;
+        match err {
+            ConnectionStoreError::Store(store) => store.into(),
+            crypto @ ConnectionStoreError::Crypto(_) => ApiError::internal(crypto),
+        }
     }
 }
 
@@ -178,7 +219,8 @@ mod tests {
         let cases = [
             (ApiError::bad_request("invalid_json", "x"), 400, "invalid_json"),
             (ApiError::Unauthorized("expired"), 401, "unauthorized"),
-            (ApiError::Forbidden, 403, "forbidden"),
+            (ApiError::forbidden(), 403, "forbidden"),
+            (ApiError::refused("cannot_grant", "x"), 403, "cannot_grant"),
             (
                 ApiError::not_found("credentials_not_found", "x"),
                 404,

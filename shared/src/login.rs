@@ -6,19 +6,25 @@ use std::collections::BTreeMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditEvent;
 use crate::error::ApiError;
+use crate::oauth::Connection;
 use crate::oauth::authorize::{AuthorizeRequest, authorize_url, merge_properties};
-use crate::oauth::connection::{is_valid_connection_id, user_id_from_claims};
+use crate::oauth::connection::{IssuedUnder, UserIdRefusal, is_valid_connection_id, user_id_for_login};
 use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
 use crate::oauth::provider::TokenResponse;
 use crate::services::Services;
 use crate::store::credentials::{self, NewTokens};
 use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
 use crate::store::vault_codes::{self, Refusal, VaultCode};
-use crate::store::{StoreError, connections};
+use crate::store::{StoreError, connections, identities};
 
 /// Providers that send no `expires_in` (GitHub OAuth apps) issue tokens that do not expire.
 const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
+/// Longest vault code accepted: ours are 43 characters; anything much longer is not one.
+const MAX_CODE_LEN: usize = 256;
+/// Longest redirect URL accepted anywhere in the login flow.
+const MAX_URL_LEN: usize = 2048;
 /// How often a login retries saving when a concurrent refresh moved the credential's version.
 const SAVE_ATTEMPTS: u32 = 3;
 
@@ -131,9 +137,15 @@ pub async fn callback(
     params: &[(String, String)],
 ) -> Result<String, ApiError> {
     let param = |name: &str| crate::http::single_query_param(params, name);
+    if !is_valid_connection_id(connection_id) {
+        return Err(ApiError::bad_request(
+            "invalid_connection_id",
+            "connectionId is malformed",
+        ));
+    }
     let state = param("state")?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing"))?;
+        .filter(|s| !s.is_empty() && s.len() <= MAX_CODE_LEN)
+        .ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing or malformed"))?;
     let now = services.clock.now_secs();
     let request = match login_requests::consume(&services.table, &state, connection_id, now)
         .await
@@ -236,11 +248,26 @@ pub async fn callback(
             return fail("invalid_id_token");
         }
     };
-    let Some(user_id) = user_id_from_claims(&connection.user_id_expression, connection_id, &claims) else {
-        tracing::warn!(connection_id = %connection_id, "the connection's userIdExpression does not fit the id_token");
-        return fail("invalid_user_id");
+    let user_id = match user_id_for_login(&connection.user_id_expression, connection_id, &claims) {
+        Ok(user_id) => user_id,
+        Err(refusal) => {
+            tracing::warn!(connection_id = %connection_id, refusal = ?refusal, "no vault user id can be made from this login");
+            return fail(match refusal {
+                UserIdRefusal::UnverifiedEmail => "unverified_email",
+                UserIdRefusal::DoesNotFit | UserIdRefusal::ReservedPrefix => "invalid_user_id",
+            });
+        }
     };
-    save_credential(services, connection_id, &user_id, tokens).await?;
+    let resource = crate::access::credentials_resource(connection_id, &user_id);
+    if !identities::claim_for_login(&services.table, &user_id, connection_id, now).await? {
+        tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
+        let refusal = ApiError::refused("identity_conflict", "the user id belongs to another connection");
+        let event =
+            AuditEvent::new("login.refused", Some(&user_id), &resource, Err(&refusal)).reason("identity_conflict");
+        crate::audit::record(services, event).await;
+        return fail("identity_conflict");
+    }
+    save_credential(services, connection_id, &user_id, &connection, tokens).await?;
 
     let vault_code = crate::random::token(32);
     vault_codes::put(
@@ -258,7 +285,6 @@ pub async fn callback(
     .await
     .map_err(ApiError::internal)?;
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
-    let resource = crate::access::credentials_resource(connection_id, &user_id);
     crate::audit::record(
         services,
         crate::audit::AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())),
@@ -279,8 +305,10 @@ async fn save_credential(
     services: &Services,
     connection_id: &str,
     user_id: &str,
+    connection: &Connection,
     tokens: TokenResponse,
 ) -> Result<(), ApiError> {
+    let issued = IssuedUnder::of(connection);
     let table = &services.table;
     let access_token = services
         .envelope
@@ -316,7 +344,17 @@ async fn save_credential(
         let previous = credentials::get(table, connection_id, user_id)
             .await
             .map_err(ApiError::internal)?;
-        match credentials::save_after_login(table, connection_id, user_id, previous.as_ref(), new_tokens(), now).await {
+        match credentials::save_after_login(
+            table,
+            connection_id,
+            user_id,
+            previous.as_ref(),
+            new_tokens(),
+            &issued,
+            now,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             // A refresh or another login committed in between: read again and replace that version.
             Err(StoreError::ConditionFailed(_)) => continue,
@@ -340,14 +378,28 @@ pub struct TokenRequest {
     pub code: Option<String>,
     pub code_verifier: Option<String>,
     pub redirect_uri: Option<String>,
+    /// The application (the Authress login SDK sends its `applicationId`): the id_token's audience.
+    pub client_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The application an app names none: what the Authress login SDK uses by default.
+pub const DEFAULT_APPLICATION_ID: &str = "app_default";
+
+/// The vault's tokens for a login. Both are bearer secrets: `Debug` hides them and there is no
+/// `Serialize`; the handler writes the response body field by field.
 pub struct VaultTokens {
-    pub access_token: String,
-    pub id_token: String,
+    pub access_token: SecretString,
+    pub id_token: SecretString,
     pub expires_in: u64,
     pub token_type: &'static str,
+}
+
+impl std::fmt::Debug for VaultTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultTokens")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 pub async fn exchange(
@@ -363,15 +415,30 @@ pub async fn exchange(
     }
     let code = req
         .code
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "code is required"))?;
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "code is missing or malformed"))?;
     let verifier = req
         .code_verifier
         .filter(|v| is_plausible_verifier(v))
         .ok_or_else(|| ApiError::bad_request("invalid_request", "code_verifier is missing or malformed"))?;
     let redirect_uri = req
         .redirect_uri
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is required"))?;
+        .filter(|r| r.len() <= MAX_URL_LEN)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is missing or too long"))?;
+    if !crate::random::is_token_shaped(authentication_request_id) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "authenticationRequestId is not one this vault gave out",
+        ));
+    }
+    let application_id = req.client_id.unwrap_or_else(|| DEFAULT_APPLICATION_ID.to_string());
+    // The id_token's audience is the app; it may never be the audience APIs accept access tokens for.
+    if !is_valid_connection_id(&application_id) || application_id == services.user_tokens.audience() {
+        return Err(ApiError::bad_request(
+            "invalid_client",
+            "client_id must be 1 to 64 characters of [a-zA-Z0-9-_.:], and not the vault's audience",
+        ));
+    }
     let outcome = vault_codes::consume(
         &services.table,
         &code,
@@ -380,8 +447,7 @@ pub async fn exchange(
         &redirect_uri,
         services.clock.now_secs(),
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     let record = outcome.map_err(|refusal| {
         ApiError::bad_request(
             "invalid_grant",
@@ -394,20 +460,24 @@ pub async fn exchange(
             },
         )
     })?;
-    let scope = "openid profile";
     let access = services
         .user_tokens
-        .issue(&record.user_id, &record.connection_id, scope)
+        .issue_access(
+            &record.user_id,
+            &record.connection_id,
+            &application_id,
+            "openid profile",
+        )
         .await
         .map_err(ApiError::internal)?;
     let id = services
         .user_tokens
-        .issue(&record.user_id, &record.connection_id, "openid")
+        .issue_id_token(&record.user_id, &application_id)
         .await
         .map_err(ApiError::internal)?;
     Ok(VaultTokens {
-        access_token: access.token,
-        id_token: id.token,
+        access_token: SecretString::from(access.token),
+        id_token: SecretString::from(id.token),
         expires_in: access.expires_in,
         token_type: "Bearer",
     })

@@ -24,3 +24,13 @@ pub fn unit_fraction() -> f64 {
     let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
+
+/// Could `value` be a `token` this vault made? Base64url, at most 64 characters: checked before an id
+/// from a request reaches a store call.
+pub fn is_token_shaped(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}

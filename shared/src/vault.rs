@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{self, AuditEvent};
 use crate::error::ApiError;
+use crate::oauth::connection::{EndpointChange, IssuedUnder};
 use crate::oauth::provider::ProviderError;
 use crate::services::Services;
 use crate::store::credentials::{self, CredentialItem, CredentialStatus, NewTokens};
@@ -141,20 +142,12 @@ async fn refresh_as_holder(
                 _ => {}
             }
             tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
-            let now = services.clock.now_secs();
-            match credentials::mark_reauth_required(&services.table, item, owner, now).await {
-                Ok(true) => {
-                    let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
-                    audit::record(
-                        services,
-                        AuditEvent::new("credential.reauth_required", None, &resource, Ok(())),
-                    )
-                    .await;
-                    HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
-                }
-                Ok(false) => HolderOutcome::ReadAgain,
-                Err(err) => HolderOutcome::Done(Err(store_error(err))),
-            }
+            declare_dead(services, item, owner, "invalid_grant").await
+        }
+        Err(RefreshFailure::EndpointChanged(change)) => {
+            // Nothing was sent: the refresh token stays away from endpoints it was not issued under.
+            tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, reason = change.reason(), "the connection no longer matches what the credential was issued under; credential needs re-authentication");
+            declare_dead(services, item, owner, change.reason()).await
         }
         Err(RefreshFailure::Transient(e)) => {
             tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
@@ -174,8 +167,25 @@ async fn refresh_as_holder(
     }
 }
 
+/// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why.
+async fn declare_dead(services: &Services, item: &CredentialItem, owner: &str, reason: &str) -> HolderOutcome {
+    let now = services.clock.now_secs();
+    match credentials::mark_reauth_required(&services.table, item, owner, reason, now).await {
+        Ok(true) => {
+            let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
+            let event = AuditEvent::new("credential.reauth_required", None, &resource, Ok(())).reason(reason);
+            audit::record(services, event).await;
+            HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
+        }
+        Ok(false) => HolderOutcome::ReadAgain,
+        Err(err) => HolderOutcome::Done(Err(store_error(err))),
+    }
+}
+
 enum RefreshFailure {
     Permanent(ProviderError),
+    /// The connection no longer matches what the credential was issued under.
+    EndpointChanged(EndpointChange),
     Transient(ProviderError),
     Internal(ApiError),
 }
@@ -200,13 +210,10 @@ async fn call_provider_and_commit(
     let internal = |e: ApiError| RefreshFailure::Internal(e);
     let connection = connections::get(table, &services.envelope, &item.connection_id)
         .await
-        .map_err(|e| internal(ApiError::internal(e)))?
-        .ok_or_else(|| {
-            internal(ApiError::not_found(
-                "connection_not_found",
-                "the credential's connection no longer exists",
-            ))
-        })?;
+        .map_err(|e| internal(e.into()))?
+        .ok_or(RefreshFailure::EndpointChanged(EndpointChange::ConnectionDeleted))?;
+    IssuedUnder::token_endpoint_fits(item.issued_under.as_ref(), &connection)
+        .map_err(RefreshFailure::EndpointChanged)?;
     let sealed_refresh = item
         .refresh_token
         .as_deref()
@@ -361,11 +368,23 @@ fn credentials_not_found() -> ApiError {
     )
 }
 
+/// What a disconnect did at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The refresh token was revoked at the endpoint it was issued under.
+    Revoked,
+    /// There was nothing to revoke, or the provider has no revocation endpoint.
+    NotNeeded,
+    /// Not sent: the connection no longer matches what the credential was issued under.
+    Skipped(EndpointChange),
+}
+
 /// Disconnect (`DELETE .../credentials`): the credential is made unusable first, its refresh token is
 /// revoked at the provider (RFC 7009) when the connection has a revocation URL, then the item is
 /// deleted. If the provider cannot be reached the credential stays unusable and the caller is told to
-/// retry (503 with Retry-After); the retry finishes the revocation.
-pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<(), ApiError> {
+/// retry (503 with Retry-After); the retry finishes the revocation. A credential whose connection
+/// changed is deleted without revoking: its refresh token goes nowhere it was not issued for.
+pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
     for _ in 0..3 {
         let item = credentials::get(&services.table, connection_id, user_id)
             .await
@@ -387,27 +406,29 @@ pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str)
                 ..item
             }
         };
-        revoke_refresh_token(services, &item).await?;
+        let revocation = revoke_refresh_token(services, &item).await?;
         if credentials::delete(&services.table, &item).await.map_err(store_error)? {
-            tracing::info!(connection_id = %connection_id, user_id = %user_id, "credential disconnected");
-            return Ok(());
+            tracing::info!(connection_id = %connection_id, user_id = %user_id, revocation = ?revocation, "credential disconnected");
+            return Ok(revocation);
         }
     }
     Err(ApiError::internal("the credential kept changing during disconnect"))
 }
 
-async fn revoke_refresh_token(services: &Services, item: &CredentialItem) -> Result<(), ApiError> {
+async fn revoke_refresh_token(services: &Services, item: &CredentialItem) -> Result<Revocation, ApiError> {
     let Some(sealed) = &item.refresh_token else {
-        return Ok(());
+        return Ok(Revocation::NotNeeded);
     };
-    let Some(connection) = connections::get(&services.table, &services.envelope, &item.connection_id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
-        return Ok(()); // The connection is gone: there is no provider left to tell.
+    let Some(connection) = connections::get(&services.table, &services.envelope, &item.connection_id).await? else {
+        return Ok(Revocation::Skipped(EndpointChange::ConnectionDeleted));
     };
-    let Some(revocation_url) = connection.revocation_url.clone() else {
-        return Ok(());
+    let revocation_url = match IssuedUnder::revocation_endpoint(item.issued_under.as_ref(), &connection) {
+        Ok(Some(url)) => url.to_string(),
+        Ok(None) => return Ok(Revocation::NotNeeded),
+        Err(change) => {
+            tracing::warn!(connection_id = %item.connection_id, reason = change.reason(), "not revoking: the connection no longer matches what the credential was issued under");
+            return Ok(Revocation::Skipped(change));
+        }
     };
     let ctx = credentials::context(
         &services.table,
@@ -423,7 +444,8 @@ async fn revoke_refresh_token(services: &Services, item: &CredentialItem) -> Res
     services.provider.revoke(&connection, &revocation_url, &refresh_token).await.map_err(|e| {
         tracing::warn!(connection_id = %item.connection_id, error = %e, "revocation at the provider failed; credential stays unusable");
         ApiError::ProviderUnavailable { retry_after: DEFAULT_RETRY_AFTER }
-    })
+    })?;
+    Ok(Revocation::Revoked)
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -456,6 +478,7 @@ mod tests {
             token_version: 1,
             lease: None,
             status: CredentialStatus::Active,
+            issued_under: None,
         }
     }
 

@@ -166,10 +166,25 @@ impl TestAws {
         }
     }
 
-    /// Every item of the table, raw.
+    /// Every item of the table, raw: every page, so "every item" checks do not stop at 1 MB.
     pub async fn scan_all(&self) -> Vec<credvault::store::Item> {
-        let out = self.dynamodb.scan().table_name(&self.table).send().await.expect("scan");
-        out.items.unwrap_or_default()
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamodb
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return items,
+            }
+        }
     }
 }
 

@@ -207,12 +207,14 @@ impl LocalStack {
 
     /// Starts a login and lets the provider consent: returns (authenticationRequestId, callback URL).
     pub async fn login_until_callback(&self, verifier: &str) -> (String, String) {
-        let started: Value = self
-            .start_login(&self.start_body(verifier))
-            .await
-            .json()
-            .await
-            .expect("start json");
+        self.login_until_callback_at(&self.connection_id, verifier).await
+    }
+
+    /// The same, through another connection of the stack.
+    pub async fn login_until_callback_at(&self, connection_id: &str, verifier: &str) -> (String, String) {
+        let mut body = self.start_body(verifier);
+        body["connectionId"] = json!(connection_id);
+        let started: Value = self.start_login(&body).await.json().await.expect("start json");
         let auth_url = started["authenticationUrl"].as_str().expect("authenticationUrl");
         let consent = self.http.get(auth_url).send().await.expect("provider authorize");
         assert_eq!(consent.status(), 302, "provider should redirect to the vault callback");
@@ -382,6 +384,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         default_connection_properties: options.default_connection_properties.clone(),
         token_request_encoding: options.token_request_encoding,
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
+        generation: credvault::random::token(9),
     }
 }
 

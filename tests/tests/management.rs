@@ -9,10 +9,19 @@ fn record(users: usize) -> Value {
         "statements": [{"roles": ["ro_team"], "resources": [{"resourceUri": "/projects/p1"}]}]})
 }
 
+/// The role `record` names: a record may only name roles that exist.
+async fn team_role(stack: &LocalStack, admin: &str) {
+    let role =
+        json!({"roleId": "ro_team", "name": "Team", "permissions": [{"action": "projects:read", "allow": true}]});
+    let (status, out) = stack.call("POST", "/v1/roles", Some(admin), Some(&role)).await;
+    assert_eq!(status, 201, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_update_on_a_record_is_412() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let admin = stack.client_token(&stack.admin_key);
+    team_role(&stack, &admin).await;
     let (status, created) = stack.call("POST", "/v1/records", Some(&admin), Some(&record(2))).await;
     assert_eq!(status, 201);
     let read_at = created["lastUpdated"].as_str().unwrap().to_string();

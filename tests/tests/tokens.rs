@@ -20,7 +20,7 @@ async fn token_from(stack: &LocalStack, key_id: &str, issuer: &str, audience: &s
         Arc::new(credvault_tests::clock::TestClock::with_offset(offset_secs)),
     );
     tokens
-        .issue("con_demo|alice", "con_demo", "openid")
+        .issue_access("con_demo|alice", "con_demo", "app_default", "openid")
         .await
         .unwrap()
         .token
@@ -183,7 +183,8 @@ async fn a_user_cannot_read_another_users_credential() {
             .status(),
         403
     );
-    // Their own: allowed; their own id at a connection they never used: 404.
+    // Their own: allowed; their own id at a connection it does not belong to: refused, since that
+    // would be another person's credential if that connection ever made the same id.
     assert_eq!(
         stack
             .fetch_credentials(&bob.access_token, &bob.user_id, None)
@@ -202,10 +203,7 @@ async fn a_user_cannot_read_another_users_credential() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["errorCode"],
-        "credentials_not_found"
-    );
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "forbidden");
     assert_eq!(stack.provider.counters().refreshes, 0);
 }

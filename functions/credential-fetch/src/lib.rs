@@ -65,12 +65,15 @@ impl CredentialFetch {
         let resource = access::credentials_resource(&connection_id, &user_id);
         if matched.route.id == RouteId::DeleteUserCredentials {
             let result = self.disconnect(&caller, &connection_id, &user_id).await;
-            let event = AuditEvent::new(
+            let mut event = AuditEvent::new(
                 "credential.disconnect",
                 Some(caller.subject()),
                 &resource,
                 result.as_ref().map(|_| ()),
             );
+            if let Ok(vault::Revocation::Skipped(change)) = &result {
+                event = event.reason(change.reason());
+            }
             audit::record(services, event).await;
             result?;
             let mut resp = Response::new(Body::Empty);
@@ -119,7 +122,12 @@ impl CredentialFetch {
         vault::fresh_access_token(s, connection_id, user_id, min_validity).await
     }
 
-    async fn disconnect(&self, caller: &Caller, connection_id: &str, user_id: &str) -> Result<(), ApiError> {
+    async fn disconnect(
+        &self,
+        caller: &Caller,
+        connection_id: &str,
+        user_id: &str,
+    ) -> Result<vault::Revocation, ApiError> {
         let s = &self.services;
         access::require_credential_access(
             &s.policies,

@@ -220,6 +220,9 @@ impl GrantManagement {
                     "invalid_role_id",
                 )?;
                 self.require(caller, &target, "roles:create").await?;
+                if !role.role_id.is_empty() {
+                    access_admin::authorize_role(s, caller, &role.role_id.clone(), &role).await?;
+                }
                 let doc = access_admin::create_role(s, role).await?;
                 Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
             }
@@ -232,11 +235,14 @@ impl GrantManagement {
             }
             RouteId::UpdateRole => {
                 self.require(caller, &resource, "roles:update").await?;
-                let doc = access_admin::update_role(s, id, json_body(req)?).await?;
+                let role: Role = json_body(req)?;
+                access_admin::authorize_role(s, caller, id, &role).await?;
+                let doc = access_admin::update_role(s, id, role).await?;
                 Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
             }
             _ => {
                 self.require(caller, &resource, "roles:delete").await?;
+                access_admin::authorize_role_delete(id)?;
                 access_admin::delete(s, Kind::Role, id).await?;
                 Ok(empty(204))
             }
@@ -264,6 +270,7 @@ impl GrantManagement {
                     "invalid_record_id",
                 )?;
                 self.require(caller, &target, "records:create").await?;
+                access_admin::authorize_record(s, caller, &record).await?;
                 (201, access_admin::create_record(s, record).await?)
             }
             RouteId::GetRecord => {
@@ -273,6 +280,7 @@ impl GrantManagement {
             RouteId::UpdateRecord => {
                 self.require(caller, &resource, "records:update").await?;
                 let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
+                access_admin::authorize_record(s, caller, &record).await?;
                 (
                     202,
                     access_admin::update_record(s, id, record, header_text(req, "if-unmodified-since")).await?,
@@ -312,8 +320,18 @@ impl GrantManagement {
                 ));
             }
         };
+        if resource.as_deref().is_some_and(|r| access::ResourceUri::parse(r).is_none()) {
+            return Err(ApiError::bad_request(
+                "invalid_resource_uri",
+                "the filter is not a valid resource URI",
+            ));
+        }
+        let caller_filter = single_query_param(&params, "caller")?;
+        if caller_filter.as_deref().is_some_and(|c| c.is_empty() || c.len() > 128) {
+            return Err(ApiError::bad_request("invalid_caller", "caller is 1 to 128 characters"));
+        }
         let query = AuditQuery {
-            caller: single_query_param(&params, "caller")?,
+            caller: caller_filter,
             resource,
             limit,
             cursor,

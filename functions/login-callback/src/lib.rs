@@ -7,6 +7,7 @@ use credvault::http::{Handler, json_body, json_response, query_params, redirect,
 use credvault::routes::{Function, RouteId};
 use credvault::{ApiError, Services, login};
 use lambda_http::{Body, Request, Response};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 pub struct LoginCallback {
@@ -36,7 +37,15 @@ impl LoginCallback {
             RouteId::ExchangeVaultCode => {
                 let tokens =
                     login::exchange(services, matched.param("authenticationRequestId"), json_body(&req)?).await?;
-                Ok(json_response(200, &json!(tokens)))
+                Ok(json_response(
+                    200,
+                    &json!({
+                        "access_token": tokens.access_token.expose_secret(),
+                        "id_token": tokens.id_token.expose_secret(),
+                        "expires_in": tokens.expires_in,
+                        "token_type": tokens.token_type,
+                    }),
+                ))
             }
             RouteId::OpenIdConfiguration => Ok(json_response(200, &openid_configuration(&services.config.issuer))),
             RouteId::Jwks => {

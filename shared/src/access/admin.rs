@@ -2,20 +2,22 @@
 
 use serde_json::{Value, json};
 
+use super::delegation::{self, Refusal};
 use super::model::{AccessRecord, Role, validate_record, validate_role};
 use crate::clock::{iso8601_millis, parse_http_or_iso_date};
 use crate::error::ApiError;
+use crate::identity::Caller;
 use crate::services::Services;
-use crate::store::documents::{self, Document, Kind, ReplaceOutcome};
+use crate::store::documents::{self, CreateOutcome, Document, Kind, PolicyLimit, ReplaceOutcome};
 
 /// Authress refuses records over ~100 KB.
 const MAX_RECORD_BYTES: usize = 100 * 1024;
+/// A role is a name and at most 100 permissions: a few KB.
+const MAX_ROLE_BYTES: usize = 16 * 1024;
 
 /// A listing page: `{<name>: [...], pagination: {next: {cursor}}}`.
 pub async fn list(services: &Services, kind: Kind, limit: i32, cursor: Option<&str>) -> Result<Value, ApiError> {
-    let (docs, next) = documents::list(&services.table, kind, limit, cursor)
-        .await
-        .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"))?;
+    let (docs, next) = documents::list(&services.table, kind, limit, cursor).await?;
     let name = match kind {
         Kind::Role => "roles",
         Kind::Record => "records",
@@ -35,9 +37,11 @@ pub fn present(kind: Kind, doc: &Document) -> Value {
 }
 
 pub async fn get(services: &Services, kind: Kind, id: &str) -> Result<Document, ApiError> {
+    if !crate::access::model::is_valid_id(id) {
+        return Err(not_found(kind));
+    }
     documents::get(&services.table, kind, id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| not_found(kind))
 }
 
@@ -59,6 +63,40 @@ fn exists(kind: Kind) -> ApiError {
         code,
         detail: "an item with this id exists already".into(),
     }
+}
+
+fn refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::UnknownRole { .. } => ApiError::bad_request(refusal.error_code(), refusal.to_string()),
+        other => ApiError::refused(other.error_code(), other.to_string()),
+    }
+}
+
+/// Refuses a record that would give what `caller` cannot give (delegation.rs), against a policy read
+/// now: a grant revoked a moment ago must not be handed on.
+pub async fn authorize_record(services: &Services, caller: &Caller, record: &AccessRecord) -> Result<(), ApiError> {
+    // Bad input is the caller's first answer, before anything about permissions.
+    let mut shaped = record.clone();
+    if shaped.record_id.is_empty() {
+        shaped.record_id = "rec_new".into();
+    }
+    validate_record(&shaped)?;
+    let policy = services.policies.load_now(&services.table).await?;
+    delegation::check_record(&policy, caller.subject(), record).map_err(refusal)
+}
+
+/// Refuses a role change (or creation) that would make records give what `caller` cannot give.
+pub async fn authorize_role(services: &Services, caller: &Caller, role_id: &str, role: &Role) -> Result<(), ApiError> {
+    let mut role = role.clone();
+    role.role_id = role_id.to_string();
+    validate_role(&role)?;
+    let policy = services.policies.load_now(&services.table).await?;
+    delegation::check_role_change(&policy, caller.subject(), policy.role(role_id), &role).map_err(refusal)
+}
+
+/// Built-in roles cannot be deleted; any other role needs only `roles:delete`.
+pub fn authorize_role_delete(role_id: &str) -> Result<(), ApiError> {
+    delegation::check_role_delete(role_id).map_err(refusal)
 }
 
 pub async fn create_role(services: &Services, mut role: Role) -> Result<Document, ApiError> {
@@ -119,16 +157,56 @@ pub async fn delete_record(services: &Services, record_id: &str) -> Result<(), A
     let mut record: AccessRecord =
         serde_json::from_value(current.body).map_err(|e| ApiError::internal(format!("stored record: {e}")))?;
     record.status = "DELETED".into();
-    replace(services, Kind::Record, record_id, &record, Some(current.updated_at_ms))
-        .await
-        .map(|_| ())
+    let body = to_body(Kind::Record, &record)?;
+    let now = services.clock.now_millis();
+    let outcome = documents::retire(
+        &services.table,
+        Kind::Record,
+        record_id,
+        &body,
+        current.updated_at_ms,
+        now,
+    )
+    .await?;
+    services.policies.invalidate();
+    written(Kind::Record, outcome).map(|_| ())
+}
+
+fn limit_reached(kind: Kind, limit: PolicyLimit) -> ApiError {
+    let limits = documents::POLICY_LIMITS;
+    match (kind, limit) {
+        (Kind::Role, PolicyLimit::Count) => ApiError::bad_request(
+            "role_limit_reached",
+            format!("the vault holds at most {} roles; delete one first", limits.max_roles),
+        ),
+        (_, PolicyLimit::Count) => ApiError::bad_request(
+            "record_limit_reached",
+            format!(
+                "the vault holds at most {} active access records; delete one first",
+                limits.max_records
+            ),
+        ),
+        (_, PolicyLimit::Bytes) => ApiError::bad_request(
+            "policy_size_limit_reached",
+            format!(
+                "roles and active records together are limited to {} bytes; delete or shrink some first",
+                limits.max_bytes
+            ),
+        ),
+    }
+}
+
+fn written(kind: Kind, outcome: ReplaceOutcome) -> Result<Document, ApiError> {
+    match outcome {
+        ReplaceOutcome::Replaced(doc) => Ok(doc),
+        ReplaceOutcome::NotFound => Err(not_found(kind)),
+        ReplaceOutcome::Conflict => Err(ApiError::PreconditionFailed),
+        ReplaceOutcome::LimitReached(limit) => Err(limit_reached(kind, limit)),
+    }
 }
 
 pub async fn delete(services: &Services, kind: Kind, id: &str) -> Result<(), ApiError> {
-    if !documents::delete(&services.table, kind, id)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    if !crate::access::model::is_valid_id(id) || !documents::delete(&services.table, kind, id).await? {
         return Err(not_found(kind));
     }
     services.policies.invalidate();
@@ -143,11 +221,10 @@ async fn create<T: serde::Serialize>(
 ) -> Result<Document, ApiError> {
     let body = to_body(kind, value)?;
     let now = services.clock.now_millis();
-    if !documents::create(&services.table, kind, id, &body, now)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        return Err(exists(kind));
+    match documents::create(&services.table, kind, id, &body, now).await? {
+        CreateOutcome::Created => {}
+        CreateOutcome::Exists => return Err(exists(kind)),
+        CreateOutcome::LimitReached(limit) => return Err(limit_reached(kind, limit)),
     }
     services.policies.invalidate();
     Ok(Document {
@@ -155,6 +232,7 @@ async fn create<T: serde::Serialize>(
         body,
         created_at_ms: now,
         updated_at_ms: now,
+        retired: false,
     })
 }
 
@@ -167,20 +245,19 @@ async fn replace<T: serde::Serialize>(
 ) -> Result<Document, ApiError> {
     let body = to_body(kind, value)?;
     let now = services.clock.now_millis();
-    let outcome = documents::replace(&services.table, kind, id, &body, expected, now)
-        .await
-        .map_err(ApiError::internal)?;
+    let outcome = documents::replace(&services.table, kind, id, &body, expected, now).await?;
     services.policies.invalidate();
-    match outcome {
-        ReplaceOutcome::Replaced(doc) => Ok(doc),
-        ReplaceOutcome::NotFound => Err(not_found(kind)),
-        ReplaceOutcome::Conflict => Err(ApiError::PreconditionFailed),
-    }
+    written(kind, outcome)
 }
 
 fn to_body<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Value, ApiError> {
     let body = serde_json::to_value(value).map_err(ApiError::internal)?;
-    if kind == Kind::Record && body.to_string().len() > MAX_RECORD_BYTES {
+    let limit = match kind {
+        Kind::Record => MAX_RECORD_BYTES,
+        Kind::Role => MAX_ROLE_BYTES,
+        Kind::Client => usize::MAX,
+    };
+    if body.to_string().len() > limit {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(body)

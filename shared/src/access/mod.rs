@@ -11,9 +11,11 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod delegation;
 pub mod model;
 pub mod resource;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,40 +25,103 @@ pub use resource::{Action, ResourceUri};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::store::documents::{self, Kind};
+use crate::store::identities;
 use crate::store::{StoreError, Table};
 
-/// Every role and active record, as of one moment.
+/// Every role and active record, as of one moment, with the records indexed by the subjects they name.
 #[derive(Debug, Default)]
 pub struct Policy {
-    roles: Vec<Role>,
+    roles: HashMap<String, Role>,
     records: Vec<AccessRecord>,
+    by_subject: HashMap<String, Vec<usize>>,
 }
 
 impl Policy {
     pub fn new(roles: Vec<Role>, records: Vec<AccessRecord>) -> Self {
+        let records: Vec<AccessRecord> = records.into_iter().filter(AccessRecord::is_active).collect();
+        let mut by_subject: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            for user in &record.users {
+                let list = by_subject.entry(user.user_id.clone()).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
+            }
+        }
         Self {
-            roles,
-            records: records.into_iter().filter(AccessRecord::is_active).collect(),
+            roles: roles.into_iter().map(|r| (r.role_id.clone(), r)).collect(),
+            records,
+            by_subject,
         }
     }
 
+    pub fn role(&self, role_id: &str) -> Option<&Role> {
+        self.roles.get(role_id)
+    }
+
+    /// The active records, in load order.
+    pub fn records(&self) -> &[AccessRecord] {
+        &self.records
+    }
+
+    /// May `subject` perform `action` on `resource`?
     pub fn allows(&self, subject: &str, resource: &ResourceUri, action: &Action) -> bool {
-        self.records.iter().filter(|r| r.has_user(subject)).any(|record| {
+        self.any_permission(subject, resource, action, |p| p.allow)
+    }
+
+    /// May `subject` give `action` on `resource` to others? With `onward`, including the right to give
+    /// it on again (Authress `delegate`); without, a plain grant (`grant` or `delegate`).
+    pub fn can_give(&self, subject: &str, resource: &ResourceUri, action: &Action, onward: bool) -> bool {
+        self.any_permission(subject, resource, action, |p| {
+            if onward { p.delegate } else { p.grant || p.delegate }
+        })
+    }
+
+    /// Does `subject` hold the built-in administrator role on every resource?
+    pub fn is_administrator(&self, subject: &str) -> bool {
+        let everything = ResourceUri::parse("*").unwrap_or_else(|| unreachable!("`*` is a valid resource URI"));
+        self.subject_records(subject).any(|record| {
+            record.statements.iter().any(|statement| {
+                statement.roles.iter().any(|r| r == bootstrap::ADMIN_ROLE_ID)
+                    && statement
+                        .resources
+                        .iter()
+                        .any(|r| ResourceUri::parse(&r.resource_uri).is_some_and(|g| g.covers(&everything)))
+            })
+        })
+    }
+
+    fn subject_records(&self, subject: &str) -> impl Iterator<Item = &AccessRecord> {
+        self.by_subject
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.records.get(i))
+    }
+
+    /// Is there a record naming `subject` with a statement covering `resource` whose role has a
+    /// permission covering `action` that `flag` accepts?
+    fn any_permission(
+        &self,
+        subject: &str,
+        resource: &ResourceUri,
+        action: &Action,
+        flag: impl Fn(&model::Permission) -> bool,
+    ) -> bool {
+        self.subject_records(subject).any(|record| {
             record.statements.iter().any(|statement| {
                 statement
                     .resources
                     .iter()
                     .any(|r| ResourceUri::parse(&r.resource_uri).is_some_and(|g| g.covers(resource)))
-                    && statement.roles.iter().any(|role_id| self.role_allows(role_id, action))
+                    && statement.roles.iter().any(|role_id| {
+                        self.role(role_id).is_some_and(|role| {
+                            role.permissions
+                                .iter()
+                                .any(|p| flag(p) && Action::parse(&p.action).is_some_and(|a| a.covers(action)))
+                        })
+                    })
             })
-        })
-    }
-
-    fn role_allows(&self, role_id: &str, action: &Action) -> bool {
-        self.roles.iter().find(|r| r.role_id == role_id).is_some_and(|role| {
-            role.permissions
-                .iter()
-                .any(|p| p.allow && Action::parse(&p.action).is_some_and(|a| a.covers(action)))
         })
     }
 }
@@ -98,6 +163,14 @@ impl PolicyCache {
         Ok(policy)
     }
 
+    /// A snapshot loaded now, for decisions that must not rest on a revoked grant (grant changes).
+    pub async fn load_now(&self, table: &Table) -> Result<Arc<Policy>, StoreError> {
+        let _one_loader = self.reload.lock().await;
+        let policy = Arc::new(load_policy(table).await?);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), policy.clone()));
+        Ok(policy)
+    }
+
     /// Forgets the snapshot: this instance's own grant changes apply to its next check at once.
     pub fn invalidate(&self) {
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -130,7 +203,7 @@ pub async fn require(
     if is_allowed(policies, table, caller.subject(), resource, action).await? {
         Ok(())
     } else {
-        Err(ApiError::Forbidden)
+        Err(ApiError::forbidden())
     }
 }
 
@@ -145,7 +218,7 @@ pub async fn is_allowed(
     let (Some(resource), Some(action)) = (ResourceUri::parse(resource), Action::parse(action)) else {
         return Ok(false);
     };
-    let policy = policies.get(table).await.map_err(ApiError::internal)?;
+    let policy = policies.get(table).await?;
     Ok(policy.allows(subject, &resource, &action))
 }
 
@@ -154,7 +227,9 @@ pub fn credentials_resource(connection_id: &str, user_id: &str) -> String {
     format!("Connections/{connection_id}/Users/{user_id}/Credentials")
 }
 
-/// Users read and delete their own credentials; anyone else needs `action` on the credential.
+/// Users read and delete their own credentials: the exact user id, and a connection that id belongs
+/// to (the one they logged in through, or one an administrator linked). Anyone else needs `action`
+/// on the credential.
 pub async fn require_credential_access(
     policies: &PolicyCache,
     table: &Table,
@@ -163,7 +238,13 @@ pub async fn require_credential_access(
     user_id: &str,
     action: &str,
 ) -> Result<(), ApiError> {
-    if matches!(caller, Caller::User { user_id: me, .. } if me == user_id) {
+    if let Caller::User {
+        user_id: me,
+        connection_id: logged_in_through,
+    } = caller
+        && me == user_id
+        && (logged_in_through == connection_id || identities::belongs_to(table, me, connection_id).await?)
+    {
         return Ok(());
     }
     require(

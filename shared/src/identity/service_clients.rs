@@ -21,6 +21,14 @@ pub const MAX_KEYS: usize = 5;
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo, before the 32 key bytes.
 const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 const CLOCK_LEEWAY_SECS: u64 = 30;
+/// The longest-lived token the pinned Authress SDKs make: `exp = iat + 86400` in both the JavaScript
+/// SDK (`@authress/sdk` 2.3.127, serviceClientTokenProvider.js) and the Python SDK (`authress`
+/// 3.1.126, service_client_token_provider.py). A token meant to live longer is refused.
+pub const MAX_CLIENT_TOKEN_LIFETIME_SECS: i64 = 86_400;
+/// Python computes `iat` and `exp` from two clock readings, each truncated to the second.
+const LIFETIME_ROUNDING_SECS: i64 = 1;
+/// Every service client id starts with this, and no user id may: the two namespaces never meet.
+pub const CLIENT_ID_PREFIX: &str = "sc_";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,10 +89,10 @@ pub fn client_jwks(client: &ServiceClient) -> serde_json::Value {
 }
 
 pub async fn load_client(services: &Services, client_id: &str) -> Result<Option<ServiceClient>, ApiError> {
-    let Some(doc) = documents::get(&services.table, Kind::Client, client_id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    if !is_valid_client_id(client_id) {
+        return Ok(None);
+    }
+    let Some(doc) = documents::get(&services.table, Kind::Client, client_id).await? else {
         return Ok(None);
     };
     serde_json::from_value(doc.body)
@@ -92,9 +100,27 @@ pub async fn load_client(services: &Services, client_id: &str) -> Result<Option<
         .map_err(|e| ApiError::internal(format!("stored client: {e}")))
 }
 
+/// Every claim is required: `jsonwebtoken` does not itself insist on `iat`.
 #[derive(Deserialize)]
 struct ClientClaims {
     sub: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Is the token's lifetime one the SDKs make, and was it issued neither in the future nor too long ago?
+fn acceptable_lifetime(iat: i64, exp: i64, now: i64) -> Result<(), &'static str> {
+    let leeway = CLOCK_LEEWAY_SECS as i64;
+    if iat > now + leeway {
+        return Err("the token was issued in the future");
+    }
+    if exp - iat > MAX_CLIENT_TOKEN_LIFETIME_SECS + LIFETIME_ROUNDING_SECS {
+        return Err("the token's lifetime is longer than a service-client token may have");
+    }
+    if now - iat > MAX_CLIENT_TOKEN_LIFETIME_SECS + leeway {
+        return Err("the token was issued too long ago");
+    }
+    Ok(())
 }
 
 /// Verifies a service-client JWT: `iss` names the client under this vault, `sub` is that client,
@@ -109,7 +135,7 @@ pub async fn verify(services: &Services, token: &str, kid: &str) -> Result<Calle
         .strip_prefix(&prefix)
         .and_then(|c| percent_decode_str(c).decode_utf8().ok())
         .map(|c| c.into_owned())
-        .filter(|c| !c.is_empty() && !c.contains('/'))
+        .filter(|c| is_valid_client_id(c))
         .ok_or(ApiError::Unauthorized(
             "the token was not issued for a client of this vault",
         ))?;
@@ -127,7 +153,7 @@ pub async fn verify(services: &Services, token: &str, kid: &str) -> Result<Calle
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[iss]);
     validation.set_audience(&[services.config.account_audience(), services.config.issuer.clone()]);
-    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
     validation.leeway = CLOCK_LEEWAY_SECS;
     let decoding = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(key)).map_err(ApiError::internal)?;
     let data = jsonwebtoken::decode::<ClientClaims>(token, &decoding, &validation).map_err(|e| {
@@ -139,6 +165,7 @@ pub async fn verify(services: &Services, token: &str, kid: &str) -> Result<Calle
             _ => "the token is not valid",
         })
     })?;
+    acceptable_lifetime(data.claims.iat, data.claims.exp, services.clock.now_secs()).map_err(ApiError::Unauthorized)?;
     // The SDK verifier's own rule: the client in `iss` must be the subject.
     if data.claims.sub != client_id {
         return Err(ApiError::Unauthorized(
@@ -151,6 +178,42 @@ pub async fn verify(services: &Services, token: &str, kid: &str) -> Result<Calle
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_lifetimes_are_bounded_by_what_the_sdks_make() {
+        let now = 1_000_000;
+        assert_eq!(
+            acceptable_lifetime(now, now + 86_400, now),
+            Ok(()),
+            "what the SDKs make"
+        );
+        assert_eq!(acceptable_lifetime(now, now + 86_401, now), Ok(()), "Python's rounding");
+        assert!(acceptable_lifetime(now, now + 86_402, now).is_err());
+        assert!(acceptable_lifetime(now, now + 10 * 365 * 86_400, now).is_err());
+        assert_eq!(
+            acceptable_lifetime(now - 23 * 3600, now + 3600, now),
+            Ok(()),
+            "a cached SDK token"
+        );
+        assert!(
+            acceptable_lifetime(now - 86_400 - 31, now + 10, now).is_err(),
+            "too old"
+        );
+        assert_eq!(
+            acceptable_lifetime(now + 30, now + 60, now),
+            Ok(()),
+            "within the leeway"
+        );
+        assert!(acceptable_lifetime(now + 31, now + 60, now).is_err(), "from the future");
+    }
+
+    #[test]
+    fn client_ids_carry_the_client_prefix() {
+        assert!(is_valid_client_id("sc_backend"));
+        for bad in ["backend", "SC_backend", "sc_a.b", "", &format!("sc_{}", "x".repeat(62))] {
+            assert!(!is_valid_client_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn access_keys_have_the_authress_format_and_a_matching_public_key() {
@@ -196,9 +259,10 @@ fn validate_input(input: &ClientInput) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Client ids go into access keys, which split on `.`, and into the token issuer URL.
-fn is_valid_client_id(id: &str) -> bool {
-    crate::access::model::is_valid_id(id) && !id.contains('.') && id.len() <= 64
+/// Client ids go into access keys, which split on `.`, and into the token issuer URL; they carry the
+/// client prefix, which no user id may start with.
+pub fn is_valid_client_id(id: &str) -> bool {
+    crate::access::model::is_valid_id(id) && !id.contains('.') && id.len() <= 64 && id.starts_with(CLIENT_ID_PREFIX)
 }
 
 pub async fn create_client(services: &Services, input: ClientInput) -> Result<ServiceClient, ApiError> {
@@ -210,7 +274,7 @@ pub async fn create_client(services: &Services, input: ClientInput) -> Result<Se
     if !is_valid_client_id(&client_id) {
         return Err(ApiError::bad_request(
             "invalid_client_id",
-            "clientId must be 1 to 64 characters of [a-zA-Z0-9-_:@|~]",
+            "clientId must start with sc_ and be at most 64 characters of [a-zA-Z0-9-_:@|~]",
         ));
     }
     let client = ServiceClient {
@@ -220,15 +284,15 @@ pub async fn create_client(services: &Services, input: ClientInput) -> Result<Se
         verification_keys: Vec::new(),
     };
     let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
-    if !documents::create(
+    if documents::create(
         &services.table,
         Kind::Client,
         &client_id,
         &body,
         services.clock.now_millis(),
     )
-    .await
-    .map_err(ApiError::internal)?
+    .await?
+        != documents::CreateOutcome::Created
     {
         return Err(ApiError::Conflict {
             code: "client_exists",
@@ -314,6 +378,13 @@ pub async fn delete_key(services: &Services, client_id: &str, key_id: &str) -> R
     .map(|_| ())
 }
 
+async fn load_document(services: &Services, client_id: &str) -> Result<Option<documents::Document>, ApiError> {
+    if !is_valid_client_id(client_id) {
+        return Ok(None);
+    }
+    Ok(documents::get(&services.table, Kind::Client, client_id).await?)
+}
+
 /// Read-modify-write of a client, conditional on the version read; retried when another change won.
 async fn change_client(
     services: &Services,
@@ -321,9 +392,8 @@ async fn change_client(
     change: impl Fn(&mut ServiceClient) -> Result<(), ApiError>,
 ) -> Result<ServiceClient, ApiError> {
     for _ in 0..5 {
-        let doc = documents::get(&services.table, Kind::Client, client_id)
-            .await
-            .map_err(ApiError::internal)?
+        let doc = load_document(services, client_id)
+            .await?
             .ok_or_else(|| ApiError::not_found("client_not_found", "no such service client"))?;
         let mut client: ServiceClient =
             serde_json::from_value(doc.body).map_err(|e| ApiError::internal(format!("stored client: {e}")))?;
@@ -338,14 +408,13 @@ async fn change_client(
             Some(doc.updated_at_ms),
             now,
         )
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         {
             documents::ReplaceOutcome::Replaced(_) => return Ok(client),
             documents::ReplaceOutcome::NotFound => {
                 return Err(ApiError::not_found("client_not_found", "no such service client"));
             }
-            documents::ReplaceOutcome::Conflict => continue,
+            documents::ReplaceOutcome::Conflict | documents::ReplaceOutcome::LimitReached(_) => continue,
         }
     }
     Err(ApiError::internal("service client kept changing"))

@@ -15,16 +15,44 @@ use crate::error::ApiError;
 /// Small: vault tokens are verified by the same clocks that issued them.
 const CLOCK_LEEWAY_SECS: u64 = 30;
 
+/// The JOSE `typ` of vault access tokens (RFC 9068). Only tokens carrying it authenticate API calls;
+/// id_tokens carry `JWT` and are identity for the app, never a bearer.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+const ID_TOKEN_TYPE: &str = "JWT";
+
+/// Claims of a vault access token. Every field is required: a token without one is refused.
 #[derive(Serialize, Deserialize)]
-struct UserClaims {
+struct AccessClaims {
     iss: String,
     sub: String,
     aud: String,
     iat: i64,
     exp: i64,
     jti: String,
+    /// The connection the user logged in through (Authress puts it here).
     azp: String,
+    /// The application the tokens were issued to (RFC 9068).
+    client_id: String,
     scope: String,
+}
+
+/// Claims of a vault id_token: for the application (`aud`), not for APIs.
+#[derive(Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// Is a JOSE `typ` the access-token type? RFC 9068 allows the `application/` prefix, any case.
+fn is_access_token_type(typ: Option<&str>) -> bool {
+    typ.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t == ACCESS_TOKEN_TYPE || t == "application/at+jwt"
+    })
 }
 
 pub struct IssuedToken {
@@ -57,10 +85,16 @@ impl UserTokens {
         }
     }
 
-    /// Signs a token for `user_id`, who logged in through `connection_id`.
-    pub async fn issue(&self, user_id: &str, connection_id: &str, scope: &str) -> Result<IssuedToken, IdentityError> {
+    /// Signs an access token for `user_id`, who logged in through `connection_id` from `application_id`.
+    pub async fn issue_access(
+        &self,
+        user_id: &str,
+        connection_id: &str,
+        application_id: &str,
+        scope: &str,
+    ) -> Result<IssuedToken, IdentityError> {
         let now = self.clock.now_secs();
-        let claims = UserClaims {
+        let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub: user_id.to_string(),
             aud: self.audience.clone(),
@@ -68,18 +102,42 @@ impl UserTokens {
             exp: now + self.lifetime.as_secs() as i64,
             jti: crate::random::token(16),
             azp: connection_id.to_string(),
+            client_id: application_id.to_string(),
             scope: scope.to_string(),
         };
-        let token = self.sign_claims(&claims).await?;
+        let token = self.sign_claims(ACCESS_TOKEN_TYPE, &claims).await?;
         Ok(IssuedToken {
             token,
             expires_in: self.lifetime.as_secs(),
         })
     }
 
-    async fn sign_claims(&self, claims: &impl Serialize) -> Result<String, IdentityError> {
+    /// Signs an id_token for the application `application_id`: its audience is the app, never the vault.
+    pub async fn issue_id_token(&self, user_id: &str, application_id: &str) -> Result<IssuedToken, IdentityError> {
+        let now = self.clock.now_secs();
+        let claims = IdClaims {
+            iss: &self.issuer,
+            sub: user_id,
+            aud: application_id,
+            iat: now,
+            exp: now + self.lifetime.as_secs() as i64,
+            jti: crate::random::token(16),
+        };
+        let token = self.sign_claims(ID_TOKEN_TYPE, &claims).await?;
+        Ok(IssuedToken {
+            token,
+            expires_in: self.lifetime.as_secs(),
+        })
+    }
+
+    /// The audience of vault access tokens; an application may not take it as its own id.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    async fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Result<String, IdentityError> {
         let key = self.signing_key.public().await?;
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": key.kid});
+        let header = serde_json::json!({"alg": "ES256", "typ": typ, "kid": key.kid});
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -89,12 +147,18 @@ impl UserTokens {
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
-    /// Verifies a bearer token: ES256 only, our `kid`, issuer, audience, expiry.
+    /// Verifies a bearer token: an access token (`typ` at+jwt; an id_token is refused), ES256 only, our
+    /// `kid`, issuer, audience, expiry, and every claim present.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
         if header.alg != Algorithm::ES256 {
             return Err(ApiError::Unauthorized("the token's algorithm is not accepted"));
+        }
+        if !is_access_token_type(header.typ.as_deref()) {
+            return Err(ApiError::Unauthorized(
+                "the token is not an access token (an id_token is not a bearer token)",
+            ));
         }
         let key = self.signing_key.public().await.map_err(ApiError::internal)?;
         if header.kid.as_deref() != Some(key.kid.as_str()) {
@@ -107,7 +171,7 @@ impl UserTokens {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = CLOCK_LEEWAY_SECS;
-        let data = jsonwebtoken::decode::<UserClaims>(token, &key.decoding_key, &validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             ApiError::Unauthorized(match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
@@ -121,5 +185,20 @@ impl UserTokens {
             user_id: data.claims.sub,
             connection_id: data.claims.azp,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_access_token_type_is_an_access_token() {
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+            assert!(is_access_token_type(Some(typ)), "{typ}");
+        }
+        for typ in [None, Some("JWT"), Some("jwt"), Some("at+jwt2"), Some("")] {
+            assert!(!is_access_token_type(typ), "{typ:?}");
+        }
     }
 }

@@ -50,6 +50,81 @@ pub struct Connection {
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
+    /// New each time the connection id is created: credentials of a deleted and re-created
+    /// connection are not sent to it.
+    pub generation: String,
+}
+
+/// What a credential was issued under. Its refresh token (and the connection's client secret with
+/// it) is only ever sent back to these endpoints of this generation of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedUnder {
+    pub token_url: String,
+    pub revocation_url: Option<String>,
+    pub client_id: String,
+    pub connection_generation: String,
+}
+
+/// Why a connection no longer fits a credential issued under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointChange {
+    /// The connection is gone: there is no endpoint the credential may be sent to.
+    ConnectionDeleted,
+    /// The connection was deleted (and perhaps created again): another generation, or none.
+    ConnectionReplaced,
+    /// The token endpoint or the client id changed.
+    TokenEndpointChanged,
+    /// Stored before credentials recorded their endpoints, and never migrated.
+    NotPinned,
+}
+
+impl EndpointChange {
+    /// The audit reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            EndpointChange::ConnectionDeleted => "connection_deleted",
+            EndpointChange::ConnectionReplaced => "connection_replaced",
+            EndpointChange::TokenEndpointChanged => "endpoint_changed",
+            EndpointChange::NotPinned => "not_pinned",
+        }
+    }
+}
+
+impl IssuedUnder {
+    pub fn of(connection: &Connection) -> Self {
+        Self {
+            token_url: connection.token_url.clone(),
+            revocation_url: connection.revocation_url.clone(),
+            client_id: connection.client_id.clone(),
+            connection_generation: connection.generation.clone(),
+        }
+    }
+
+    /// May this credential's refresh token go to `connection`'s token endpoint?
+    pub fn token_endpoint_fits(issued: Option<&IssuedUnder>, connection: &Connection) -> Result<(), EndpointChange> {
+        let issued = issued.ok_or(EndpointChange::NotPinned)?;
+        if issued.connection_generation != connection.generation {
+            return Err(EndpointChange::ConnectionReplaced);
+        }
+        if issued.token_url != connection.token_url || issued.client_id != connection.client_id {
+            return Err(EndpointChange::TokenEndpointChanged);
+        }
+        Ok(())
+    }
+
+    /// The revocation endpoint this credential's refresh token may be sent to, if it may be sent at all.
+    pub fn revocation_endpoint<'a>(
+        issued: Option<&IssuedUnder>,
+        connection: &'a Connection,
+    ) -> Result<Option<&'a str>, EndpointChange> {
+        Self::token_endpoint_fits(issued, connection)?;
+        let issued = issued.ok_or(EndpointChange::NotPinned)?;
+        match (&issued.revocation_url, &connection.revocation_url) {
+            (Some(pinned), Some(now)) if pinned == now => Ok(Some(now)),
+            (None, None) => Ok(None),
+            _ => Err(EndpointChange::TokenEndpointChanged),
+        }
+    }
 }
 
 /// The user id expression of a connection that names none.
@@ -57,6 +132,39 @@ pub const DEFAULT_USER_ID_EXPRESSION: &str = "{connectionId}|{sub}";
 
 /// Longest vault user id: the SDKs refuse longer ones on the credentials endpoint.
 pub const MAX_USER_ID_LEN: usize = 64;
+
+/// Why no user id could be made from a login's claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserIdRefusal {
+    /// A placeholder's claim is missing or not a string or number, or the id is empty or too long.
+    DoesNotFit,
+    /// The expression uses `{email}` and the provider did not assert `email_verified: true`: anyone
+    /// could register that address there and become its owner here.
+    UnverifiedEmail,
+    /// The id would start with the service-client prefix: user and client ids never meet.
+    ReservedPrefix,
+}
+
+/// Does the expression name `claim` as a placeholder?
+fn uses_claim(expression: &str, claim: &str) -> bool {
+    expression.contains(&format!("{{{claim}}}"))
+}
+
+/// The vault user id a login makes: the connection's expression over the provider's verified claims.
+pub fn user_id_for_login(
+    expression: &str,
+    connection_id: &str,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, UserIdRefusal> {
+    if uses_claim(expression, "email") && claims.get("email_verified") != Some(&serde_json::Value::Bool(true)) {
+        return Err(UserIdRefusal::UnverifiedEmail);
+    }
+    let user_id = user_id_from_claims(expression, connection_id, claims).ok_or(UserIdRefusal::DoesNotFit)?;
+    if user_id.starts_with(crate::identity::service_clients::CLIENT_ID_PREFIX) {
+        return Err(UserIdRefusal::ReservedPrefix);
+    }
+    Ok(user_id)
+}
 
 /// Fills `{connectionId}` and `{claim}` placeholders from the id_token claims. `None` when a claim is
 /// missing or not a string or number, or the result is empty or too long.
@@ -117,6 +225,7 @@ impl fmt::Debug for Connection {
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("token_request_encoding", &self.token_request_encoding)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -145,10 +254,51 @@ mod tests {
             default_connection_properties: BTreeMap::new(),
             token_request_encoding: TokenRequestEncoding::Form,
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
+            generation: "g1".into(),
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("planted-client-secret"), "{shown}");
         assert!(shown.contains("con_a"));
+
+        // Pins: the same connection fits; each change that would steer the refresh token does not.
+        let pinned = IssuedUnder::of(&c);
+        assert_eq!(IssuedUnder::token_endpoint_fits(Some(&pinned), &c), Ok(()));
+        assert_eq!(
+            IssuedUnder::token_endpoint_fits(None, &c),
+            Err(EndpointChange::NotPinned)
+        );
+        let moved = Connection {
+            token_url: "https://evil.example/token".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            IssuedUnder::token_endpoint_fits(Some(&pinned), &moved),
+            Err(EndpointChange::TokenEndpointChanged)
+        );
+        let other_client = Connection {
+            client_id: "other".into(),
+            ..c.clone()
+        };
+        assert!(IssuedUnder::token_endpoint_fits(Some(&pinned), &other_client).is_err());
+        let recreated = Connection {
+            generation: "g2".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            IssuedUnder::token_endpoint_fits(Some(&pinned), &recreated),
+            Err(EndpointChange::ConnectionReplaced)
+        );
+        assert_eq!(IssuedUnder::revocation_endpoint(Some(&pinned), &c), Ok(None));
+        let revoking = Connection {
+            revocation_url: Some("https://evil.example/revoke".into()),
+            ..c.clone()
+        };
+        assert!(IssuedUnder::revocation_endpoint(Some(&pinned), &revoking).is_err());
+        let pinned_revoking = IssuedUnder::of(&revoking);
+        assert_eq!(
+            IssuedUnder::revocation_endpoint(Some(&pinned_revoking), &revoking),
+            Ok(Some("https://evil.example/revoke"))
+        );
     }
 
     #[test]
@@ -173,6 +323,41 @@ mod tests {
         for bad in ["", "sub", "{", "{}", "{a b}", "{sub}}", "{sub"] {
             assert!(!is_valid_user_id_expression(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn login_user_ids_need_verified_emails_and_stay_out_of_the_client_namespace() {
+        let verified = serde_json::json!({"sub": "abc", "email": "a@example.com", "email_verified": true});
+        let unverified = serde_json::json!({"sub": "abc", "email": "a@example.com", "email_verified": false});
+        let stringly = serde_json::json!({"sub": "abc", "email": "a@example.com", "email_verified": "true"});
+        let silent = serde_json::json!({"sub": "abc", "email": "a@example.com"});
+        let of = |v: &serde_json::Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            user_id_for_login("{email}", "c", &of(&verified)).as_deref(),
+            Ok("a@example.com")
+        );
+        for claims in [&unverified, &stringly, &silent] {
+            assert_eq!(
+                user_id_for_login("mail|{email}", "c", &of(claims)),
+                Err(UserIdRefusal::UnverifiedEmail),
+                "{claims}"
+            );
+        }
+        // Expressions without {email} do not care about it.
+        assert_eq!(user_id_for_login("{sub}", "c", &of(&silent)).as_deref(), Ok("abc"));
+        let client_like = serde_json::json!({"sub": "sc_admin"});
+        assert_eq!(
+            user_id_for_login("{sub}", "c", &of(&client_like)),
+            Err(UserIdRefusal::ReservedPrefix)
+        );
+        assert_eq!(
+            user_id_for_login("{connectionId}|{sub}", "sc_x", &of(&verified)),
+            Err(UserIdRefusal::ReservedPrefix)
+        );
+        assert_eq!(
+            user_id_for_login("{missing}", "c", &of(&verified)),
+            Err(UserIdRefusal::DoesNotFit)
+        );
     }
 
     #[test]

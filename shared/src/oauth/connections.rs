@@ -75,11 +75,11 @@ pub async fn create(services: &Services, input: ConnectionInput) -> Result<Conne
         .connection_id
         .clone()
         .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
-    let connection = build(services, &connection_id, input, None).await?;
-    if !connections::put(&services.table, &services.envelope, &connection, true)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    let mut connection = build(services, &connection_id, input, None).await?;
+    // A new generation each time the id is created: credentials of an earlier connection with this
+    // id never go to this one.
+    connection.generation = crate::random::token(12);
+    if !connections::put(&services.table, &services.envelope, &connection, true).await? {
         return Err(ApiError::Conflict {
             code: "connection_exists",
             detail: "a connection with this id exists already".into(),
@@ -88,7 +88,9 @@ pub async fn create(services: &Services, input: ConnectionInput) -> Result<Conne
     Ok(connection)
 }
 
-/// A full replace; a body without `clientSecret` keeps the stored one.
+/// A full replace; a body without `clientSecret` keeps the stored one, but only while every endpoint
+/// the secret is sent to stays the same: the secret was given for those endpoints, and whoever may
+/// update a connection must not be able to steer it elsewhere without knowing it.
 pub async fn update(services: &Services, connection_id: &str, input: ConnectionInput) -> Result<Connection, ApiError> {
     let existing = get(services, connection_id).await?;
     if input.connection_id.as_deref().is_some_and(|id| id != connection_id) {
@@ -97,28 +99,44 @@ pub async fn update(services: &Services, connection_id: &str, input: ConnectionI
             "connectionId in the body differs from the path",
         ));
     }
-    let connection = build(services, connection_id, input, Some(existing.client_secret)).await?;
-    if !connections::put(&services.table, &services.envelope, &connection, false)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    let secret_given = input.client_secret.is_some();
+    let generation = existing.generation.clone();
+    let mut connection = build(services, connection_id, input, Some(existing.client_secret.clone())).await?;
+    connection.generation = generation;
+    if !secret_given && secret_endpoints(&connection) != secret_endpoints(&existing) {
+        return Err(bad(
+            "client_secret_required",
+            "changing tokenUrl, revocationUrl, issuerUrl, data.oidcUserEndpointUrl or clientId needs clientSecret again",
+        ));
+    }
+    if !connections::put(&services.table, &services.envelope, &connection, false).await? {
         return Err(not_found());
     }
     Ok(connection)
 }
 
+/// Where the connection's client secret (and the tokens it guards) are sent, and as which client.
+fn secret_endpoints(c: &Connection) -> [Option<&str>; 5] {
+    [
+        Some(c.token_url.as_str()),
+        c.revocation_url.as_deref(),
+        c.issuer_url.as_deref(),
+        c.user_info_url.as_deref(),
+        Some(c.client_id.as_str()),
+    ]
+}
+
 pub async fn get(services: &Services, connection_id: &str) -> Result<Connection, ApiError> {
+    if !is_valid_connection_id(connection_id) {
+        return Err(not_found());
+    }
     connections::get(&services.table, &services.envelope, connection_id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(not_found)
 }
 
 pub async fn delete(services: &Services, connection_id: &str) -> Result<(), ApiError> {
-    if connections::delete(&services.table, connection_id)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    if is_valid_connection_id(connection_id) && connections::delete(&services.table, connection_id).await? {
         Ok(())
     } else {
         Err(not_found())
@@ -126,9 +144,7 @@ pub async fn delete(services: &Services, connection_id: &str) -> Result<(), ApiE
 }
 
 pub async fn list(services: &Services, limit: i32, cursor: Option<&str>) -> Result<Value, ApiError> {
-    let (page, next) = connections::list(&services.table, &services.envelope, limit, cursor)
-        .await
-        .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"))?;
+    let (page, next) = connections::list(&services.table, &services.envelope, limit, cursor).await?;
     let items: Vec<Value> = page.iter().map(present).collect();
     Ok(json!({"connections": items, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
 }
@@ -260,6 +276,8 @@ async fn build(
         default_connection_properties: input.default_connection_properties,
         token_request_encoding,
         user_id_expression,
+        // Set by `create` (a new one) or `update` (the stored one).
+        generation: String::new(),
     })
 }
 

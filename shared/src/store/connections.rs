@@ -56,6 +56,7 @@ pub async fn put(
             s(connection.token_request_encoding.content_type()),
         )
         .item("userIdExpression", s(&connection.user_id_expression))
+        .item("generation", s(&connection.generation))
         .condition_expression(if must_be_new {
             "attribute_not_exists(pk)"
         } else {
@@ -142,5 +143,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         default_connection_properties: properties,
         token_request_encoding: encoding,
         user_id_expression: get_s(item, "userIdExpression")?,
+        // Connections stored before generations have none until `migrate-security` gives them one.
+        generation: opt_s(item, "generation")?.unwrap_or_default(),
     })
 }

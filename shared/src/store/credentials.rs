@@ -4,7 +4,10 @@
 use std::fmt;
 
 use super::{StoreError, Table, b, classify, condition_outcome, get_b, get_n, get_s, n, opt_b, opt_n, opt_s, s};
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use crate::crypto::EncryptionContext;
+use crate::oauth::connection::IssuedUnder;
 
 pub const ATTR_REFRESH_TOKEN: &str = "refreshToken";
 pub const ATTR_ACCESS_TOKEN: &str = "accessToken";
@@ -64,6 +67,9 @@ pub struct CredentialItem {
     pub token_version: i64,
     pub lease: Option<RefreshLease>,
     pub status: CredentialStatus,
+    /// The endpoints, client and connection generation its refresh token was issued under; `None`
+    /// for items stored before credentials recorded them (until `migrate-security` pins them).
+    pub issued_under: Option<IssuedUnder>,
 }
 
 impl fmt::Debug for CredentialItem {
@@ -76,6 +82,7 @@ impl fmt::Debug for CredentialItem {
             .field("token_version", &self.token_version)
             .field("lease", &self.lease)
             .field("status", &self.status)
+            .field("issued_under", &self.issued_under)
             .finish()
     }
 }
@@ -90,6 +97,81 @@ pub struct NewTokens {
     pub access_issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
+}
+
+const ATTR_TOKEN_URL: &str = "issuedTokenUrl";
+const ATTR_REVOCATION_URL: &str = "issuedRevocationUrl";
+const ATTR_CLIENT_ID: &str = "issuedClientId";
+const ATTR_GENERATION: &str = "connectionGeneration";
+
+fn issued_under_from(item: &super::Item) -> Result<Option<IssuedUnder>, StoreError> {
+    Ok(
+        match (
+            opt_s(item, ATTR_TOKEN_URL)?,
+            opt_s(item, ATTR_CLIENT_ID)?,
+            opt_s(item, ATTR_GENERATION)?,
+        ) {
+            (Some(token_url), Some(client_id), Some(connection_generation)) => Some(IssuedUnder {
+                token_url,
+                revocation_url: opt_s(item, ATTR_REVOCATION_URL)?,
+                client_id,
+                connection_generation,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// The `SET` clauses and values that pin a credential to what its tokens were issued under.
+fn pin_values(
+    issued: &IssuedUnder,
+) -> (
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<(&'static str, AttributeValue)>,
+) {
+    let mut set = vec![
+        "issuedTokenUrl = :pin_token",
+        "issuedClientId = :pin_client",
+        "connectionGeneration = :pin_generation",
+    ];
+    let mut remove = Vec::new();
+    let mut values = vec![
+        (":pin_token", s(&issued.token_url)),
+        (":pin_client", s(&issued.client_id)),
+        (":pin_generation", s(&issued.connection_generation)),
+    ];
+    match &issued.revocation_url {
+        Some(url) => {
+            set.push("issuedRevocationUrl = :pin_revocation");
+            values.push((":pin_revocation", s(url)));
+        }
+        None => remove.push(ATTR_REVOCATION_URL),
+    }
+    (set, remove, values)
+}
+
+/// Records what an existing credential was issued under (the security migration: items stored
+/// before pins existed are pinned to their connection as it is at migration time).
+pub async fn pin(table: &Table, item: &CredentialItem, issued: &IssuedUnder) -> Result<bool, StoreError> {
+    let (set, remove, values) = pin_values(issued);
+    let mut expr = format!("SET {}", set.join(", "));
+    if !remove.is_empty() {
+        expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    let mut req = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression(expr)
+        .condition_expression(SAME_VERSION)
+        .expression_attribute_values(":v", n(item.token_version));
+    for (name, value) in values {
+        req = req.expression_attribute_values(name, value);
+    }
+    condition_outcome("UpdateItem", req.send().await)
 }
 
 pub fn pk(connection_id: &str) -> String {
@@ -142,6 +224,7 @@ fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
         token_version: get_n(item, "tokenVersion")?,
         lease,
         status,
+        issued_under: issued_under_from(item)?,
     })
 }
 
@@ -153,6 +236,7 @@ pub async fn save_after_login(
     user_id: &str,
     previous: Option<&CredentialItem>,
     tokens: NewTokens,
+    issued: &IssuedUnder,
     now_secs: i64,
 ) -> Result<(), StoreError> {
     match previous {
@@ -173,7 +257,13 @@ pub async fn save_after_login(
                 .item("status", s(CredentialStatus::Active.as_str()))
                 .item("createdAt", n(now_secs))
                 .item("updatedAt", n(now_secs))
+                .item(ATTR_TOKEN_URL, s(&issued.token_url))
+                .item(ATTR_CLIENT_ID, s(&issued.client_id))
+                .item(ATTR_GENERATION, s(&issued.connection_generation))
                 .condition_expression(CREATE);
+            if let Some(url) = &issued.revocation_url {
+                req = req.item(ATTR_REVOCATION_URL, s(url));
+            }
             if let Some(rt) = tokens.refresh_token {
                 req = req.item(ATTR_REFRESH_TOKEN, b(rt));
             }
@@ -192,7 +282,11 @@ pub async fn save_after_login(
                 "#status = :active",
                 "updatedAt = :now",
             ];
-            let mut remove = vec!["leaseOwner", "leaseExpiresAtMs"];
+            let mut remove = vec!["leaseOwner", "leaseExpiresAtMs", "reauthReason"];
+            // A login's tokens were issued under the connection as it is now.
+            let (pin_set, pin_remove, pin_values) = pin_values(issued);
+            set.extend(pin_set);
+            remove.extend(pin_remove);
             let mut req = table
                 .client
                 .update_item()
@@ -209,6 +303,9 @@ pub async fn save_after_login(
                 .expression_attribute_values(":active", s(CredentialStatus::Active.as_str()))
                 .expression_attribute_values(":now", n(now_secs))
                 .condition_expression(REPLACE_AFTER_LOGIN);
+            for (name, value) in pin_values {
+                req = req.expression_attribute_values(name, value);
+            }
             if let Some(rt) = tokens.refresh_token {
                 set.push("refreshToken = :rt");
                 req = req.expression_attribute_values(":rt", b(rt));
@@ -322,6 +419,7 @@ pub async fn mark_reauth_required(
     table: &Table,
     item: &CredentialItem,
     owner: &str,
+    reason: &str,
     now_secs: i64,
 ) -> Result<bool, StoreError> {
     let result = table
@@ -330,7 +428,10 @@ pub async fn mark_reauth_required(
         .table_name(&table.name)
         .key("pk", s(pk(&item.connection_id)))
         .key("sk", s(sk(&item.user_id)))
-        .update_expression("SET #status = :dead, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs")
+        .update_expression(
+            "SET #status = :dead, reauthReason = :reason, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
+        )
+        .expression_attribute_values(":reason", s(reason))
         .condition_expression(MARK_REAUTH)
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":dead", s(CredentialStatus::ReauthRequired.as_str()))

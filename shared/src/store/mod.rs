@@ -7,6 +7,7 @@
 pub mod connections;
 pub mod credentials;
 pub mod documents;
+pub mod identities;
 pub mod login_requests;
 pub mod vault_codes;
 
@@ -18,6 +19,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use crate::crypto::EncryptionContext;
 
 pub type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's limit on a sort key; a longer one is a ValidationException, so it is refused before.
+const MAX_SORT_KEY_BYTES: usize = 1024;
 
 /// The TTL attribute of the table (see infra/template.yaml).
 pub const TTL_ATTRIBUTE: &str = "deleteAfter";
@@ -31,6 +35,9 @@ pub enum StoreError {
     Throttled,
     #[error("stored item is malformed: {0}")]
     Malformed(String),
+    /// A listing cursor this API never gave out: the caller's mistake, not the store's.
+    #[error("the cursor is not one this API gave out")]
+    BadCursor,
     #[error("DynamoDB {operation} failed: {cause}")]
     Dynamo { operation: &'static str, cause: String },
 }
@@ -213,8 +220,8 @@ pub(crate) async fn query_page(table: &Table, page: PageQuery<'_>) -> Result<(Ve
             .decode(cursor)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .filter(|sk| sk.starts_with(page.sk_prefix))
-            .ok_or_else(|| StoreError::Malformed("cursor".into()))?;
+            .filter(|sk| sk.starts_with(page.sk_prefix) && sk.len() <= MAX_SORT_KEY_BYTES)
+            .ok_or(StoreError::BadCursor)?;
         req = req
             .exclusive_start_key("pk", s(page.pk))
             .exclusive_start_key("sk", s(start));

@@ -1,0 +1,83 @@
+//! Which connections a vault user id belongs to. The first login that makes a user id claims it for its
+//! connection; a login through another connection that makes the same id is refused, unless an
+//! administrator linked that connection to the user. So `{email}` from one provider cannot become
+//! another provider's user, and self-access means "this person", not "this string".
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{StoreError, Table, classify, condition_outcome, n, s};
+
+const SK: &str = "IDENTITY";
+/// A login's connection may use the id when nobody owns it yet, or when it is one of its connections.
+const CLAIM: &str = "attribute_not_exists(pk) OR contains(connections, :connection)";
+/// Links are added to an id that exists; linking never creates an owner.
+const LINK: &str = "attribute_exists(pk)";
+
+pub fn pk(user_id: &str) -> String {
+    format!("IDENTITY#{user_id}")
+}
+
+fn connection_set(connection_id: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![connection_id.to_string()])
+}
+
+/// At login: `Ok(true)` when `user_id` is (now) this connection's; `Ok(false)` when another
+/// connection owns it and this one was never linked.
+pub async fn claim_for_login(
+    table: &Table,
+    user_id: &str,
+    connection_id: &str,
+    now_secs: i64,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(user_id)))
+        .key("sk", s(SK))
+        .update_expression("SET userId = :user, createdAt = if_not_exists(createdAt, :now) ADD connections :set")
+        .condition_expression(CLAIM)
+        .expression_attribute_values(":user", s(user_id))
+        .expression_attribute_values(":now", n(now_secs))
+        .expression_attribute_values(":set", connection_set(connection_id))
+        .expression_attribute_values(":connection", s(connection_id))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
+/// Does `user_id` belong to `connection_id` (its first login's, or linked by an administrator)?
+pub async fn belongs_to(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(user_id)))
+        .key("sk", s(SK))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| classify("GetItem", e))?;
+    Ok(out
+        .item
+        .and_then(|item| item.get("connections").cloned())
+        .and_then(|c| c.as_ss().ok().cloned())
+        .is_some_and(|set| set.iter().any(|c| c == connection_id)))
+}
+
+/// An administrator's explicit link: logins through `connection_id` may now make `user_id` too.
+/// `Ok(false)`: the user id has never logged in, so there is nobody to link.
+pub async fn link(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(user_id)))
+        .key("sk", s(SK))
+        .update_expression("ADD connections :set")
+        .condition_expression(LINK)
+        .expression_attribute_values(":set", connection_set(connection_id))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}

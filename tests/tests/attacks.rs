@@ -1,0 +1,651 @@
+//! The attacks of the security review, each tried for real against the local stack by the caller with
+//! the least permission that could attempt it. Each asserts that the attack fails and that nothing
+//! stored changed (`state_snapshot`: every item but audit events).
+
+use std::collections::BTreeMap;
+
+use credvault_tests::stack::{APP_REDIRECT_URL, encode, location};
+use credvault_tests::{FakeProvider, LocalStack, StackOptions};
+use serde_json::{Value, json};
+
+async fn as_admin(stack: &LocalStack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let admin = stack.client_token(&stack.admin_key);
+    stack.call(method, path, Some(&admin), body).await
+}
+
+/// A role with `permissions`, and a record giving it to `subject` on `resource` (made by the admin).
+async fn give(stack: &LocalStack, subject: &str, role_id: &str, permissions: Value, resource: &str) {
+    let role = json!({"roleId": role_id, "name": role_id, "permissions": permissions});
+    let (status, out) = as_admin(stack, "POST", "/v1/roles", Some(&role)).await;
+    assert!(status == 201 || status == 409, "{out}");
+    let record = json!({"recordId": format!("rec_{role_id}_{subject}"), "name": "grant", "users": [{"userId": subject}],
+        "statements": [{"roles": [role_id], "resources": [{"resourceUri": resource}]}]});
+    let (status, out) = as_admin(stack, "POST", "/v1/records", Some(&record)).await;
+    assert_eq!(status, 201, "{out}");
+}
+
+fn credentials_path(stack: &LocalStack, user_id: &str) -> String {
+    format!(
+        "/v1/connections/{}/users/{}/credentials",
+        stack.connection_id,
+        encode(user_id)
+    )
+}
+
+/// The whole browser login through `connection_id`; returns the app redirect's query (a `code`, or an
+/// `error`).
+async fn login_outcome(stack: &LocalStack, connection_id: &str) -> BTreeMap<String, String> {
+    let verifier = credvault::random::token(32);
+    let (_, callback) = stack.login_until_callback_at(connection_id, &verifier).await;
+    let back = stack.http.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 302);
+    let app = url::Url::parse(&location(&back)).unwrap();
+    assert!(app.as_str().starts_with(APP_REDIRECT_URL));
+    app.query_pairs().into_owned().collect()
+}
+
+async fn audit_reasons(stack: &LocalStack, action: &str) -> Vec<String> {
+    let (status, events) = as_admin(stack, "GET", "/v1/audit?limit=100", None).await;
+    assert_eq!(status, 200, "{events}");
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Attack 1: a client allowed only to update one record makes itself administrator with it (or with a
+/// new record), then reads a credential. Every variant is refused, and the client still cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_writer_cannot_grant_itself_what_it_does_not_hold() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let alice = stack.login().await;
+    let (writer_id, writer_key) = stack.new_client("record writer").await;
+    give(
+        &stack,
+        &writer_id,
+        "ro_writer",
+        json!([{"action": "records:*", "allow": true}]),
+        "Records",
+    )
+    .await;
+    give(
+        &stack,
+        "sc_someone",
+        "ro_reader",
+        json!([{"action": "connections:credentials:read", "allow": true}]),
+        "Connections/con_demo",
+    )
+    .await;
+    let writer = stack.client_token(&writer_key);
+    let before = stack.state_snapshot().await;
+
+    let escalations = [
+        ("vault:admin", "*", "administrators_only"),
+        ("ro_reader", "Connections/con_demo", "cannot_grant"),
+        ("ro_reader", "*", "cannot_grant"),
+        ("ro_writer", "*", "cannot_grant"),
+    ];
+    for (role, resource, code) in escalations {
+        let body = json!({"name": "mine", "users": [{"userId": writer_id}],
+            "statements": [{"roles": [role], "resources": [{"resourceUri": resource}]}]});
+        let path = "/v1/records/rec_ro_reader_sc_someone";
+        let (status, out) = stack.call("PUT", path, Some(&writer), Some(&body)).await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (403, Some(code)),
+            "PUT {role} on {resource}: {out}"
+        );
+        let (status, out) = stack.call("POST", "/v1/records", Some(&writer), Some(&body)).await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (403, Some(code)),
+            "POST {role} on {resource}: {out}"
+        );
+    }
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+
+    // Widening a role others hold to everything is the same attack through the role.
+    give(
+        &stack,
+        &writer_id,
+        "ro_role_editor",
+        json!([{"action": "roles:*", "allow": true}]),
+        "Roles",
+    )
+    .await;
+    let before = stack.state_snapshot().await;
+    let wider = json!({"name": "reader", "permissions": [{"action": "*", "allow": true}]});
+    let (status, out) = stack
+        .call("PUT", "/v1/roles/ro_reader", Some(&writer), Some(&wider))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("cannot_grant")),
+        "{out}"
+    );
+    for (method, path) in [("PUT", "/v1/roles/vault:admin"), ("DELETE", "/v1/roles/vault:admin")] {
+        let (status, out) = as_admin(stack, method, path, Some(&wider)).await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (403, Some("built_in_role")),
+            "{method} {path}: {out}"
+        );
+    }
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+    let (status, _) = stack
+        .call("GET", &credentials_path(&stack, &alice.user_id), Some(&writer), None)
+        .await;
+    assert_eq!(status, 403);
+}
+
+/// Attack 2: the id_token the app shows around is not a bearer token anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_is_not_a_bearer_token() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let alice = stack.login().await;
+    let header = jsonwebtoken::decode_header(&alice.id_token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&alice.id_token)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["aud"], "app_default", "the id_token's audience is the app");
+    assert_ne!(claims["aud"], stack.config.audience.as_str());
+    let before = stack.state_snapshot().await;
+    for path in [
+        credentials_path(&stack, &alice.user_id),
+        "/api/session/credentials".to_string(),
+        format!(
+            "/v1/users/{}/resources/Connections/permissions/connections:read",
+            encode(&alice.user_id)
+        ),
+    ] {
+        let (status, out) = stack.call("GET", &path, Some(&alice.id_token), None).await;
+        assert_eq!(status, 401, "{path}: {out}");
+    }
+    let (status, _) = stack
+        .call(
+            "DELETE",
+            &credentials_path(&stack, &alice.user_id),
+            Some(&alice.id_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(stack.state_snapshot().await, before);
+    // The access token of the same login is the one that works.
+    assert_eq!(
+        stack
+            .call(
+                "GET",
+                &credentials_path(&stack, &alice.user_id),
+                Some(&alice.access_token),
+                None
+            )
+            .await
+            .0,
+        200
+    );
+    // And an app may not claim the vault's own audience as its id, to make the two look alike.
+    let verifier = credvault::random::token(32);
+    let (request_id, callback) = stack.login_until_callback(&verifier).await;
+    let back = stack.http.get(&callback).send().await.unwrap();
+    let app = url::Url::parse(&location(&back)).unwrap();
+    let code = app.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let resp = stack
+        .http
+        .post(stack.url(&format!("/api/authentication/{request_id}/tokens")))
+        .json(
+            &json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+            "redirect_uri": APP_REDIRECT_URL, "client_id": stack.config.audience}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "invalid_client");
+}
+
+/// Attack 3: a provider subject equal to a service client's id does not make its owner that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_subject_cannot_become_a_service_client() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (client_id, _) = stack.new_client("powerful backend").await;
+    give(
+        &stack,
+        &client_id,
+        "ro_reader",
+        json!([{"action": "connections:credentials:read", "allow": true}]),
+        "Connections",
+    )
+    .await;
+    let (_, mut connection) = as_admin(stack, "GET", "/v1/connections/con_demo", None).await;
+    connection["data"]["userIdExpression"] = json!("{sub}");
+    assert_eq!(
+        as_admin(stack, "PUT", "/v1/connections/con_demo", Some(&connection))
+            .await
+            .0,
+        200
+    );
+    stack.provider.set_knobs(|k| k.subject = client_id.clone());
+    let before = stack.state_snapshot().await;
+    let outcome = login_outcome(&stack, "con_demo").await;
+    assert_eq!(
+        outcome.get("error").map(String::as_str),
+        Some("invalid_user_id"),
+        "{outcome:?}"
+    );
+    assert!(!outcome.contains_key("code"));
+    assert_eq!(
+        stack.state_snapshot().await,
+        before,
+        "no credential, no identity stored"
+    );
+}
+
+/// Attack 3, the other half: the same user id made by a second connection is not the first one's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    stack.add_connection("con_other").await;
+    for connection in ["con_demo", "con_other"] {
+        let path = format!("/v1/connections/{connection}");
+        let (_, mut body) = as_admin(stack, "GET", &path, None).await;
+        body["data"]["userIdExpression"] = json!("{sub}");
+        assert_eq!(as_admin(stack, "PUT", &path, Some(&body)).await.0, 200);
+    }
+    let alice = stack.login().await;
+    assert_eq!(alice.user_id, "alice");
+    // Someone whose account at the other provider has the same subject logs in there.
+    let before = stack.state_snapshot().await;
+    let outcome = login_outcome(&stack, "con_other").await;
+    assert_eq!(
+        outcome.get("error").map(String::as_str),
+        Some("identity_conflict"),
+        "{outcome:?}"
+    );
+    assert_eq!(stack.state_snapshot().await, before);
+    assert_eq!(audit_reasons(&stack, "login.refused").await, ["identity_conflict"]);
+    // Near-identical ids are other users: no prefix, case or encoding trick reads alice's credential.
+    stack.provider.set_knobs(|k| k.subject = "alice2".into());
+    let alice2 = stack.login().await;
+    for near in ["alice", "Alice", "alice%20", "alic", " alice"] {
+        let (status, _) = stack
+            .call("GET", &credentials_path(&stack, near), Some(&alice2.access_token), None)
+            .await;
+        assert_eq!(status, 403, "alice2 reading {near:?}");
+        let (status, _) = stack
+            .call(
+                "DELETE",
+                &credentials_path(&stack, near),
+                Some(&alice2.access_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 403, "alice2 deleting {near:?}");
+    }
+    assert_eq!(
+        stack
+            .call(
+                "GET",
+                &credentials_path(&stack, "alice"),
+                Some(&alice.access_token),
+                None
+            )
+            .await
+            .0,
+        200
+    );
+}
+
+/// Attack 4: whoever may update a connection cannot steer its client secret or its users' refresh
+/// tokens to an endpoint of their own, by editing it or by deleting and re-creating it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_issued_for() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let evil = FakeProvider::start().await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let alice = stack.login().await;
+    let (editor_id, editor_key) = stack.new_client("connection editor").await;
+    give(
+        &stack,
+        &editor_id,
+        "ro_editor",
+        json!([{"action": "connections:update", "allow": true},
+        {"action": "connections:read", "allow": true}]),
+        "Connections/con_demo",
+    )
+    .await;
+    let editor = stack.client_token(&editor_key);
+    let (_, connection) = stack.call("GET", "/v1/connections/con_demo", Some(&editor), None).await;
+    let stored_refresh = stack.stored_refresh_token(&alice.user_id).await.unwrap();
+
+    // Without the secret, no endpoint that receives it may change.
+    let before = stack.state_snapshot().await;
+    for (field, value) in [
+        ("tokenUrl", format!("{}/token", evil.issuer())),
+        ("revocationUrl", format!("{}/revoke", evil.issuer())),
+        ("clientId", "attacker-client".to_string()),
+    ] {
+        let mut steered = connection.clone();
+        steered[field] = json!(value);
+        let (status, out) = stack
+            .call("PUT", "/v1/connections/con_demo", Some(&editor), Some(&steered))
+            .await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (400, Some("client_secret_required")),
+            "{field}: {out}"
+        );
+    }
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+
+    // With a secret of their own, the connection changes, but the credential was issued elsewhere:
+    // the fetch answers 409 without calling any token endpoint.
+    let mut steered = connection.clone();
+    steered["tokenUrl"] = json!(format!("{}/token", evil.issuer()));
+    steered["revocationUrl"] = json!(format!("{}/revoke", evil.issuer()));
+    steered["clientSecret"] = json!("the attacker's own secret");
+    assert_eq!(
+        stack
+            .call("PUT", "/v1/connections/con_demo", Some(&editor), Some(&steered))
+            .await
+            .0,
+        200
+    );
+    let (status, out) = stack
+        .call(
+            "GET",
+            &credentials_path(&stack, &alice.user_id),
+            Some(&alice.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (409, Some("reauthentication_required")),
+        "{out}"
+    );
+    assert_eq!(
+        evil.counters().refreshes,
+        0,
+        "the refresh token never went to the new endpoint"
+    );
+    assert_eq!(stack.provider.counters().refreshes, 0);
+    assert_eq!(
+        audit_reasons(&stack, "credential.reauth_required").await,
+        ["endpoint_changed"]
+    );
+    // Disconnect deletes without revoking at the new revocation endpoint.
+    let (status, _) = stack
+        .call(
+            "DELETE",
+            &credentials_path(&stack, &alice.user_id),
+            Some(&alice.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(evil.counters().revocations, 0);
+    assert_eq!(
+        audit_reasons(&stack, "credential.disconnect").await,
+        ["endpoint_changed"]
+    );
+    assert!(!evil.refresh_tokens_presented().contains(&stored_refresh));
+}
+
+/// Attack 4, by deletion: a connection deleted and created again with the same id (and the very same
+/// endpoints) is a new generation: credentials of the old one are not sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_connection_is_a_new_generation() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let alice = stack.login().await;
+    let (_, connection) = as_admin(stack, "GET", "/v1/connections/con_demo", None).await;
+    assert_eq!(as_admin(stack, "DELETE", "/v1/connections/con_demo", None).await.0, 204);
+    let mut again = connection.clone();
+    again["clientSecret"] = json!(credvault_tests::fake_provider::CLIENT_SECRET);
+    assert_eq!(as_admin(stack, "POST", "/v1/connections", Some(&again)).await.0, 201);
+    let (status, out) = stack
+        .call(
+            "GET",
+            &credentials_path(&stack, &alice.user_id),
+            Some(&alice.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (409, Some("reauthentication_required")),
+        "{out}"
+    );
+    assert_eq!(stack.provider.counters().refreshes, 0);
+    assert_eq!(
+        audit_reasons(&stack, "credential.reauth_required").await,
+        ["connection_replaced"]
+    );
+    // A new login is issued under the new generation and works.
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    let again = stack.login().await;
+    assert_eq!(
+        stack
+            .call(
+                "GET",
+                &credentials_path(&stack, &again.user_id),
+                Some(&again.access_token),
+                None
+            )
+            .await
+            .0,
+        200
+    );
+}
+
+/// Attack 7: service-client tokens must look exactly like the SDKs make them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_client_tokens_need_iat_and_a_bounded_lifetime() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (_, key) = stack.new_client("backend").await;
+    let base = stack.base_url.clone();
+    let path = "/v1/clients";
+    let token = |adjust: fn(&mut Value, &mut Value)| credvault_tests::service_client::client_token(&key, &base, adjust);
+    let before = stack.state_snapshot().await;
+    let cases: [(&str, fn(&mut Value, &mut Value)); 4] = [
+        ("no iat", |_, c| {
+            c.as_object_mut().unwrap().remove("iat");
+        }),
+        ("ten-year lifetime", |_, c| {
+            c["exp"] = json!(c["iat"].as_i64().unwrap() + 10 * 365 * 86_400)
+        }),
+        ("issued two days ago", |_, c| {
+            let now = c["iat"].as_i64().unwrap();
+            c["iat"] = json!(now - 2 * 86_400);
+            c["exp"] = json!(now + 3600);
+        }),
+        ("issued in the future", |_, c| {
+            let now = c["iat"].as_i64().unwrap();
+            c["iat"] = json!(now + 600);
+            c["exp"] = json!(now + 3600);
+        }),
+    ];
+    let admin_key = stack.admin_key.clone();
+    for (case, adjust) in cases {
+        let bad = credvault_tests::service_client::client_token(&admin_key, &base, adjust);
+        let (status, out) = stack.call("POST", path, Some(&bad), Some(&json!({"name": "x"}))).await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (401, Some("unauthorized")),
+            "{case}: {out}"
+        );
+    }
+    assert_eq!(stack.state_snapshot().await, before);
+    // The control: what the SDK makes (24 h) is accepted.
+    let (status, _) = stack.call("GET", path, Some(&token(|_, _| {})), None).await;
+    assert_eq!(status, 403, "authenticated (the backend has no grant to list clients)");
+}
+
+/// Attack 8: the policy snapshot every instance loads is bounded; deleted records leave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_snapshot_is_bounded_in_count_and_size() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let stats = |roles: i64, records: i64, bytes: i64| async move {
+        stack
+            .aws
+            .dynamodb
+            .put_item()
+            .table_name(&stack.aws.table)
+            .item("pk", AttributeValue::S("POLICY_STATS".into()))
+            .item("sk", AttributeValue::S("STATS".into()))
+            .item("roleCount", AttributeValue::N(roles.to_string()))
+            .item("recordCount", AttributeValue::N(records.to_string()))
+            .item("policyBytes", AttributeValue::N(bytes.to_string()))
+            .send()
+            .await
+            .unwrap();
+    };
+    let limits = credvault::store::documents::POLICY_LIMITS;
+    let (counted_roles, counted_records, counted_bytes) =
+        credvault::store::documents::policy_stats(&stack.services.table)
+            .await
+            .unwrap();
+    assert_eq!(
+        (counted_roles, counted_records),
+        (1, 1),
+        "the bootstrap's admin role and record are counted"
+    );
+    assert!(counted_bytes > 0);
+
+    let role = json!({"roleId": "ro_x", "name": "x", "permissions": [{"action": "x:read", "allow": true}]});
+    let record = json!({"recordId": "rec_x", "name": "x", "users": [{"userId": "u1"}],
+        "statements": [{"roles": ["vault:admin"], "resources": [{"resourceUri": "Things/t1"}]}]});
+    stats(limits.max_roles, 1, counted_bytes).await;
+    let before = stack.state_snapshot().await;
+    let (status, out) = as_admin(stack, "POST", "/v1/roles", Some(&role)).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (400, Some("role_limit_reached")),
+        "{out}"
+    );
+    stats(1, limits.max_records, counted_bytes).await;
+    let (status, out) = as_admin(stack, "POST", "/v1/records", Some(&record)).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (400, Some("record_limit_reached")),
+        "{out}"
+    );
+    stats(1, 1, limits.max_bytes - 10).await;
+    let (status, out) = as_admin(stack, "POST", "/v1/records", Some(&record)).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (400, Some("policy_size_limit_reached")),
+        "{out}"
+    );
+    let mut before_without_stats = before.clone();
+    before_without_stats.retain(|i| !i.contains("POLICY_STATS"));
+    let mut after = stack.state_snapshot().await;
+    after.retain(|i| !i.contains("POLICY_STATS"));
+    assert_eq!(after, before_without_stats, "no role or record stored");
+
+    // Within the limits: created, counted, and a deletion gives the room back and sets a TTL.
+    stats(1, 1, counted_bytes).await;
+    assert_eq!(as_admin(stack, "POST", "/v1/records", Some(&record)).await.0, 201);
+    assert_eq!(
+        credvault::store::documents::policy_stats(&stack.services.table)
+            .await
+            .unwrap()
+            .1,
+        2
+    );
+    assert_eq!(as_admin(stack, "DELETE", "/v1/records/rec_x", None).await.0, 204);
+    let (roles, records, bytes) = credvault::store::documents::policy_stats(&stack.services.table)
+        .await
+        .unwrap();
+    assert_eq!((roles, records, bytes), (1, 1, counted_bytes));
+    let raw = stack.aws.scan_all().await;
+    let deleted = raw
+        .iter()
+        .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("RECORD#rec_x"))
+        .expect("a deleted record stays readable for a while");
+    let ttl: i64 = deleted[credvault::store::TTL_ATTRIBUTE]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = stack.services.clock.now_secs();
+    assert!(ttl > now && ttl <= now + credvault::store::documents::DELETED_RECORD_RETENTION_SECS);
+    let (status, shown) = as_admin(stack, "GET", "/v1/records/rec_x", None).await;
+    assert_eq!((status, shown["status"].as_str()), (200, Some("DELETED")));
+    let (status, _) = as_admin(stack, "PUT", "/v1/records/rec_x", Some(&record)).await;
+    assert_eq!(status, 404, "a deleted record cannot be revived by an update");
+}
+
+/// Attack 9: ids and cursors of any length get a 4xx before a store call, and an outage is never a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_ids_are_4xx_and_store_failures_are_never_400() {
+    let stack = &LocalStack::start(StackOptions {
+        aws_proxy: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let long = "x".repeat(5000);
+    let client_prefix = format!("sc_{long}");
+    // A service-client token whose unverified issuer names an enormous client id: 401, not 500.
+    let forged = credvault_tests::service_client::client_token(&stack.admin_key, &stack.base_url.clone(), |_, c| {
+        let iss = c["iss"].as_str().unwrap().to_string();
+        let (prefix, _) = iss.rsplit_once('/').unwrap();
+        c["iss"] = json!(format!("{prefix}/{}", "sc_".to_string() + &"y".repeat(5000)));
+    });
+    let (status, _) = stack.call("GET", "/v1/clients", Some(&forged), None).await;
+    assert_eq!(status, 401);
+    let before = stack.state_snapshot().await;
+    let admin = stack.client_token(&stack.admin_key);
+    for path in [
+        format!("/v1/connections/{long}"),
+        format!("/v1/clients/{client_prefix}"),
+        format!("/v1/clients/{client_prefix}/.well-known/openid-configuration/jwks"),
+        format!("/v1/roles/{long}"),
+        format!("/v1/records/{long}"),
+        format!("/v1/connections/con_demo/users/{long}/credentials"),
+        format!("/v1/connections/{long}/users/u1/credentials"),
+        format!("/v1/users/{long}/resources/Things/permissions/things:read"),
+        format!("/v1/records?cursor={long}"),
+        format!("/v1/audit?caller={long}"),
+        format!("/api/callback/{long}?state=s&code=c"),
+        format!("/api/callback/con_demo?state={long}&code=c"),
+    ] {
+        let (status, out) = stack.call("GET", &path, Some(&admin), None).await;
+        assert!(
+            (400..500).contains(&status),
+            "GET {}...: {status} {out}",
+            &path[..60.min(path.len())]
+        );
+    }
+    let (status, _) = stack
+        .call(
+            "POST",
+            &format!("/api/authentication/{long}/tokens"),
+            None,
+            Some(&json!({"grant_type": "authorization_code",
+            "code": "c", "code_verifier": "v".repeat(43), "redirect_uri": APP_REDIRECT_URL})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(stack.state_snapshot().await, before);
+
+    // A listing whose store is throttled is a 503 with Retry-After, never "invalid_cursor".
+    let proxy = stack.aws_proxy.as_ref().unwrap();
+    proxy.throttle("Query", 0, 3);
+    let resp = stack
+        .http
+        .get(stack.url("/v1/connections"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "throttled");
+}
