@@ -201,8 +201,16 @@ pub async fn callback(
             &request.provider_code_verifier,
         )
         .await
-        .map(PkceVerifier::from_secret)
-        .map_err(ApiError::internal)?;
+        .map(PkceVerifier::from_secret);
+    let verifier = match verifier {
+        Ok(verifier) => verifier,
+        // A verifier that does not open here was moved onto this request or altered: no exchange.
+        Err(crate::crypto::CryptoError::NotAuthentic | crate::crypto::CryptoError::Malformed) => {
+            tracing::warn!(connection_id = %connection_id, "the login request's verifier does not belong to it");
+            return fail("invalid_request");
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
     let tokens = match services
         .provider
         .exchange_code(

@@ -2,8 +2,9 @@
 //! (authorization_code, refresh_token), revocation, discovery and JWKS, with signed id_tokens.
 //!
 //! Knobs: refresh-token rotation, reuse detection (a reused rotated token revokes its whole family, as
-//! Salesforce and Auth0 do), access-token lifetime, injected failures, latency. Counters record every
-//! call served, and every secret it issued is remembered so tests can look for leaks.
+//! Salesforce and Auth0 do), access-token lifetime, injected failures, latency, oversized answers.
+//! Counters record every call served, and every secret it issued is remembered so tests can look for
+//! leaks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -47,7 +48,44 @@ pub enum IdTokenFault {
     ForeignKey,
     /// HS256 with the client secret as key: a symmetric algorithm the vault must not accept.
     SymmetricWithClientSecret,
+    /// No `iat` claim at all.
+    NoIat,
+    /// Issued an hour in the future.
+    FutureIat,
+    /// `aud` names this client and another one, and there is no `azp`.
+    ExtraAudienceNoAzp,
+    /// `aud` names this client and another one, and `azp` is the other one.
+    ExtraAudienceWrongAzp,
 }
+
+/// Which answer the `oversized` knob inflates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Successful token-endpoint answers (code exchange and refresh).
+    Token,
+    Discovery,
+    Jwks,
+    UserInfo,
+    Revocation,
+}
+
+/// How an inflated answer is sent: its JSON gets a `padding` member, streamed in small chunks at a
+/// pace any client outreads, so socket buffers stay near empty and the `oversized_bytes_sent` counter
+/// says how much the client took before it hung up (unpaced, loopback buffers can absorb megabytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Padded to this many bytes, chunked: no Content-Length, the client only learns the size by reading.
+    Chunked(usize),
+    /// Padded to this many bytes, with an honest Content-Length.
+    WithLength(usize),
+    /// The real answer under a Content-Length claiming this many bytes; the rest never comes (the
+    /// connection is held open for a minute).
+    ClaimedLength(u64),
+}
+
+/// Bytes per chunk of an inflated answer, and the pause before each (about 10 MB/s).
+const OVERSIZED_CHUNK: usize = 16 * 1024;
+const OVERSIZED_PACE: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct Knobs {
@@ -62,6 +100,8 @@ pub struct Knobs {
     pub id_token_fault: Option<IdTokenFault>,
     /// The next this many revocation calls answer 503.
     pub failing_revocations: u32,
+    /// Inflates every answer of one kind.
+    pub oversized: Option<(Answer, Oversize)>,
 }
 
 impl Default for Knobs {
@@ -75,6 +115,7 @@ impl Default for Knobs {
             subject: "alice".to_string(),
             id_token_fault: None,
             failing_revocations: 0,
+            oversized: None,
         }
     }
 }
@@ -88,6 +129,8 @@ pub struct Counters {
     pub reuse_detected: u64,
     pub discovery: u64,
     pub jwks: u64,
+    /// Bytes of inflated answers handed to the connection (padding and all).
+    pub oversized_bytes_sent: u64,
 }
 
 struct CodeGrant {
@@ -252,6 +295,17 @@ impl FakeProvider {
             Some(IdTokenFault::SymmetricWithClientSecret) => {
                 header = json!({"alg": "HS256", "typ": "JWT", "kid": self.inner.kid})
             }
+            Some(IdTokenFault::NoIat) => {
+                if let Some(all) = claims.as_object_mut() {
+                    all.remove("iat");
+                }
+            }
+            Some(IdTokenFault::FutureIat) => claims["iat"] = json!(now + 3600),
+            Some(IdTokenFault::ExtraAudienceNoAzp) => claims["aud"] = json!([CLIENT_ID, "another-client"]),
+            Some(IdTokenFault::ExtraAudienceWrongAzp) => {
+                claims["aud"] = json!([CLIENT_ID, "another-client"]);
+                claims["azp"] = json!("another-client");
+            }
             _ => {}
         }
         let input = format!(
@@ -413,7 +467,9 @@ fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response
         body["scope"] = json!(scope);
     }
     state.issued_secrets.push(id_token);
-    Json(body).into_response()
+    let oversized = state.knobs.oversized;
+    drop(state);
+    answer(p, oversized, Answer::Token, body)
 }
 
 fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
@@ -443,7 +499,8 @@ fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
         g.used = true;
     }
     let body = issue_tokens(&mut state, family, &subject, knobs.rotate_refresh_tokens);
-    Json(body).into_response()
+    drop(state);
+    answer(p, knobs.oversized, Answer::Token, body)
 }
 
 fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refresh_token: bool) -> Value {
@@ -483,7 +540,12 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
     {
         state.revoked_families.insert(family);
     }
-    StatusCode::OK.into_response()
+    let oversized = state.knobs.oversized;
+    drop(state);
+    match oversized {
+        Some((Answer::Revocation, _)) => answer(&p, oversized, Answer::Revocation, json!({})),
+        _ => StatusCode::OK.into_response(),
+    }
 }
 
 /// A GitHub-style user endpoint: a numeric `id` and no `sub`.
@@ -496,16 +558,23 @@ async fn userinfo(State(p): State<FakeProvider>, headers: HeaderMap) -> Response
     match token.and_then(|t| state.access_token_subjects.get(t)) {
         Some(subject) => {
             let id: u64 = subject.bytes().fold(7, |acc, b| acc * 31 + u64::from(b)) % 10_000_000;
-            Json(json!({"id": id, "login": subject, "email": format!("{subject}@example.com")})).into_response()
+            let body = json!({"id": id, "login": subject, "email": format!("{subject}@example.com")});
+            let oversized = state.knobs.oversized;
+            drop(state);
+            answer(&p, oversized, Answer::UserInfo, body)
         }
         None => StatusCode::UNAUTHORIZED.into_response(),
     }
 }
 
-async fn discovery(State(p): State<FakeProvider>) -> Json<Value> {
-    p.state().counters.discovery += 1;
+async fn discovery(State(p): State<FakeProvider>) -> Response {
+    let oversized = {
+        let mut state = p.state();
+        state.counters.discovery += 1;
+        state.knobs.oversized
+    };
     let issuer = p.issuer();
-    Json(json!({
+    let body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -515,10 +584,79 @@ async fn discovery(State(p): State<FakeProvider>) -> Json<Value> {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    answer(&p, oversized, Answer::Discovery, body)
 }
 
-async fn jwks(State(p): State<FakeProvider>) -> Json<Value> {
-    p.state().counters.jwks += 1;
-    Json(json!({"keys": [p.jwk()]}))
+async fn jwks(State(p): State<FakeProvider>) -> Response {
+    let oversized = {
+        let mut state = p.state();
+        state.counters.jwks += 1;
+        state.knobs.oversized
+    };
+    answer(&p, oversized, Answer::Jwks, json!({"keys": [p.jwk()]}))
+}
+
+/// `body` as JSON, or inflated when the `oversized` knob names this kind of answer.
+fn answer(p: &FakeProvider, oversized: Option<(Answer, Oversize)>, kind: Answer, body: Value) -> Response {
+    match oversized {
+        Some((inflated, how)) if inflated == kind => inflate(p, body, how),
+        _ => Json(body).into_response(),
+    }
+}
+
+/// Streams `body` with a `padding` member (or under a false Content-Length), chunk by chunk as the
+/// connection takes them, counting what was handed over; stops when the client hangs up.
+fn inflate(p: &FakeProvider, body: Value, how: Oversize) -> Response {
+    let json = body.to_string();
+    let (content_length, parts) = match how {
+        Oversize::ClaimedLength(claimed) => (Some(claimed), None),
+        Oversize::Chunked(total) | Oversize::WithLength(total) => {
+            let head = format!("{},\"padding\":\"", json.trim_end_matches('}'));
+            let tail = "\"}";
+            let padding = total.saturating_sub(head.len() + tail.len());
+            let length = matches!(how, Oversize::WithLength(_)).then_some((head.len() + padding + tail.len()) as u64);
+            (length, Some((head, padding, tail)))
+        }
+    };
+    let (mut tx, rx) = lambda_http::lambda_runtime::streaming::channel();
+    let provider = p.clone();
+    tokio::spawn(async move {
+        let sent = |n: usize| provider.state().counters.oversized_bytes_sent += n as u64;
+        let Some((head, mut padding, tail)) = parts else {
+            // The lie: the real answer, then nothing, with the connection held open.
+            if tx.send_data(Bytes::from(json.clone())).await.is_ok() {
+                sent(json.len());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            return;
+        };
+        if tx.send_data(Bytes::from(head.clone())).await.is_err() {
+            return;
+        }
+        sent(head.len());
+        let chunk = Bytes::from(vec![b'x'; OVERSIZED_CHUNK]);
+        while padding > 0 {
+            tokio::time::sleep(OVERSIZED_PACE).await;
+            let n = padding.min(OVERSIZED_CHUNK);
+            if tx.send_data(chunk.slice(..n)).await.is_err() {
+                return;
+            }
+            sent(n);
+            padding -= n;
+        }
+        if tx.send_data(Bytes::from_static(tail.as_bytes())).await.is_ok() {
+            sent(tail.len());
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::new(rx));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Some(length) = content_length {
+        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    }
+    resp
 }

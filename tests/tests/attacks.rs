@@ -8,6 +8,9 @@ use credvault_tests::stack::{APP_REDIRECT_URL, encode, location};
 use credvault_tests::{FakeProvider, LocalStack, StackOptions};
 use serde_json::{Value, json};
 
+/// A change to a token's header and claims before it is signed.
+type Adjust = fn(&mut Value, &mut Value);
+
 async fn as_admin(stack: &LocalStack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let admin = stack.client_token(&stack.admin_key);
     stack.call(method, path, Some(&admin), body).await
@@ -64,7 +67,7 @@ async fn a_record_writer_cannot_grant_itself_what_it_does_not_hold() {
     let alice = stack.login().await;
     let (writer_id, writer_key) = stack.new_client("record writer").await;
     give(
-        &stack,
+        stack,
         &writer_id,
         "ro_writer",
         json!([{"action": "records:*", "allow": true}]),
@@ -72,7 +75,7 @@ async fn a_record_writer_cannot_grant_itself_what_it_does_not_hold() {
     )
     .await;
     give(
-        &stack,
+        stack,
         "sc_someone",
         "ro_reader",
         json!([{"action": "connections:credentials:read", "allow": true}]),
@@ -109,7 +112,7 @@ async fn a_record_writer_cannot_grant_itself_what_it_does_not_hold() {
 
     // Widening a role others hold to everything is the same attack through the role.
     give(
-        &stack,
+        stack,
         &writer_id,
         "ro_role_editor",
         json!([{"action": "roles:*", "allow": true}]),
@@ -136,7 +139,7 @@ async fn a_record_writer_cannot_grant_itself_what_it_does_not_hold() {
     }
     assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
     let (status, _) = stack
-        .call("GET", &credentials_path(&stack, &alice.user_id), Some(&writer), None)
+        .call("GET", &credentials_path(stack, &alice.user_id), Some(&writer), None)
         .await;
     assert_eq!(status, 403);
 }
@@ -155,7 +158,7 @@ async fn an_id_token_is_not_a_bearer_token() {
     assert_ne!(claims["aud"], stack.config.audience.as_str());
     let before = stack.state_snapshot().await;
     for path in [
-        credentials_path(&stack, &alice.user_id),
+        credentials_path(stack, &alice.user_id),
         "/api/session/credentials".to_string(),
         format!(
             "/v1/users/{}/resources/Connections/permissions/connections:read",
@@ -168,7 +171,7 @@ async fn an_id_token_is_not_a_bearer_token() {
     let (status, _) = stack
         .call(
             "DELETE",
-            &credentials_path(&stack, &alice.user_id),
+            &credentials_path(stack, &alice.user_id),
             Some(&alice.id_token),
             None,
         )
@@ -180,7 +183,7 @@ async fn an_id_token_is_not_a_bearer_token() {
         stack
             .call(
                 "GET",
-                &credentials_path(&stack, &alice.user_id),
+                &credentials_path(stack, &alice.user_id),
                 Some(&alice.access_token),
                 None
             )
@@ -214,7 +217,7 @@ async fn a_provider_subject_cannot_become_a_service_client() {
     let stack = &LocalStack::start(StackOptions::default()).await;
     let (client_id, _) = stack.new_client("powerful backend").await;
     give(
-        &stack,
+        stack,
         &client_id,
         "ro_reader",
         json!([{"action": "connections:credentials:read", "allow": true}]),
@@ -231,7 +234,7 @@ async fn a_provider_subject_cannot_become_a_service_client() {
     );
     stack.provider.set_knobs(|k| k.subject = client_id.clone());
     let before = stack.state_snapshot().await;
-    let outcome = login_outcome(&stack, "con_demo").await;
+    let outcome = login_outcome(stack, "con_demo").await;
     assert_eq!(
         outcome.get("error").map(String::as_str),
         Some("invalid_user_id"),
@@ -260,26 +263,26 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
     assert_eq!(alice.user_id, "alice");
     // Someone whose account at the other provider has the same subject logs in there.
     let before = stack.state_snapshot().await;
-    let outcome = login_outcome(&stack, "con_other").await;
+    let outcome = login_outcome(stack, "con_other").await;
     assert_eq!(
         outcome.get("error").map(String::as_str),
         Some("identity_conflict"),
         "{outcome:?}"
     );
     assert_eq!(stack.state_snapshot().await, before);
-    assert_eq!(audit_reasons(&stack, "login.refused").await, ["identity_conflict"]);
+    assert_eq!(audit_reasons(stack, "login.refused").await, ["identity_conflict"]);
     // Near-identical ids are other users: no prefix, case or encoding trick reads alice's credential.
     stack.provider.set_knobs(|k| k.subject = "alice2".into());
     let alice2 = stack.login().await;
     for near in ["alice", "Alice", "alice%20", "alic", " alice"] {
         let (status, _) = stack
-            .call("GET", &credentials_path(&stack, near), Some(&alice2.access_token), None)
+            .call("GET", &credentials_path(stack, near), Some(&alice2.access_token), None)
             .await;
         assert_eq!(status, 403, "alice2 reading {near:?}");
         let (status, _) = stack
             .call(
                 "DELETE",
-                &credentials_path(&stack, near),
+                &credentials_path(stack, near),
                 Some(&alice2.access_token),
                 None,
             )
@@ -290,7 +293,7 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
         stack
             .call(
                 "GET",
-                &credentials_path(&stack, "alice"),
+                &credentials_path(stack, "alice"),
                 Some(&alice.access_token),
                 None
             )
@@ -310,7 +313,7 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
     let alice = stack.login().await;
     let (editor_id, editor_key) = stack.new_client("connection editor").await;
     give(
-        &stack,
+        stack,
         &editor_id,
         "ro_editor",
         json!([{"action": "connections:update", "allow": true},
@@ -358,7 +361,7 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
     let (status, out) = stack
         .call(
             "GET",
-            &credentials_path(&stack, &alice.user_id),
+            &credentials_path(stack, &alice.user_id),
             Some(&alice.access_token),
             None,
         )
@@ -375,14 +378,14 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
     );
     assert_eq!(stack.provider.counters().refreshes, 0);
     assert_eq!(
-        audit_reasons(&stack, "credential.reauth_required").await,
+        audit_reasons(stack, "credential.reauth_required").await,
         ["endpoint_changed"]
     );
     // Disconnect deletes without revoking at the new revocation endpoint.
     let (status, _) = stack
         .call(
             "DELETE",
-            &credentials_path(&stack, &alice.user_id),
+            &credentials_path(stack, &alice.user_id),
             Some(&alice.access_token),
             None,
         )
@@ -390,7 +393,7 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
     assert_eq!(status, 204);
     assert_eq!(evil.counters().revocations, 0);
     assert_eq!(
-        audit_reasons(&stack, "credential.disconnect").await,
+        audit_reasons(stack, "credential.disconnect").await,
         ["endpoint_changed"]
     );
     assert!(!evil.refresh_tokens_presented().contains(&stored_refresh));
@@ -411,7 +414,7 @@ async fn a_recreated_connection_is_a_new_generation() {
     let (status, out) = stack
         .call(
             "GET",
-            &credentials_path(&stack, &alice.user_id),
+            &credentials_path(stack, &alice.user_id),
             Some(&alice.access_token),
             None,
         )
@@ -423,7 +426,7 @@ async fn a_recreated_connection_is_a_new_generation() {
     );
     assert_eq!(stack.provider.counters().refreshes, 0);
     assert_eq!(
-        audit_reasons(&stack, "credential.reauth_required").await,
+        audit_reasons(stack, "credential.reauth_required").await,
         ["connection_replaced"]
     );
     // A new login is issued under the new generation and works.
@@ -433,7 +436,7 @@ async fn a_recreated_connection_is_a_new_generation() {
         stack
             .call(
                 "GET",
-                &credentials_path(&stack, &again.user_id),
+                &credentials_path(stack, &again.user_id),
                 Some(&again.access_token),
                 None
             )
@@ -450,9 +453,9 @@ async fn service_client_tokens_need_iat_and_a_bounded_lifetime() {
     let (_, key) = stack.new_client("backend").await;
     let base = stack.base_url.clone();
     let path = "/v1/clients";
-    let token = |adjust: fn(&mut Value, &mut Value)| credvault_tests::service_client::client_token(&key, &base, adjust);
+    let token = |adjust: Adjust| credvault_tests::service_client::client_token(&key, &base, adjust);
     let before = stack.state_snapshot().await;
-    let cases: [(&str, fn(&mut Value, &mut Value)); 4] = [
+    let cases: [(&str, Adjust); 4] = [
         ("no iat", |_, c| {
             c.as_object_mut().unwrap().remove("iat");
         }),

@@ -1,5 +1,6 @@
 //! The provider's id_token is checked before anything is stored: a wrong nonce, audience, issuer,
-//! expiry, signature or algorithm sends the browser back to the app with an error.
+//! expiry, signature or algorithm, a missing or future `iat`, or a second audience without this
+//! client as `azp` sends the browser back to the app with an error.
 
 use credvault_tests::stack::{APP_REDIRECT_URL, location};
 use credvault_tests::{IdTokenFault, LocalStack, StackOptions};
@@ -15,8 +16,13 @@ async fn a_bad_id_token_stores_no_credential() {
         IdTokenFault::Unsigned,
         IdTokenFault::ForeignKey,
         IdTokenFault::SymmetricWithClientSecret,
+        IdTokenFault::NoIat,
+        IdTokenFault::FutureIat,
+        IdTokenFault::ExtraAudienceNoAzp,
+        IdTokenFault::ExtraAudienceWrongAzp,
     ] {
         stack.provider.set_knobs(|k| k.id_token_fault = Some(fault));
+        let before = stack.state_snapshot().await;
         let (_, callback) = stack.login_until_callback(&credvault::random::token(32)).await;
         let back = stack.http.get(&callback).send().await.unwrap();
         assert_eq!(back.status(), 302, "{fault:?}");
@@ -31,6 +37,11 @@ async fn a_bad_id_token_stores_no_credential() {
         assert!(
             stack.credential("con_demo|alice").await.is_none(),
             "{fault:?}: nothing stored"
+        );
+        assert_eq!(
+            stack.state_snapshot().await,
+            before,
+            "{fault:?}: the login request is consumed and nothing else is written"
         );
     }
     // The control: the same flow with a good id_token stores the credential.

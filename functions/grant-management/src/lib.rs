@@ -320,7 +320,10 @@ impl GrantManagement {
                 ));
             }
         };
-        if resource.as_deref().is_some_and(|r| access::ResourceUri::parse(r).is_none()) {
+        if resource
+            .as_deref()
+            .is_some_and(|r| access::ResourceUri::parse(r).is_none())
+        {
             return Err(ApiError::bad_request(
                 "invalid_resource_uri",
                 "the filter is not a valid resource URI",

@@ -416,21 +416,24 @@ mod tests {
             (writer, op)
         }
 
-        /// Every (subject, resource, action) the policy allows, and every one it lets be given on.
-        fn powers(p: &Policy) -> (Vec<(usize, usize, usize)>, Vec<(usize, usize, usize, bool)>) {
+        /// (subject, resource, action) by index into the universes above.
+        type Power = (usize, usize, usize);
+
+        /// Every power the policy allows, and every one it lets be given on (with `onward`).
+        fn powers(p: &Policy) -> (Vec<Power>, Vec<(Power, bool)>) {
             let mut allowed = Vec::new();
             let mut giving = Vec::new();
-            for s in 0..SUBJECTS.len() {
-                for r in 0..RESOURCES.len() {
-                    let uri = ResourceUri::parse(RESOURCES[r]).unwrap();
-                    for a in 0..ACTIONS.len() {
-                        let action = Action::parse(ACTIONS[a]).unwrap();
-                        if p.allows(SUBJECTS[s], &uri, &action) {
+            for (s, subject) in SUBJECTS.iter().enumerate() {
+                for (r, resource) in RESOURCES.iter().enumerate() {
+                    let uri = ResourceUri::parse(resource).unwrap();
+                    for (a, action) in ACTIONS.iter().enumerate() {
+                        let action = Action::parse(action).unwrap();
+                        if p.allows(subject, &uri, &action) {
                             allowed.push((s, r, a));
                         }
                         for onward in [false, true] {
-                            if p.can_give(SUBJECTS[s], &uri, &action, onward) {
-                                giving.push((s, r, a, onward));
+                            if p.can_give(subject, &uri, &action, onward) {
+                                giving.push(((s, r, a), onward));
                             }
                         }
                     }
@@ -503,7 +506,7 @@ mod tests {
                         prop_assert!(before.can_give(writer_id, &uri, &action, false),
                             "{writer_id} gave {} {} on {} by {op:?}", SUBJECTS[*s], ACTIONS[*a], RESOURCES[*r]);
                     }
-                    for (s, r, a, onward) in giving_after.iter().filter(|x| !giving_before.contains(x)) {
+                    for ((s, r, a), onward) in giving_after.iter().filter(|x| !giving_before.contains(x)) {
                         let uri = ResourceUri::parse(RESOURCES[*r]).unwrap();
                         let action = Action::parse(ACTIONS[*a]).unwrap();
                         prop_assert!(before.can_give(writer_id, &uri, &action, true),

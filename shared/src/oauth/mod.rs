@@ -4,6 +4,7 @@ pub mod authorize;
 pub mod connection;
 pub mod connections;
 pub mod id_token;
+pub mod limited_body;
 pub mod pkce;
 pub mod provider;
 

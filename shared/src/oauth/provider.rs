@@ -1,7 +1,8 @@
 //! The provider's token endpoint: code exchange and refresh (RFC 6749), and revocation (RFC 7009).
 //!
-//! The HTTP client follows no redirects and has a timeout. Errors name the HTTP status and the OAuth
-//! `error` code only: a provider body may echo a token, so it never reaches a log or an error.
+//! The HTTP client follows no redirects and has a timeout, and no answer is read past
+//! `MAX_PROVIDER_RESPONSE_BYTES`. Errors name the HTTP status and the OAuth `error` code only: a
+//! provider body may echo a token, so it never reaches a log or an error.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::limited_body::{BodyError, MAX_PROVIDER_RESPONSE_BYTES, json_capped, read_capped};
 use super::pkce::PkceVerifier;
 use super::{Connection, TokenRequestEncoding};
 
@@ -182,12 +184,13 @@ impl ProviderClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| {
+        // Never retried: a refused 200 may carry a rotated refresh token the provider now considers used.
+        let body = read_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await.map_err(|e| {
             ProviderError::transient(
-                if e.is_timeout() {
-                    "timeout reading response"
-                } else {
-                    "response interrupted"
+                match e {
+                    BodyError::TooLarge { .. } => "provider answer too large",
+                    BodyError::Timeout => "timeout reading response",
+                    BodyError::Interrupted | BodyError::NotJson => "response interrupted",
                 },
                 false,
             )
@@ -241,10 +244,18 @@ impl ProviderClient {
                 false,
             ));
         }
-        let mut claims: serde_json::Map<String, serde_json::Value> = resp
-            .json()
-            .await
-            .map_err(|_| ProviderError::transient("user endpoint did not answer a JSON object", false))?;
+        let mut claims: serde_json::Map<String, serde_json::Value> =
+            json_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await.map_err(|e| {
+                ProviderError::transient(
+                    match e {
+                        BodyError::TooLarge { .. } => "user endpoint answer too large",
+                        BodyError::Timeout => "timeout reading the user endpoint's answer",
+                        BodyError::Interrupted => "user endpoint answer interrupted",
+                        BodyError::NotJson => "user endpoint did not answer a JSON object",
+                    },
+                    false,
+                )
+            })?;
         if !claims.contains_key("sub")
             && let Some(id) = claims.get("id").cloned()
         {
@@ -285,13 +296,19 @@ impl ProviderClient {
                     if e.is_timeout() { "timeout" } else { "connection failed" },
                     true,
                 )),
-                Ok(resp) => match resp.status().as_u16() {
-                    200..=299 => Ok(()),
-                    status => Err(ProviderError::transient(
-                        format!("revocation answered HTTP {status}"),
-                        status >= 500 || status == 429,
-                    )),
-                },
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    // The status is the whole answer; the body is only drained (capped) so a small
+                    // one leaves the connection reusable, and a huge one is cut off.
+                    let _ = read_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await;
+                    match status {
+                        200..=299 => Ok(()),
+                        status => Err(ProviderError::transient(
+                            format!("revocation answered HTTP {status}"),
+                            status >= 500 || status == 429,
+                        )),
+                    }
+                }
             };
             match result {
                 Err(ProviderError::Transient { retryable: true, .. }) if attempt < self.attempts => {

@@ -162,7 +162,11 @@ fn which_limit(kind: Kind, counter: Option<&Item>) -> PolicyLimit {
             .and_then(|item| super::opt_n(item, name).ok().flatten())
             .is_some_and(|count| count >= max)
     });
-    if at_count { PolicyLimit::Count } else { PolicyLimit::Bytes }
+    if at_count {
+        PolicyLimit::Count
+    } else {
+        PolicyLimit::Bytes
+    }
 }
 
 async fn transact(

@@ -7,10 +7,21 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::{Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
-use crate::crypto::EncryptionContext;
+use crate::crypto::{EncryptionContext, PartitionScope};
 
+/// Every login request's pk is `LOGIN#<digest of its state>`.
+const PARTITION: &str = "LOGIN";
 const SK: &str = "LOGIN_REQUEST";
 pub const ATTR_PROVIDER_VERIFIER: &str = "providerCodeVerifier";
+
+/// Login requests are made by unauthenticated callers, one per login start: their verifiers are
+/// sealed under a data key KMS releases for the whole `LOGIN` partition, so a warm start makes no KMS
+/// call (the AAD still binds each verifier to its own request).
+pub const VERIFIER_KMS_SCOPE: PartitionScope = PartitionScope {
+    partition: PARTITION,
+    sk: SK,
+    attribute: ATTR_PROVIDER_VERIFIER,
+};
 
 /// Consumed only by the callback of its own connection, and only before it expires.
 const CONSUME: &str = "attribute_exists(pk) AND connectionId = :connection AND expiresAt > :now";
@@ -40,9 +51,10 @@ impl fmt::Debug for LoginRequest {
 }
 
 pub fn pk(state: &str) -> String {
-    format!("LOGIN#{}", super::secret_digest(state))
+    format!("{PARTITION}#{}", super::secret_digest(state))
 }
 
+/// The verifier's item context; its KMS scope is `VERIFIER_KMS_SCOPE` (see `crypto::envelope`).
 pub fn verifier_context(table: &Table, state: &str) -> EncryptionContext {
     table.context(&pk(state), SK, ATTR_PROVIDER_VERIFIER)
 }
@@ -129,4 +141,30 @@ fn from_item(state: &str, item: &Item) -> Result<LoginRequest, StoreError> {
         nonce: get_s(item, "nonce")?,
         expires_at: get_n(item, "expiresAt")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Region};
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        Table::new(aws_sdk_dynamodb::Client::from_conf(conf), "credvault-test")
+    }
+
+    #[test]
+    fn verifiers_are_scoped_to_the_login_partition_in_kms_and_to_their_item_otherwise() {
+        let (a, b) = (
+            verifier_context(&table(), "state-a"),
+            verifier_context(&table(), "state-b"),
+        );
+        assert_eq!(a.pk, pk("state-a"));
+        assert_ne!(a.pk, b.pk);
+        assert_eq!((a.kms_pk(), b.kms_pk()), ("LOGIN", "LOGIN"));
+        assert_eq!((a.sk.as_str(), a.attribute), (SK, ATTR_PROVIDER_VERIFIER));
+    }
 }
