@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod login;
+pub mod migration;
 pub mod oauth;
 pub mod random;
 pub mod routes;

@@ -102,6 +102,8 @@ pub struct Knobs {
     pub failing_revocations: u32,
     /// Inflates every answer of one kind.
     pub oversized: Option<(Answer, Oversize)>,
+    /// The id_token's `email_verified` claim; `None` leaves it out (as providers that never verify do).
+    pub email_verified: Option<bool>,
 }
 
 impl Default for Knobs {
@@ -116,6 +118,7 @@ impl Default for Knobs {
             id_token_fault: None,
             failing_revocations: 0,
             oversized: None,
+            email_verified: Some(true),
         }
     }
 }
@@ -273,7 +276,13 @@ impl FakeProvider {
             .collect()
     }
 
-    fn sign_id_token(&self, subject: &str, nonce: Option<&str>, fault: Option<IdTokenFault>) -> String {
+    fn sign_id_token(
+        &self,
+        subject: &str,
+        nonce: Option<&str>,
+        fault: Option<IdTokenFault>,
+        email_verified: Option<bool>,
+    ) -> String {
         let now = credvault::clock::unix_secs(std::time::SystemTime::now());
         let mut header = json!({"alg": "ES256", "typ": "JWT", "kid": self.inner.kid});
         let mut claims = json!({
@@ -282,6 +291,9 @@ impl FakeProvider {
         });
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
+        }
+        if let Some(verified) = email_verified {
+            claims["email_verified"] = json!(verified);
         }
         match fault {
             Some(IdTokenFault::WrongNonce) => claims["nonce"] = json!("another-nonce"),
@@ -460,7 +472,12 @@ fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response
     let family = state.next_family;
     state.next_family += 1;
     let issue_refresh = state.knobs.issue_refresh_token_on_login;
-    let id_token = p.sign_id_token(&grant.subject, grant.nonce.as_deref(), state.knobs.id_token_fault);
+    let id_token = p.sign_id_token(
+        &grant.subject,
+        grant.nonce.as_deref(),
+        state.knobs.id_token_fault,
+        state.knobs.email_verified,
+    );
     let mut body = issue_tokens(&mut state, family, &grant.subject, issue_refresh);
     body["id_token"] = json!(id_token);
     if let Some(scope) = grant.scope {

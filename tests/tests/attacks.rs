@@ -301,6 +301,53 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
             .0,
         200
     );
+    // An operator links the other connection to the id: now its login makes the same user, whose
+    // token opens the credential stored through either connection.
+    credvault::store::identities::link_checked(&stack.services.table, "alice", "con_other")
+        .await
+        .unwrap();
+    stack.provider.set_knobs(|k| k.subject = "alice".into());
+    let outcome = login_outcome(stack, "con_other").await;
+    assert!(outcome.contains_key("code"), "{outcome:?}");
+    let other_path = "/v1/connections/con_other/users/alice/credentials";
+    assert_eq!(
+        stack.call("GET", other_path, Some(&alice.access_token), None).await.0,
+        200
+    );
+    assert!(
+        credvault::store::identities::link_checked(&stack.services.table, "nobody", "con_other")
+            .await
+            .is_err(),
+        "linking an id that never logged in makes no owner"
+    );
+}
+
+/// Attack 3, by email: an `{email}` user id needs the provider to vouch for the address; otherwise
+/// whoever registers someone's address at a careless provider would become them here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_user_id_needs_a_verified_email() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (_, mut connection) = as_admin(stack, "GET", "/v1/connections/con_demo", None).await;
+    connection["data"]["userIdExpression"] = json!("{email}");
+    assert_eq!(
+        as_admin(stack, "PUT", "/v1/connections/con_demo", Some(&connection))
+            .await
+            .0,
+        200
+    );
+    let before = stack.state_snapshot().await;
+    for verified in [None, Some(false)] {
+        stack.provider.set_knobs(|k| k.email_verified = verified);
+        let outcome = login_outcome(stack, "con_demo").await;
+        assert_eq!(
+            outcome.get("error").map(String::as_str),
+            Some("unverified_email"),
+            "{verified:?}: {outcome:?}"
+        );
+    }
+    assert_eq!(stack.state_snapshot().await, before);
+    stack.provider.set_knobs(|k| k.email_verified = Some(true));
+    assert_eq!(stack.login().await.user_id, "alice@example.com");
 }
 
 /// Attack 4: whoever may update a connection cannot steer its client secret or its users' refresh

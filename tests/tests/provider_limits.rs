@@ -290,7 +290,11 @@ async fn a_verifier_moved_onto_another_login_request_does_not_open() {
     let before = stack.state_snapshot().await;
 
     let back = stack.http.get(&callback_b).send().await.unwrap();
-    assert_eq!(back.status(), 302, "the browser goes back to the app with an error, not a 500");
+    assert_eq!(
+        back.status(),
+        302,
+        "the browser goes back to the app with an error, not a 500"
+    );
     let app = location(&back);
     assert_eq!(query_param(&app, "error").as_deref(), Some("invalid_request"), "{app}");
     assert_eq!(query_param(&app, "code"), None, "{app}");

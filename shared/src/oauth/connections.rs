@@ -295,10 +295,9 @@ async fn discover(services: &Services, issuer: &str) -> Result<Discovery, ApiErr
     if !resp.status().is_success() {
         return Err(unavailable(&format!("HTTP {}", resp.status().as_u16())));
     }
-    let discovery: Discovery = resp
-        .json()
+    let discovery: Discovery = super::limited_body::json_capped(resp, super::limited_body::MAX_PROVIDER_RESPONSE_BYTES)
         .await
-        .map_err(|_| unavailable("not an OIDC discovery document"))?;
+        .map_err(|e| unavailable(&e.to_string()))?;
     if discovery.issuer.trim_end_matches('/') != issuer {
         return Err(unavailable("the document's issuer is not issuerUrl"));
     }

@@ -201,6 +201,33 @@ pub async fn get(table: &Table, connection_id: &str, user_id: &str) -> Result<Op
     out.item.map(|item| from_item(&item)).transpose()
 }
 
+/// Every credential with its creation time, by a Scan: for the one-off security migration only (no
+/// request path scans the table).
+pub async fn scan_all(table: &Table) -> Result<Vec<(i64, CredentialItem)>, StoreError> {
+    let mut all = Vec::new();
+    let mut start = None;
+    loop {
+        let out = table
+            .client
+            .scan()
+            .table_name(&table.name)
+            .filter_expression("begins_with(pk, :credential)")
+            .expression_attribute_values(":credential", s("CREDENTIAL#"))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        for item in out.items.unwrap_or_default() {
+            all.push((opt_n(&item, "createdAt")?.unwrap_or_default(), from_item(&item)?));
+        }
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(all),
+        }
+    }
+}
+
 fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
     let status = match get_s(item, "status")?.as_str() {
         "ACTIVE" => CredentialStatus::Active,

@@ -93,7 +93,7 @@ pub struct Document {
 
 impl Document {
     /// What this document counts against the policy size limit.
-    fn counted_bytes(&self) -> i64 {
+    pub fn counted_bytes(&self) -> i64 {
         self.body.to_string().len() as i64
     }
 }
@@ -425,6 +425,23 @@ pub async fn delete(table: &Table, kind: Kind, id: &str) -> Result<bool, StoreEr
         }
     }
     Err(StoreError::Malformed(format!("{id} kept changing while being deleted")))
+}
+
+/// Sets the counters outright: the security migration recounts them from the documents.
+pub async fn set_policy_stats(table: &Table, roles: i64, records: i64, bytes: i64) -> Result<(), StoreError> {
+    table
+        .client
+        .put_item()
+        .table_name(&table.name)
+        .item("pk", s(STATS_PK))
+        .item("sk", s(STATS_SK))
+        .item("roleCount", n(roles))
+        .item("recordCount", n(records))
+        .item("policyBytes", n(bytes))
+        .send()
+        .await
+        .map_err(|e| classify("PutItem", e))?;
+    Ok(())
 }
 
 /// The current counts, for operators and the benchmark: (roles, records, bytes).

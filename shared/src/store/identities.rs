@@ -81,3 +81,26 @@ pub async fn link(table: &Table, user_id: &str, connection_id: &str) -> Result<b
         .await;
     condition_outcome("UpdateItem", result)
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("the user id or connection id is not valid")]
+    InvalidId,
+    #[error("the user id {0} has never logged in: there is nobody to link")]
+    NoSuchUser(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `link`, with the ids checked first (the operator's command line is input too).
+pub async fn link_checked(table: &Table, user_id: &str, connection_id: &str) -> Result<(), LinkError> {
+    let user_id_ok = !user_id.is_empty() && user_id.len() <= crate::oauth::connection::MAX_USER_ID_LEN;
+    if !user_id_ok || !crate::oauth::connection::is_valid_connection_id(connection_id) {
+        return Err(LinkError::InvalidId);
+    }
+    if link(table, user_id, connection_id).await? {
+        Ok(())
+    } else {
+        Err(LinkError::NoSuchUser(user_id.to_string()))
+    }
+}
