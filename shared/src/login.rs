@@ -490,3 +490,21 @@ pub async fn exchange(
         token_type: "Bearer",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_tokens_debug_shows_no_token() {
+        let tokens = VaultTokens {
+            access_token: SecretString::from("planted-access-token"),
+            id_token: SecretString::from("planted-id-token"),
+            expires_in: 3600,
+            token_type: "Bearer",
+        };
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("planted"), "{shown}");
+        assert!(shown.contains("3600"));
+    }
+}

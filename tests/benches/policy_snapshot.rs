@@ -75,7 +75,10 @@ async fn seed(stack: &LocalStack) -> usize {
             .send()
             .await
             .expect("batch write");
-        assert!(out.unprocessed_items.unwrap_or_default().is_empty(), "moto took every item");
+        assert!(
+            out.unprocessed_items.unwrap_or_default().is_empty(),
+            "moto took every item"
+        );
     }
     body_bytes
 }

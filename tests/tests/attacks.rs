@@ -27,6 +27,17 @@ async fn give(stack: &LocalStack, subject: &str, role_id: &str, permissions: Val
     assert_eq!(status, 201, "{out}");
 }
 
+/// The user's own fetch answers 409: the credential may not be refreshed where its connection points now.
+async fn assert_needs_reauthentication(stack: &LocalStack, user: &credvault_tests::LoggedIn) {
+    let path = credentials_path(stack, &user.user_id);
+    let (status, out) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (409, Some("reauthentication_required")),
+        "{out}"
+    );
+}
+
 fn credentials_path(stack: &LocalStack, user_id: &str) -> String {
     format!(
         "/v1/connections/{}/users/{}/credentials",
@@ -405,19 +416,7 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
             .0,
         200
     );
-    let (status, out) = stack
-        .call(
-            "GET",
-            &credentials_path(stack, &alice.user_id),
-            Some(&alice.access_token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, out["errorCode"].as_str()),
-        (409, Some("reauthentication_required")),
-        "{out}"
-    );
+    assert_needs_reauthentication(stack, &alice).await;
     assert_eq!(
         evil.counters().refreshes,
         0,
@@ -458,19 +457,7 @@ async fn a_recreated_connection_is_a_new_generation() {
     let mut again = connection.clone();
     again["clientSecret"] = json!(credvault_tests::fake_provider::CLIENT_SECRET);
     assert_eq!(as_admin(stack, "POST", "/v1/connections", Some(&again)).await.0, 201);
-    let (status, out) = stack
-        .call(
-            "GET",
-            &credentials_path(stack, &alice.user_id),
-            Some(&alice.access_token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, out["errorCode"].as_str()),
-        (409, Some("reauthentication_required")),
-        "{out}"
-    );
+    assert_needs_reauthentication(stack, &alice).await;
     assert_eq!(stack.provider.counters().refreshes, 0);
     assert_eq!(
         audit_reasons(stack, "credential.reauth_required").await,

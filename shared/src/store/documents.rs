@@ -217,26 +217,6 @@ pub async fn create(
     now_ms: i64,
 ) -> Result<CreateOutcome, StoreError> {
     let body_text = body.to_string();
-    let Some(stats) = stats_update(table, kind, 1, body_text.len() as i64)? else {
-        let result = table
-            .client
-            .put_item()
-            .table_name(&table.name)
-            .item("pk", s(kind.partition()))
-            .item("sk", s(kind.sort_key(id)))
-            .item("id", s(id))
-            .item("body", s(&body_text))
-            .item("createdAtMs", n(now_ms))
-            .item("updatedAtMs", n(now_ms))
-            .condition_expression(CREATE)
-            .send()
-            .await;
-        return Ok(if super::condition_outcome("PutItem", result)? {
-            CreateOutcome::Created
-        } else {
-            CreateOutcome::Exists
-        });
-    };
     let put = Put::builder()
         .table_name(&table.name)
         .item("pk", s(kind.partition()))
@@ -248,6 +228,22 @@ pub async fn create(
         .condition_expression(CREATE)
         .build()
         .map_err(|e| StoreError::Malformed(e.to_string()))?;
+    let Some(stats) = stats_update(table, kind, 1, body_text.len() as i64)? else {
+        // Not in the policy snapshot: a plain conditional put.
+        let result = table
+            .client
+            .put_item()
+            .table_name(&table.name)
+            .set_item(Some(put.item))
+            .condition_expression(CREATE)
+            .send()
+            .await;
+        return Ok(if super::condition_outcome("PutItem", result)? {
+            CreateOutcome::Created
+        } else {
+            CreateOutcome::Exists
+        });
+    };
     Ok(
         match transact(table, kind, TransactWriteItem::builder().put(put).build(), stats).await? {
             Ok(()) => CreateOutcome::Created,
