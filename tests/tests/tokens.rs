@@ -87,6 +87,25 @@ async fn every_kind_of_bad_token_is_refused_with_401() {
     let payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
     let kid = header["kid"].as_str().unwrap().to_string();
 
+    // Every claim of an access token, signed by the vault's own key, but typed as an id_token (`JWT`):
+    // only the access-token type authenticates.
+    let signer = SigningKey::new(stack.aws.kms.clone(), key_id.clone());
+    for typ in [json!("JWT"), Value::Null] {
+        let mut typed = header.clone();
+        typed["typ"] = typ.clone();
+        if typ.is_null() {
+            typed.as_object_mut().unwrap().remove("typ");
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(typed.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let signature = signer.sign(input.as_bytes()).await.unwrap();
+        let retyped = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        assert_unauthorized(&stack, Some(&retyped), &format!("typ {typ}")).await;
+    }
+
     let none = with_parts(&json!({"alg": "none", "kid": kid}), &payload, b"");
     assert_unauthorized(&stack, Some(&none), "alg none").await;
     assert_unauthorized(&stack, Some(&format!("{h}.{p}.")), "empty signature").await;
