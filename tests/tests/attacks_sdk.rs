@@ -73,5 +73,10 @@ async fn the_sdk_cannot_make_the_attacks_either() {
         json!({"status": 400, "errorCode": "client_secret_required"}),
         "{results}"
     );
+    assert_eq!(
+        results["tokenLifetime"].as_i64(),
+        Some(credvault::identity::service_clients::MAX_CLIENT_TOKEN_LIFETIME_SECS),
+        "the vault's bound on client tokens is exactly what the SDK makes"
+    );
     assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
 }
