@@ -65,11 +65,19 @@ impl Services {
     ) -> Result<Self, StartupError> {
         config.validate()?;
         let provider = ProviderClient::new(config.refresh.provider_timeout, config.refresh.provider_attempts)?;
-        let provider_keys = ProviderKeys::new(provider.http().clone(), config.insecure_allow_http_loopback);
+        let provider_keys = ProviderKeys::new(
+            provider.http().clone(),
+            config.insecure_allow_http_loopback,
+            clock.clone(),
+        );
         let envelope = Envelope::new(
             kms.clone(),
             config.data_key_id.clone(),
-            DataKeyCache::new(config.data_key_cache_entries, config.data_key_cache_max_age),
+            DataKeyCache::new(
+                config.data_key_cache_entries,
+                config.data_key_cache_max_age,
+                clock.clone(),
+            ),
         );
         let user_tokens = UserTokens::new(
             SigningKey::new(kms, config.signing_key_id.clone()),
@@ -84,8 +92,8 @@ impl Services {
             provider,
             provider_keys,
             user_tokens,
+            policies: PolicyCache::new(config.grant_cache_max_age, clock.clone()),
             clock,
-            policies: PolicyCache::new(config.grant_cache_max_age),
             config,
         })
     }

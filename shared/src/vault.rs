@@ -61,7 +61,7 @@ pub async fn fresh_access_token(
     min_validity: Duration,
 ) -> Result<FreshAccessToken, ApiError> {
     let timing = &services.config.refresh;
-    let deadline = Instant::now() + timing.poll_deadline;
+    let deadline = services.clock.instant() + timing.poll_deadline;
     let mut first_version = None;
     let mut polls = 0u32;
     loop {
@@ -101,7 +101,7 @@ pub async fn fresh_access_token(
         if lease_free {
             let owner = crate::random::token(16);
             let lease_ms = timing.lease_length.as_millis() as i64;
-            let lease_until = Instant::now() + timing.lease_length;
+            let lease_until = services.clock.instant() + timing.lease_length;
             if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms)
                 .await
                 .map_err(store_error)?
@@ -112,7 +112,7 @@ pub async fn fresh_access_token(
                 }
             }
         }
-        if Instant::now() >= deadline {
+        if services.clock.instant() >= deadline {
             tracing::warn!(connection_id = %connection_id, "gave up waiting for another instance's refresh");
             return serve_unexpired_or_unavailable(services, &item, DEFAULT_RETRY_AFTER).await;
         }
@@ -303,7 +303,7 @@ async fn commit_while_leased(
         match credentials::commit_refresh(&services.table, item, owner, tokens.clone(), now).await {
             Err(e @ (StoreError::Throttled | StoreError::Dynamo { .. })) => {
                 let pause = poll_backoff(attempt);
-                if Instant::now() + pause >= lease_until {
+                if services.clock.instant() + pause >= lease_until {
                     tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
                     return Err(e);
                 }

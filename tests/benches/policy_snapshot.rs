@@ -94,7 +94,7 @@ async fn main() {
     let mut loads = Vec::new();
     let mut held = 0;
     for _ in 0..5 {
-        let cache = PolicyCache::new(Duration::from_secs(10));
+        let cache = PolicyCache::new(Duration::from_secs(10), stack.services.clock.clone());
         let before = LIVE.load(Ordering::Relaxed);
         let t = Instant::now();
         let policy = cache.load_now(&stack.services.table).await.expect("load");
@@ -108,7 +108,7 @@ async fn main() {
         drop(policy);
     }
     loads.sort();
-    let policy = PolicyCache::new(Duration::from_secs(10))
+    let policy = PolicyCache::new(Duration::from_secs(10), stack.services.clock.clone())
         .load_now(&stack.services.table)
         .await
         .expect("load");

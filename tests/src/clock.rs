@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Default)]
 pub struct TestClock {
@@ -30,6 +30,17 @@ impl credvault::clock::Clock for TestClock {
             SystemTime::now() + shift
         } else {
             SystemTime::now() - shift
+        }
+    }
+
+    /// Monotonic time moves with `advance` too, so deadlines and cache ages age without waiting.
+    fn instant(&self) -> Instant {
+        let offset = self.offset_secs.load(Ordering::SeqCst);
+        let shift = Duration::from_secs(offset.unsigned_abs());
+        if offset >= 0 {
+            Instant::now() + shift
+        } else {
+            Instant::now().checked_sub(shift).unwrap_or_else(Instant::now)
         }
     }
 }

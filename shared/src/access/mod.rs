@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub use model::{AccessRecord, Role};
 pub use resource::{Action, ResourceUri};
 
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::store::documents::{self, Kind};
@@ -129,14 +130,16 @@ impl Policy {
 /// The policy snapshot of one instance, reloaded when older than its maximum age.
 pub struct PolicyCache {
     max_age: Duration,
+    clock: Arc<dyn Clock>,
     snapshot: Mutex<Option<(Instant, Arc<Policy>)>>,
     reload: tokio::sync::Mutex<()>,
 }
 
 impl PolicyCache {
-    pub fn new(max_age: Duration) -> Self {
+    pub fn new(max_age: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             max_age,
+            clock,
             snapshot: Mutex::new(None),
             reload: tokio::sync::Mutex::new(()),
         }
@@ -146,7 +149,7 @@ impl PolicyCache {
         let guard = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
         guard
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < self.max_age)
+            .filter(|(at, _)| self.clock.instant().saturating_duration_since(*at) < self.max_age)
             .map(|(_, p)| p.clone())
     }
 
@@ -159,7 +162,7 @@ impl PolicyCache {
             return Ok(policy);
         }
         let policy = Arc::new(load_policy(table).await?);
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), policy.clone()));
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.instant(), policy.clone()));
         Ok(policy)
     }
 
@@ -167,7 +170,7 @@ impl PolicyCache {
     pub async fn load_now(&self, table: &Table) -> Result<Arc<Policy>, StoreError> {
         let _one_loader = self.reload.lock().await;
         let policy = Arc::new(load_policy(table).await?);
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), policy.clone()));
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.instant(), policy.clone()));
         Ok(policy)
     }
 

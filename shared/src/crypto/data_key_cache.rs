@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::LessSafeKey;
 
+use crate::clock::Clock;
+
 struct Entry {
     key: Arc<LessSafeKey>,
     wrapped: Vec<u8>,
@@ -17,25 +19,31 @@ struct Entry {
 pub struct DataKeyCache {
     max_entries: usize,
     max_age: Duration,
+    clock: Arc<dyn Clock>,
     entries: Mutex<HashMap<(String, Vec<u8>), Entry>>,
     /// The newest key per context, reused when sealing a new value for the same attribute.
     newest: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl DataKeyCache {
-    pub fn new(max_entries: usize, max_age: Duration) -> Self {
+    pub fn new(max_entries: usize, max_age: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             max_entries,
             max_age,
+            clock,
             entries: Mutex::new(HashMap::new()),
             newest: Mutex::new(HashMap::new()),
         }
     }
 
+    fn young(&self, entry: &Entry) -> bool {
+        self.clock.instant().saturating_duration_since(entry.created) < self.max_age
+    }
+
     pub fn get(&self, context: &str, wrapped: &[u8]) -> Option<Arc<LessSafeKey>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let entry = entries.get(&(context.to_string(), wrapped.to_vec()))?;
-        (entry.created.elapsed() < self.max_age).then(|| entry.key.clone())
+        self.young(entry).then(|| entry.key.clone())
     }
 
     /// A fresh-enough key already released for this context, with its wrapped form, for sealing.
@@ -55,7 +63,7 @@ impl DataKeyCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, e| e.created.elapsed() < self.max_age);
+        entries.retain(|_, e| self.young(e));
         if entries.len() >= self.max_entries
             && let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| k.clone())
         {
@@ -66,7 +74,7 @@ impl DataKeyCache {
             Entry {
                 key,
                 wrapped: wrapped.clone(),
-                created: Instant::now(),
+                created: self.clock.instant(),
             },
         );
         let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_key_is_only_found_under_its_own_context() {
-        let cache = DataKeyCache::new(10, Duration::from_secs(60));
+        let cache = DataKeyCache::new(10, Duration::from_secs(60), Arc::new(crate::clock::SystemClock));
         cache.insert("ctx-a", vec![1], key());
         assert!(cache.get("ctx-a", &[1]).is_some());
         assert!(cache.get("ctx-b", &[1]).is_none());
@@ -104,14 +112,14 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_keys_age_out() {
-        let cache = DataKeyCache::new(3, Duration::from_secs(60));
+        let cache = DataKeyCache::new(3, Duration::from_secs(60), Arc::new(crate::clock::SystemClock));
         for i in 0..10u8 {
             cache.insert(&format!("ctx-{i}"), vec![i], key());
         }
         assert_eq!(cache.len(), 3);
         assert!(cache.get("ctx-9", &[9]).is_some());
 
-        let short = DataKeyCache::new(3, Duration::from_millis(1));
+        let short = DataKeyCache::new(3, Duration::from_millis(1), Arc::new(crate::clock::SystemClock));
         short.insert("ctx", vec![1], key());
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get("ctx", &[1]).is_none());

@@ -368,7 +368,7 @@ mod tests {
         Envelope::new(
             aws_sdk_kms::Client::from_conf(conf),
             "key".into(),
-            DataKeyCache::new(10, Duration::from_secs(60)),
+            DataKeyCache::new(10, Duration::from_secs(60), Arc::new(crate::clock::SystemClock)),
         )
     }
 

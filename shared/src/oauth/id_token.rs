@@ -6,7 +6,7 @@
 //! and the rest is `check_claims`, plain logic over the decoded claims.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 use super::Connection;
 use super::limited_body::{BodyError, MAX_PROVIDER_RESPONSE_BYTES, json_capped};
 use super::provider::is_acceptable_provider_url;
+use crate::clock::Clock;
 
 /// Asymmetric algorithms only: HS* would let anyone holding the client secret mint identities, and
 /// `none` is not an algorithm.
@@ -133,13 +134,15 @@ struct CachedKeys {
 pub struct ProviderKeys {
     http: reqwest::Client,
     insecure_allow_http_loopback: bool,
+    clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<String, CachedKeys>>,
 }
 
 impl ProviderKeys {
-    pub fn new(http: reqwest::Client, insecure_allow_http_loopback: bool) -> Self {
+    pub fn new(http: reqwest::Client, insecure_allow_http_loopback: bool, clock: Arc<dyn Clock>) -> Self {
         Self {
             http,
+            clock,
             insecure_allow_http_loopback,
             cache: Mutex::new(HashMap::new()),
         }
@@ -195,7 +198,7 @@ impl ProviderKeys {
             issuer.to_string(),
             CachedKeys {
                 keys,
-                fetched: Instant::now(),
+                fetched: self.clock.instant(),
             },
         );
         key.ok_or_else(|| IdTokenError::Invalid("unknown kid".into()))?
@@ -206,7 +209,7 @@ impl ProviderKeys {
         let Some(entry) = cache.get(issuer) else {
             return Lookup::Stale;
         };
-        let age = entry.fetched.elapsed();
+        let age = self.clock.instant().saturating_duration_since(entry.fetched);
         if age > KEYS_MAX_AGE {
             return Lookup::Stale;
         }
