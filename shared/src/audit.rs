@@ -3,19 +3,29 @@
 //! retention period by TTL) and as a JSON log line. Events name who, what and the outcome; never a
 //! secret.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::services::Services;
-use crate::store::{Filter, Item, PageQuery, TTL_ATTRIBUTE, classify, get_n, get_s, n, opt_s, s};
+use crate::store::credentials::BoxFuture;
+use crate::store::{Filter, Item, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, opt_s, s};
 
-/// All events share one partition, newest last by sort key. DynamoDB takes about 1000 writes a second
-/// per partition: the ceiling of audited operations a second for one vault.
-const PARTITION: &str = "AUDIT";
+/// Events are spread over this many partitions (`AUDIT#0` .. `AUDIT#15`), newest last by sort key
+/// in each: DynamoDB takes about 1,000 writes a second per partition, so the trail takes 16,000.
+const SHARDS: usize = 16;
 
-#[derive(Debug, Clone, Serialize)]
+fn partition(event_id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, event_id.as_bytes());
+    format!("AUDIT#{}", usize::from(digest.as_ref()[0]) % SHARDS)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub event_id: String,
@@ -62,38 +72,128 @@ impl AuditEvent {
     }
 }
 
-/// Writes the event to the log and, unless `only_log`, to the table. A failed table write is logged
-/// and does not fail the request it describes: the log line still holds the event.
-pub async fn record(services: &Services, mut event: AuditEvent) {
-    let now_ms = services.clock.now_millis();
+/// Where audit events go: the protocols hold one, so their tests can collect events in memory.
+pub trait AuditSink: Send + Sync + 'static {
+    fn record(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
+}
+
+/// The audit trail in the table (kept `retention` by TTL, spread over `SHARDS` partitions) and the log.
+pub struct AuditTrail {
+    table: Table,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+}
+
+impl AuditTrail {
+    pub fn new(table: Table, clock: Arc<dyn Clock>, retention: Duration) -> Self {
+        Self {
+            table,
+            clock,
+            retention,
+        }
+    }
+
+    /// Writes the event to the log and to the table. A failed table write is logged and does not fail
+    /// the request it describes: the log line still holds the event.
+    pub async fn write(&self, mut event: AuditEvent) {
+        let now_ms = self.clock.now_millis();
+        event.time = crate::clock::iso8601_millis(now_ms);
+        tracing::info!(audit = %json!(event), "audit event");
+        self.put(&event, now_ms, Write::New).await;
+    }
+}
+
+impl AuditSink for AuditTrail {
+    fn record(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
+        Box::pin(self.write(event))
+    }
+}
+
+/// Records an event in the services' trail.
+pub async fn record(services: &Services, event: AuditEvent) {
+    services.audit.write(event).await;
+}
+
+/// Whether a table write makes a new event or settles the outcome of one written before it was known.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    New,
+    Settle,
+}
+
+/// The outcome an event is written with while its work still runs: what a warm read ends in.
+const EXPECTED_OUTCOME: &str = "ok";
+
+impl AuditTrail {
+    async fn put(&self, event: &AuditEvent, at_ms: i64, write: Write) {
+        let retention_secs = self.retention.as_secs() as i64;
+        let mut req = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(partition(&event.event_id)))
+            .item("sk", s(format!("{at_ms:015}#{}", event.event_id)))
+            .item("action", s(&event.action))
+            .item("resource", s(&event.resource))
+            .item("outcome", s(&event.outcome))
+            .item("timeMs", n(at_ms))
+            .item(TTL_ATTRIBUTE, n(at_ms / 1000 + retention_secs));
+        req = match write {
+            Write::New => req.condition_expression("attribute_not_exists(pk)"),
+            // Settling replaces only the version written while the work ran.
+            Write::Settle => req
+                .condition_expression(
+                    "attribute_not_exists(pk) OR (outcome = :expected AND attribute_not_exists(settled))",
+                )
+                .item("settled", AttributeValue::Bool(true))
+                .expression_attribute_values(":expected", s(EXPECTED_OUTCOME)),
+        };
+        if let Some(caller) = &event.caller {
+            req = req.item("caller", s(caller));
+        }
+        if let Some(refreshed) = event.refreshed {
+            req = req.item("refreshed", AttributeValue::Bool(refreshed));
+        }
+        if let Some(reason) = &event.reason {
+            req = req.item("reason", s(reason));
+        }
+        if let Err(e) = req.send().await {
+            tracing::error!(error = %classify("PutItem", e), action = %event.action, "audit event not stored in the table");
+        }
+    }
+}
+
+/// Runs `work` (a credential read the caller was allowed) with its audit event written at the same
+/// time rather than after it, so a warm read costs the latency of one DynamoDB call, not two in a row.
+/// The event is written as the read usually ends (`ok`, not refreshed); a read that ends otherwise
+/// (refreshed, refused by the store, failed) settles it with its real outcome before it answers. If
+/// the instance dies in between, the event stands as written: the access was granted.
+pub async fn while_reading<T>(
+    services: &Services,
+    mut event: AuditEvent,
+    work: impl Future<Output = Result<T, ApiError>>,
+    refreshed: impl Fn(&T) -> bool,
+) -> Result<T, ApiError> {
+    let trail = &services.audit;
+    let now_ms = trail.clock.now_millis();
     event.time = crate::clock::iso8601_millis(now_ms);
-    tracing::info!(audit = %json!(event), "audit event");
-    let retention_secs = services.config.audit_retention.as_secs() as i64;
-    let mut req = services
-        .table
-        .client
-        .put_item()
-        .table_name(&services.table.name)
-        .item("pk", s(PARTITION))
-        .item("sk", s(format!("{now_ms:015}#{}", event.event_id)))
-        .item("action", s(&event.action))
-        .item("resource", s(&event.resource))
-        .item("outcome", s(&event.outcome))
-        .item("timeMs", n(now_ms))
-        .item(TTL_ATTRIBUTE, n(now_ms / 1000 + retention_secs))
-        .condition_expression("attribute_not_exists(pk)");
-    if let Some(caller) = &event.caller {
-        req = req.item("caller", s(caller));
+    event.outcome = EXPECTED_OUTCOME.to_string();
+    event.refreshed = Some(false);
+    let ((), result) = tokio::join!(trail.put(&event, now_ms, Write::New), work);
+    let settled = AuditEvent {
+        outcome: result
+            .as_ref()
+            .err()
+            .map_or(EXPECTED_OUTCOME.to_string(), |e| e.error_code().to_string()),
+        refreshed: Some(result.as_ref().is_ok_and(&refreshed)),
+        ..event
+    };
+    tracing::info!(audit = %json!(settled), "audit event");
+    if settled.outcome != EXPECTED_OUTCOME || settled.refreshed == Some(true) {
+        trail.put(&settled, now_ms, Write::Settle).await;
     }
-    if let Some(refreshed) = event.refreshed {
-        req = req.item("refreshed", AttributeValue::Bool(refreshed));
-    }
-    if let Some(reason) = &event.reason {
-        req = req.item("reason", s(reason));
-    }
-    if let Err(e) = req.send().await {
-        tracing::error!(error = %classify("PutItem", e), action = %event.action, "audit event not stored in the table");
-    }
+    result
 }
 
 /// Filters of `GET /v1/audit`.
@@ -127,21 +227,69 @@ pub async fn list(services: &Services, query: AuditQuery) -> Result<serde_json::
         names,
         values,
     });
-    let page = PageQuery {
-        pk: PARTITION,
-        sk_prefix: "",
-        limit: query.limit,
-        cursor: query.cursor.as_deref(),
-        newest_first: true,
-        filter,
+    // The newest `limit` of every shard, merged: together they hold the newest `limit` of all.
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(decode_cursor(cursor).ok_or(crate::store::StoreError::BadCursor)?),
     };
-    let (items, next) = crate::store::query_page(&services.table, page).await?;
+    let mut items = Vec::new();
+    let mut more = false;
+    for shard in 0..SHARDS {
+        let mut req = services
+            .table
+            .client
+            .query()
+            .table_name(&services.table.name)
+            .expression_attribute_values(":pk", s(format!("AUDIT#{shard}")))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(query.limit);
+        req = match &before {
+            Some(sk) => req
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(sk)),
+            None => req.key_condition_expression("pk = :pk"),
+        };
+        if let Some(filter) = &filter {
+            req = req.filter_expression(&filter.expression);
+            for (placeholder, name) in &filter.names {
+                req = req.expression_attribute_names(*placeholder, *name);
+            }
+            for (placeholder, value) in &filter.values {
+                req = req.expression_attribute_values(*placeholder, value.clone());
+            }
+        }
+        let out = req.send().await.map_err(|e| classify("Query", e))?;
+        more |= out.last_evaluated_key.as_ref().is_some_and(|k| !k.is_empty());
+        items.extend(out.items.unwrap_or_default());
+    }
+    let sort_key = |item: &Item| get_s(item, "sk").unwrap_or_default();
+    items.sort_by_key(|item| std::cmp::Reverse(sort_key(item)));
+    more |= items.len() > query.limit as usize;
+    items.truncate(query.limit as usize);
+    let next = (more && !items.is_empty())
+        .then(|| items.last().map(|last| encode_cursor(&sort_key(last))))
+        .flatten();
     let events = items
         .iter()
         .map(present)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::internal)?;
     Ok(json!({"events": events, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
+}
+
+/// A cursor is the sort key of the last event of the page, base64url.
+fn encode_cursor(sk: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sk)
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine;
+    let sk = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    // `{timeMs:015}#{eventId}`: anything else was not given out here.
+    let (time, id) = sk.split_once('#')?;
+    (time.len() == 15 && time.bytes().all(|c| c.is_ascii_digit()) && crate::random::is_token_shaped(id)).then_some(sk)
 }
 
 fn present(item: &Item) -> Result<serde_json::Value, crate::store::StoreError> {

@@ -190,6 +190,16 @@ impl From<crate::store::connections::ConnectionStoreError> for ApiError {
     }
 }
 
+impl From<crate::store::credentials::RepositoryError> for ApiError {
+    fn from(err: crate::store::credentials::RepositoryError) -> Self {
+        use crate::store::credentials::RepositoryError;
+        match err {
+            RepositoryError::Store(store) => store.into(),
+            crypto @ RepositoryError::Crypto(_) => ApiError::internal(crypto),
+        }
+    }
+}
+
 /// Writes the full cause chain of an error, by Display only.
 pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();

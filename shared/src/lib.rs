@@ -1,8 +1,8 @@
 //! credvault: the code the three Lambda functions share.
 //!
 //! Handlers in `functions/*` translate HTTP to calls into this crate and back; everything that decides
-//! anything lives here. Start at `routes.rs` (what the API is), `login.rs` (how a credential gets in)
-//! and `vault.rs` (how a fresh access token gets out).
+//! anything lives here. Start at the functions' routers and `openapi.rs` (what the API is), `login.rs`
+//! (how a credential gets in) and `vault.rs` (how a fresh access token gets out).
 
 pub mod access;
 pub mod audit;
@@ -15,8 +15,8 @@ pub mod identity;
 pub mod login;
 pub mod migration;
 pub mod oauth;
+pub mod openapi;
 pub mod random;
-pub mod routes;
 pub mod services;
 pub mod store;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use crate::oauth::connection::{IssuedUnder, UserIdRefusal, is_valid_connection_i
 use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
 use crate::oauth::provider::TokenResponse;
 use crate::services::Services;
-use crate::store::credentials::{self, NewTokens};
+use crate::store::credentials::PlainTokens;
 use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
 use crate::store::vault_codes::{self, Refusal, VaultCode};
 use crate::store::{StoreError, connections, identities};
@@ -30,18 +30,33 @@ const SAVE_ATTEMPTS: u32 = 3;
 
 /// `POST /api/authentication`. Unknown fields (antiAbuseHash, applicationId, ...) are accepted and
 /// ignored: the Authress login SDK sends them.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "connectionId": "con_demo",
+    "redirectUrl": "https://app.example.com/after-login",
+    "codeChallenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    "codeChallengeMethod": "S256",
+    "connectionProperties": {"login_hint": "alice"}
+}))]
 pub struct StartRequest {
+    #[schema(required = true, nullable = false, pattern = "^[a-zA-Z0-9._:-]{1,64}$")]
     pub connection_id: Option<String>,
+    /// One of the vault's allowed redirect URLs, exactly.
+    #[schema(required = true, nullable = false, max_length = 2048)]
     pub redirect_url: Option<String>,
+    /// base64url SHA-256 of the app's PKCE verifier.
+    #[schema(required = true, nullable = false, pattern = "^[A-Za-z0-9_-]{43}$")]
     pub code_challenge: Option<String>,
+    #[schema(required = true, nullable = false, pattern = "^S256$")]
     pub code_challenge_method: Option<String>,
+    /// Extra authorize parameters for the provider (`login_hint`, `prompt`, ...); the vault's own
+    /// (`state`, `redirect_uri`, ...) may not be set.
     #[serde(default)]
     pub connection_properties: BTreeMap<String, String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartResponse {
     pub authentication_url: String,
@@ -267,7 +282,7 @@ pub async fn callback(
         }
     };
     let resource = crate::access::credentials_resource(connection_id, &user_id);
-    if !identities::claim_for_login(&services.table, &user_id, connection_id, now).await? {
+    if !identities::claim_for_login(&services.table, &user_id, connection_id, &connection.generation, now).await? {
         tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
         let refusal = ApiError::refused("identity_conflict", "the user id belongs to another connection");
         let event =
@@ -317,56 +332,32 @@ async fn save_credential(
     tokens: TokenResponse,
 ) -> Result<(), ApiError> {
     let issued = IssuedUnder::of(connection);
-    let table = &services.table;
-    let access_token = services
-        .envelope
-        .seal_str(
-            &credentials::context(table, connection_id, user_id, credentials::ATTR_ACCESS_TOKEN),
-            tokens.access_token.expose_secret(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
-    let refresh_token = match &tokens.refresh_token {
-        Some(rt) => Some(
-            services
-                .envelope
-                .seal_str(
-                    &credentials::context(table, connection_id, user_id, credentials::ATTR_REFRESH_TOKEN),
-                    rt.expose_secret(),
-                )
-                .await
-                .map_err(ApiError::internal)?,
-        ),
-        None => None,
-    };
+    let repository = &services.credentials;
     let now = services.clock.now_secs();
-    let new_tokens = || NewTokens {
-        access_token: access_token.clone(),
-        refresh_token: refresh_token.clone(),
-        access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
-        access_issued_at: now,
-        token_type: tokens.token_type.clone(),
-        scope: tokens.scope.clone(),
-    };
-    for _ in 0..SAVE_ATTEMPTS {
-        let previous = credentials::get(table, connection_id, user_id)
-            .await
-            .map_err(ApiError::internal)?;
-        match credentials::save_after_login(
-            table,
+    let sealed = repository
+        .seal(
             connection_id,
             user_id,
-            previous.as_ref(),
-            new_tokens(),
-            &issued,
-            now,
+            PlainTokens {
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token,
+                access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+                access_issued_at: now,
+                token_type: tokens.token_type,
+                scope: tokens.scope,
+            },
         )
-        .await
+        .await?;
+    for _ in 0..SAVE_ATTEMPTS {
+        let previous = repository.get(connection_id, user_id).await?;
+        match repository
+            .save_after_login(connection_id, user_id, previous.as_ref(), sealed.clone(), &issued, now)
+            .await
         {
             Ok(()) => return Ok(()),
             // A refresh or another login committed in between: read again and replace that version.
             Err(StoreError::ConditionFailed(_)) => continue,
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     Err(ApiError::internal("credential kept changing while saving a login"))
@@ -380,11 +371,18 @@ fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, A
 }
 
 /// `POST /api/authentication/{authenticationRequestId}/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
+    #[schema(required = true, nullable = false, pattern = "^authorization_code$")]
     pub grant_type: Option<String>,
+    /// The vault code the callback redirect carried.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 256)]
     pub code: Option<String>,
+    /// The app's PKCE verifier for the `codeChallenge` of the login start.
+    #[schema(required = true, nullable = false, pattern = "^[!-~]{43,512}$")]
     pub code_verifier: Option<String>,
+    /// The `redirectUrl` of the login start.
+    #[schema(required = true, nullable = false, max_length = 2048)]
     pub redirect_uri: Option<String>,
     /// The application (the Authress login SDK sends its `applicationId`): the id_token's audience.
     pub client_id: Option<String>,

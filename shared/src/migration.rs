@@ -74,10 +74,11 @@ pub async fn migrate(services: &Services) -> Result<MigrationReport, MigrationEr
         if item.issued_under.is_none() && credentials::pin(table, &item, &IssuedUnder::of(&connection)).await? {
             report.credentials_pinned += 1;
         }
-        if identities::belongs_to(table, &item.user_id, &item.connection_id).await? {
+        let generation = &connection.generation;
+        if identities::belongs_to(table, &item.user_id, &item.connection_id, generation).await? {
             continue;
         }
-        if identities::claim_for_login(table, &item.user_id, &item.connection_id, now).await? {
+        if identities::claim_for_login(table, &item.user_id, &item.connection_id, generation, now).await? {
             report.identities_claimed += 1;
         } else {
             report
@@ -95,7 +96,10 @@ pub async fn migrate(services: &Services) -> Result<MigrationReport, MigrationEr
         *count = live.len() as i64;
         bytes += live.iter().map(documents::Document::counted_bytes).sum::<i64>();
     }
-    documents::set_policy_stats(table, roles, records, bytes).await?;
+    let stored = crate::store::policy::stats(table).await?;
+    if (stored.roles, stored.records, stored.bytes) != (roles, records, bytes) {
+        crate::store::policy::set_counts(table, roles, records, bytes).await?;
+    }
     (report.roles, report.active_records, report.policy_bytes) = (roles, records, bytes);
 
     let mut cursor = None;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::access::PolicyCache;
+use crate::audit::AuditTrail;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::{DataKeyCache, Envelope};
@@ -10,6 +11,9 @@ use crate::identity::{SigningKey, UserTokens};
 use crate::oauth::id_token::ProviderKeys;
 use crate::oauth::provider::ProviderClient;
 use crate::store::Table;
+use crate::store::connections::DynamoConnections;
+use crate::store::credentials::{CredentialRepository, DynamoCredentials};
+use crate::vault::RefreshProtocol;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -31,8 +35,13 @@ pub fn dynamodb_retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
 pub struct Services {
     pub config: Config,
     pub table: Table,
-    pub envelope: Envelope,
-    pub provider: ProviderClient,
+    pub envelope: Arc<Envelope>,
+    /// The stored credentials, sealing and opening their own secrets.
+    pub credentials: Arc<dyn CredentialRepository>,
+    /// The refresh lease protocol over those credentials (vault.rs).
+    pub refresh: RefreshProtocol,
+    pub audit: Arc<AuditTrail>,
+    pub provider: Arc<ProviderClient>,
     pub provider_keys: ProviderKeys,
     pub user_tokens: UserTokens,
     pub clock: Arc<dyn Clock>,
@@ -64,13 +73,16 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         config.validate()?;
-        let provider = ProviderClient::new(config.refresh.provider_timeout, config.refresh.provider_attempts)?;
+        let provider = Arc::new(ProviderClient::new(
+            config.refresh.provider_timeout,
+            config.refresh.provider_attempts,
+        )?);
         let provider_keys = ProviderKeys::new(
             provider.http().clone(),
             config.insecure_allow_http_loopback,
             clock.clone(),
         );
-        let envelope = Envelope::new(
+        let envelope = Arc::new(Envelope::new(
             kms.clone(),
             config.data_key_id.clone(),
             DataKeyCache::new(
@@ -78,7 +90,7 @@ impl Services {
                 config.data_key_cache_max_age,
                 clock.clone(),
             ),
-        );
+        ));
         let user_tokens = UserTokens::new(
             SigningKey::new(kms, config.signing_key_id.clone()),
             config.issuer.clone(),
@@ -86,9 +98,24 @@ impl Services {
             config.user_token_lifetime,
             clock.clone(),
         );
+        let table = Table::new(dynamodb, config.table_name.clone());
+        let credentials: Arc<dyn CredentialRepository> =
+            Arc::new(DynamoCredentials::new(table.clone(), envelope.clone()));
+        let audit = Arc::new(AuditTrail::new(table.clone(), clock.clone(), config.audit_retention));
+        let refresh = RefreshProtocol {
+            credentials: credentials.clone(),
+            connections: Arc::new(DynamoConnections::new(table.clone(), envelope.clone())),
+            provider: provider.clone(),
+            clock: clock.clone(),
+            timing: config.refresh.clone(),
+            audit: audit.clone(),
+        };
         Ok(Self {
-            table: Table::new(dynamodb, config.table_name.clone()),
+            table,
             envelope,
+            credentials,
+            refresh,
+            audit,
             provider,
             provider_keys,
             user_tokens,

@@ -5,17 +5,21 @@
 //! committed only by the lease holder and only onto the version they were refreshed from, so a rotated
 //! refresh token is never used twice, even if a lease runs out under a paused holder.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::audit::{self, AuditEvent};
+use crate::audit::{AuditEvent, AuditSink};
+use crate::clock::Clock;
+use crate::config::RefreshTiming;
 use crate::error::ApiError;
 use crate::oauth::connection::{EndpointChange, IssuedUnder};
-use crate::oauth::provider::ProviderError;
+use crate::oauth::provider::{ProviderClient, ProviderError};
 use crate::services::Services;
-use crate::store::credentials::{self, CredentialItem, CredentialStatus, NewTokens};
-use crate::store::{StoreError, connections};
+use crate::store::StoreError;
+use crate::store::connections::ConnectionDirectory;
+use crate::store::credentials::{CredentialItem, CredentialRepository, CredentialStatus, NewTokens, PlainTokens};
 
 /// Told to callers when the provider is down and no valid token is left.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -46,11 +50,16 @@ impl std::fmt::Debug for FreshAccessToken {
     }
 }
 
-/// What the lease holder's attempt came to.
-enum HolderOutcome {
-    Done(Result<FreshAccessToken, ApiError>),
-    /// The version moved under us (a lost race): read again.
-    ReadAgain,
+/// The refresh protocol, over what it needs and nothing more: the credentials (which seal their own
+/// secrets), the connections, the provider, time, its timing and the audit trail. Built once per
+/// instance (services.rs); tests build it over an in-memory repository and a test clock.
+pub struct RefreshProtocol {
+    pub credentials: Arc<dyn CredentialRepository>,
+    pub connections: Arc<dyn ConnectionDirectory>,
+    pub provider: Arc<ProviderClient>,
+    pub clock: Arc<dyn Clock>,
+    pub timing: RefreshTiming,
+    pub audit: Arc<dyn AuditSink>,
 }
 
 /// An access token for (connection, user) valid for at least `min_validity`, refreshing it if needed.
@@ -60,125 +69,151 @@ pub async fn fresh_access_token(
     user_id: &str,
     min_validity: Duration,
 ) -> Result<FreshAccessToken, ApiError> {
-    let timing = &services.config.refresh;
-    let deadline = services.clock.instant() + timing.poll_deadline;
-    let mut first_version = None;
-    let mut polls = 0u32;
-    loop {
-        let item = credentials::get(&services.table, connection_id, user_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "credentials_not_found",
-                    "no credentials stored for this user and connection",
-                )
-            })?;
-        match item.status {
-            CredentialStatus::Active => {}
-            CredentialStatus::ReauthRequired => return Err(ApiError::ReauthenticationRequired),
-            CredentialStatus::Revoking => return Err(credentials_not_found()),
-        }
-        let now = services.clock.now_secs();
-        if is_fresh_enough(&item, now, min_validity) {
-            return open_access_token(services, &item, false).await;
-        }
-        // Someone refreshed while we waited: theirs is as fresh as the provider makes them; take it
-        // rather than refreshing again, as long as it has not actually expired.
-        let first = *first_version.get_or_insert(item.token_version);
-        if item.token_version > first && item.access_expires_at > now {
-            return open_access_token(services, &item, false).await;
-        }
-        if item.refresh_token.is_none() {
-            return if item.access_expires_at > now {
-                open_access_token(services, &item, false).await
-            } else {
-                Err(ApiError::ReauthenticationRequired)
-            };
-        }
-        let now_ms = services.clock.now_millis();
-        let lease_free = item.lease.as_ref().is_none_or(|lease| lease.expires_at_ms < now_ms);
-        if lease_free {
-            let owner = crate::random::token(16);
-            let lease_ms = timing.lease_length.as_millis() as i64;
-            let lease_until = services.clock.instant() + timing.lease_length;
-            if credentials::claim_lease(&services.table, &item, &owner, now_ms, lease_ms)
+    services
+        .refresh
+        .fresh_access_token(connection_id, user_id, min_validity)
+        .await
+}
+
+/// Disconnect (`DELETE .../credentials`); see `RefreshProtocol::disconnect`.
+pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
+    services.refresh.disconnect(connection_id, user_id).await
+}
+
+/// What the lease holder's attempt came to.
+enum HolderOutcome {
+    Done(Result<FreshAccessToken, ApiError>),
+    /// The version moved under us (a lost race): read again.
+    ReadAgain,
+}
+
+impl RefreshProtocol {
+    /// An access token for (connection, user) valid for at least `min_validity`, refreshing it if needed.
+    pub async fn fresh_access_token(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+        min_validity: Duration,
+    ) -> Result<FreshAccessToken, ApiError> {
+        let timing = &self.timing;
+        let deadline = self.clock.instant() + timing.poll_deadline;
+        let mut first_version = None;
+        let mut polls = 0u32;
+        loop {
+            let item = self
+                .credentials
+                .get(connection_id, user_id)
                 .await
                 .map_err(store_error)?
-            {
-                match refresh_as_holder(services, &item, &owner, lease_until).await {
-                    HolderOutcome::Done(result) => return result,
-                    HolderOutcome::ReadAgain => continue,
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "credentials_not_found",
+                        "no credentials stored for this user and connection",
+                    )
+                })?;
+            match item.status {
+                CredentialStatus::Active => {}
+                CredentialStatus::ReauthRequired => return Err(ApiError::ReauthenticationRequired),
+                CredentialStatus::Revoking => return Err(credentials_not_found()),
+            }
+            let now = self.clock.now_secs();
+            if is_fresh_enough(&item, now, min_validity) {
+                return self.open_access_token(&item, false).await;
+            }
+            // Someone refreshed while we waited: theirs is as fresh as the provider makes them; take it
+            // rather than refreshing again, as long as it has not actually expired.
+            let first = *first_version.get_or_insert(item.token_version);
+            if item.token_version > first && item.access_expires_at > now {
+                return self.open_access_token(&item, false).await;
+            }
+            if item.refresh_token.is_none() {
+                return if item.access_expires_at > now {
+                    self.open_access_token(&item, false).await
+                } else {
+                    Err(ApiError::ReauthenticationRequired)
+                };
+            }
+            let now_ms = self.clock.now_millis();
+            let lease_free = item.lease.as_ref().is_none_or(|lease| lease.expires_at_ms < now_ms);
+            if lease_free {
+                let owner = crate::random::token(16);
+                let lease_ms = timing.lease_length.as_millis() as i64;
+                let lease_until = self.clock.instant() + timing.lease_length;
+                if self
+                    .credentials
+                    .claim_lease(&item, &owner, now_ms, lease_ms)
+                    .await
+                    .map_err(store_error)?
+                {
+                    match self.refresh_as_holder(&item, &owner, lease_until).await {
+                        HolderOutcome::Done(result) => return result,
+                        HolderOutcome::ReadAgain => continue,
+                    }
                 }
             }
-        }
-        if services.clock.instant() >= deadline {
-            tracing::warn!(connection_id = %connection_id, "gave up waiting for another instance's refresh");
-            return serve_unexpired_or_unavailable(services, &item, DEFAULT_RETRY_AFTER).await;
-        }
-        tokio::time::sleep(poll_backoff(polls)).await;
-        polls += 1;
-    }
-}
-
-/// We hold the lease on `item.token_version`: refresh with the provider and commit, or give the lease back.
-async fn refresh_as_holder(
-    services: &Services,
-    item: &CredentialItem,
-    owner: &str,
-    lease_until: Instant,
-) -> HolderOutcome {
-    let result = call_provider_and_commit(services, item, owner, lease_until).await;
-    match result {
-        Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
-        Ok(None) => HolderOutcome::ReadAgain,
-        Err(RefreshFailure::Permanent(e)) => {
-            // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
-            match credentials::get(&services.table, &item.connection_id, &item.user_id).await {
-                Ok(Some(current)) if current.token_version != item.token_version => {
-                    return HolderOutcome::ReadAgain;
-                }
-                Err(err) => return HolderOutcome::Done(Err(store_error(err))),
-                _ => {}
+            if self.clock.instant() >= deadline {
+                tracing::warn!(connection_id = %connection_id, "gave up waiting for another instance's refresh");
+                return self.serve_unexpired_or_unavailable(&item, DEFAULT_RETRY_AFTER).await;
             }
-            tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
-            declare_dead(services, item, owner, "invalid_grant").await
-        }
-        Err(RefreshFailure::EndpointChanged(change)) => {
-            // Nothing was sent: the refresh token stays away from endpoints it was not issued under.
-            tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, reason = change.reason(), "the connection no longer matches what the credential was issued under; credential needs re-authentication");
-            declare_dead(services, item, owner, change.reason()).await
-        }
-        Err(RefreshFailure::Transient(e)) => {
-            tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
-            release(services, item, owner).await;
-            let retry_after = match &e {
-                ProviderError::Transient {
-                    retry_after: Some(r), ..
-                } => *r,
-                _ => DEFAULT_RETRY_AFTER,
-            };
-            HolderOutcome::Done(serve_unexpired_or_unavailable(services, item, retry_after).await)
-        }
-        Err(RefreshFailure::Internal(e)) => {
-            release(services, item, owner).await;
-            HolderOutcome::Done(Err(e))
+            tokio::time::sleep(poll_backoff(polls)).await;
+            polls += 1;
         }
     }
-}
 
-/// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why.
-async fn declare_dead(services: &Services, item: &CredentialItem, owner: &str, reason: &str) -> HolderOutcome {
-    let now = services.clock.now_secs();
-    match credentials::mark_reauth_required(&services.table, item, owner, reason, now).await {
-        Ok(true) => {
-            let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
-            let event = AuditEvent::new("credential.reauth_required", None, &resource, Ok(())).reason(reason);
-            audit::record(services, event).await;
-            HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
+    /// We hold the lease on `item.token_version`: refresh with the provider and commit, or give the lease back.
+    async fn refresh_as_holder(&self, item: &CredentialItem, owner: &str, lease_until: Instant) -> HolderOutcome {
+        let result = self.call_provider_and_commit(item, owner, lease_until).await;
+        match result {
+            Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
+            Ok(None) => HolderOutcome::ReadAgain,
+            Err(RefreshFailure::Permanent(e)) => {
+                // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
+                match self.credentials.get(&item.connection_id, &item.user_id).await {
+                    Ok(Some(current)) if current.token_version != item.token_version => {
+                        return HolderOutcome::ReadAgain;
+                    }
+                    Err(err) => return HolderOutcome::Done(Err(store_error(err))),
+                    _ => {}
+                }
+                tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
+                self.declare_dead(item, owner, "invalid_grant").await
+            }
+            Err(RefreshFailure::EndpointChanged(change)) => {
+                // Nothing was sent: the refresh token stays away from endpoints it was not issued under.
+                tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, reason = change.reason(), "the connection no longer matches what the credential was issued under; credential needs re-authentication");
+                self.declare_dead(item, owner, change.reason()).await
+            }
+            Err(RefreshFailure::Transient(e)) => {
+                tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
+                self.release(item, owner).await;
+                let retry_after = match &e {
+                    ProviderError::Transient {
+                        retry_after: Some(r), ..
+                    } => *r,
+                    _ => DEFAULT_RETRY_AFTER,
+                };
+                HolderOutcome::Done(self.serve_unexpired_or_unavailable(item, retry_after).await)
+            }
+            Err(RefreshFailure::Internal(e)) => {
+                self.release(item, owner).await;
+                HolderOutcome::Done(Err(e))
+            }
         }
-        Ok(false) => HolderOutcome::ReadAgain,
-        Err(err) => HolderOutcome::Done(Err(store_error(err))),
+    }
+
+    /// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why.
+    async fn declare_dead(&self, item: &CredentialItem, owner: &str, reason: &str) -> HolderOutcome {
+        let now = self.clock.now_secs();
+        match self.credentials.mark_reauth_required(item, owner, reason, now).await {
+            Ok(true) => {
+                let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
+                let event = AuditEvent::new("credential.reauth_required", None, &resource, Ok(())).reason(reason);
+                self.audit.record(event).await;
+                HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
+            }
+            Ok(false) => HolderOutcome::ReadAgain,
+            Err(err) => HolderOutcome::Done(Err(store_error(err))),
+        }
     }
 }
 
@@ -199,166 +234,141 @@ fn is_fresh_enough(item: &CredentialItem, now: i64, min_validity: Duration) -> b
     remaining > 0 && remaining >= wanted
 }
 
-/// `Ok(None)`: we lost the lease before committing; the caller reads again.
-async fn call_provider_and_commit(
-    services: &Services,
-    item: &CredentialItem,
-    owner: &str,
-    lease_until: Instant,
-) -> Result<Option<FreshAccessToken>, RefreshFailure> {
-    let table = &services.table;
-    let internal = |e: ApiError| RefreshFailure::Internal(e);
-    let connection = connections::get(table, &services.envelope, &item.connection_id)
-        .await
-        .map_err(|e| internal(e.into()))?
-        .ok_or(RefreshFailure::EndpointChanged(EndpointChange::ConnectionDeleted))?;
-    IssuedUnder::token_endpoint_fits(item.issued_under.as_ref(), &connection)
-        .map_err(RefreshFailure::EndpointChanged)?;
-    let sealed_refresh = item
-        .refresh_token
-        .as_deref()
-        .ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
-    let refresh_token = services
-        .envelope
-        .open_str(
-            &credentials::context(
-                table,
+impl RefreshProtocol {
+    /// `Ok(None)`: we lost the lease before committing; the caller reads again.
+    async fn call_provider_and_commit(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        lease_until: Instant,
+    ) -> Result<Option<FreshAccessToken>, RefreshFailure> {
+        let internal = |e: ApiError| RefreshFailure::Internal(e);
+        let connection = self
+            .connections
+            .get(&item.connection_id)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .ok_or(RefreshFailure::EndpointChanged(EndpointChange::ConnectionDeleted))?;
+        IssuedUnder::token_endpoint_fits(item.issued_under.as_ref(), &connection)
+            .map_err(RefreshFailure::EndpointChanged)?;
+        let refresh_token = self
+            .credentials
+            .open_refresh_token(item)
+            .await
+            .map_err(|e| internal(e.into()))?
+            .ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
+
+        let tokens = self
+            .provider
+            .refresh(&connection, &refresh_token)
+            .await
+            .map_err(|e| match e {
+                ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
+                ProviderError::Transient { .. } => RefreshFailure::Transient(e),
+            })?;
+
+        // From here the provider may have rotated the refresh token: keep this window short and commit.
+        let now = self.clock.now_secs();
+        let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
+        let scope = tokens.scope.clone().or_else(|| item.scope.clone());
+        let new_tokens = self
+            .credentials
+            .seal(
                 &item.connection_id,
                 &item.user_id,
-                credentials::ATTR_REFRESH_TOKEN,
-            ),
-            sealed_refresh,
-        )
-        .await
-        .map_err(|e| internal(ApiError::internal(e)))?;
-
-    let tokens = services
-        .provider
-        .refresh(&connection, &refresh_token)
-        .await
-        .map_err(|e| match e {
-            ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
-            ProviderError::Transient { .. } => RefreshFailure::Transient(e),
-        })?;
-
-    // From here the provider may have rotated the refresh token: keep this window short and commit.
-    let seal = |attribute: &'static str, value: SecretString| {
-        let ctx = credentials::context(table, &item.connection_id, &item.user_id, attribute);
-        async move { services.envelope.seal_str(&ctx, value.expose_secret()).await }
-    };
-    let access_token = seal(credentials::ATTR_ACCESS_TOKEN, tokens.access_token.clone())
-        .await
-        .map_err(|e| internal(ApiError::internal(e)))?;
-    let new_refresh = match &tokens.refresh_token {
-        Some(rt) => Some(
-            seal(credentials::ATTR_REFRESH_TOKEN, rt.clone())
-                .await
-                .map_err(|e| internal(ApiError::internal(e)))?,
-        ),
-        None => None,
-    };
-    let now = services.clock.now_secs();
-    let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
-    let new_tokens = NewTokens {
-        access_token,
-        refresh_token: new_refresh,
-        access_expires_at: expires_at,
-        access_issued_at: now,
-        token_type: tokens.token_type.clone(),
-        scope: tokens.scope.clone().or_else(|| item.scope.clone()),
-    };
-    let committed = commit_while_leased(services, item, owner, new_tokens, now, lease_until)
-        .await
-        .map_err(|e| internal(store_error(e)))?;
-    if !committed {
-        tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
-        return Ok(None);
+                PlainTokens {
+                    access_token: tokens.access_token.clone(),
+                    refresh_token: tokens.refresh_token.clone(),
+                    access_expires_at: expires_at,
+                    access_issued_at: now,
+                    token_type: tokens.token_type.clone(),
+                    scope: scope.clone(),
+                },
+            )
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let committed = self
+            .commit_while_leased(item, owner, new_tokens, now, lease_until)
+            .await
+            .map_err(|e| internal(store_error(e)))?;
+        if !committed {
+            tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
+            return Ok(None);
+        }
+        tracing::info!(connection_id = %item.connection_id, user_id = %item.user_id, version = item.token_version + 1, rotated = tokens.refresh_token.is_some(), "credential refreshed");
+        let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
+        self.audit
+            .record(AuditEvent::new("credential.refresh", None, &resource, Ok(())))
+            .await;
+        Ok(Some(FreshAccessToken {
+            access_token: tokens.access_token,
+            expires_at,
+            token_type: tokens.token_type,
+            scope,
+            refreshed: true,
+        }))
     }
-    tracing::info!(connection_id = %item.connection_id, user_id = %item.user_id, version = item.token_version + 1, rotated = tokens.refresh_token.is_some(), "credential refreshed");
-    let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
-    audit::record(services, AuditEvent::new("credential.refresh", None, &resource, Ok(()))).await;
-    Ok(Some(FreshAccessToken {
-        access_token: tokens.access_token,
-        expires_at,
-        token_type: tokens.token_type,
-        scope: tokens.scope.or_else(|| item.scope.clone()),
-        refreshed: true,
-    }))
-}
 
-/// The commit is the one write that must not be lost: the provider may have rotated the refresh token,
-/// and the new one exists only in this process. Throttling and transient DynamoDB errors are retried
-/// while the lease is ours; the write is conditional on owner and version, so a retry of a write that
-/// did land just reports a failed condition, and the caller re-reads.
-async fn commit_while_leased(
-    services: &Services,
-    item: &CredentialItem,
-    owner: &str,
-    tokens: NewTokens,
-    now: i64,
-    lease_until: Instant,
-) -> Result<bool, StoreError> {
-    let mut attempt = 0u32;
-    loop {
-        match credentials::commit_refresh(&services.table, item, owner, tokens.clone(), now).await {
-            Err(e @ (StoreError::Throttled | StoreError::Dynamo { .. })) => {
-                let pause = poll_backoff(attempt);
-                if services.clock.instant() + pause >= lease_until {
-                    tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
-                    return Err(e);
+    /// The commit is the one write that must not be lost: the provider may have rotated the refresh token,
+    /// and the new one exists only in this process. Throttling and transient DynamoDB errors are retried
+    /// while the lease is ours; the write is conditional on owner and version, so a retry of a write that
+    /// did land just reports a failed condition, and the caller re-reads.
+    async fn commit_while_leased(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        tokens: NewTokens,
+        now: i64,
+        lease_until: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.credentials.commit_refresh(item, owner, tokens.clone(), now).await {
+                Err(e @ (StoreError::Throttled | StoreError::Dynamo { .. })) => {
+                    let pause = poll_backoff(attempt);
+                    if self.clock.instant() + pause >= lease_until {
+                        tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
+                        return Err(e);
+                    }
+                    tracing::warn!(connection_id = %item.connection_id, error = %e, attempt, "saving refreshed tokens failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
                 }
-                tracing::warn!(connection_id = %item.connection_id, error = %e, attempt, "saving refreshed tokens failed, retrying");
-                tokio::time::sleep(pause).await;
-                attempt += 1;
+                other => return other,
             }
-            other => return other,
         }
     }
-}
 
-async fn release(services: &Services, item: &CredentialItem, owner: &str) {
-    // Failing to release only delays the next refresh until the lease runs out.
-    if let Err(e) = credentials::release_lease(&services.table, item, owner).await {
-        tracing::warn!(connection_id = %item.connection_id, error = %e, "could not release refresh lease");
+    async fn release(&self, item: &CredentialItem, owner: &str) {
+        // Failing to release only delays the next refresh until the lease runs out.
+        if let Err(e) = self.credentials.release_lease(item, owner).await {
+            tracing::warn!(connection_id = %item.connection_id, error = %e, "could not release refresh lease");
+        }
     }
-}
 
-/// The stored token if it has not actually expired (below the requested validity, but usable), else 503.
-async fn serve_unexpired_or_unavailable(
-    services: &Services,
-    item: &CredentialItem,
-    retry_after: Duration,
-) -> Result<FreshAccessToken, ApiError> {
-    if item.access_expires_at > services.clock.now_secs() {
-        open_access_token(services, item, false).await
-    } else {
-        Err(ApiError::ProviderUnavailable { retry_after })
+    /// The stored token if it has not actually expired (below the requested validity, but usable), else 503.
+    async fn serve_unexpired_or_unavailable(
+        &self,
+        item: &CredentialItem,
+        retry_after: Duration,
+    ) -> Result<FreshAccessToken, ApiError> {
+        if item.access_expires_at > self.clock.now_secs() {
+            self.open_access_token(item, false).await
+        } else {
+            Err(ApiError::ProviderUnavailable { retry_after })
+        }
     }
-}
 
-async fn open_access_token(
-    services: &Services,
-    item: &CredentialItem,
-    refreshed: bool,
-) -> Result<FreshAccessToken, ApiError> {
-    let ctx = credentials::context(
-        &services.table,
-        &item.connection_id,
-        &item.user_id,
-        credentials::ATTR_ACCESS_TOKEN,
-    );
-    let access_token = services
-        .envelope
-        .open_str(&ctx, &item.access_token)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(FreshAccessToken {
-        access_token,
-        expires_at: item.access_expires_at,
-        token_type: item.token_type.clone(),
-        scope: item.scope.clone(),
-        refreshed,
-    })
+    async fn open_access_token(&self, item: &CredentialItem, refreshed: bool) -> Result<FreshAccessToken, ApiError> {
+        let access_token = self.credentials.open_access_token(item).await?;
+        Ok(FreshAccessToken {
+            access_token,
+            expires_at: item.access_expires_at,
+            token_type: item.token_type.clone(),
+            scope: item.scope.clone(),
+            refreshed,
+        })
+    }
 }
 
 fn credentials_not_found() -> ApiError {
@@ -384,68 +394,66 @@ pub enum Revocation {
 /// deleted. If the provider cannot be reached the credential stays unusable and the caller is told to
 /// retry (503 with Retry-After); the retry finishes the revocation. A credential whose connection
 /// changed is deleted without revoking: its refresh token goes nowhere it was not issued for.
-pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
-    for _ in 0..3 {
-        let item = credentials::get(&services.table, connection_id, user_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(credentials_not_found)?;
-        let item = if item.status == CredentialStatus::Revoking {
-            item
-        } else {
-            if !credentials::mark_revoking(&services.table, &item, services.clock.now_secs())
+impl RefreshProtocol {
+    pub async fn disconnect(&self, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
+        for _ in 0..3 {
+            let item = self
+                .credentials
+                .get(connection_id, user_id)
                 .await
                 .map_err(store_error)?
-            {
-                continue;
+                .ok_or_else(credentials_not_found)?;
+            let item = if item.status == CredentialStatus::Revoking {
+                item
+            } else {
+                if !self
+                    .credentials
+                    .mark_revoking(&item, self.clock.now_secs())
+                    .await
+                    .map_err(store_error)?
+                {
+                    continue;
+                }
+                CredentialItem {
+                    status: CredentialStatus::Revoking,
+                    token_version: item.token_version + 1,
+                    lease: None,
+                    ..item
+                }
+            };
+            let revocation = self.revoke_refresh_token(&item).await?;
+            if self.credentials.delete(&item).await.map_err(store_error)? {
+                tracing::info!(connection_id = %connection_id, user_id = %user_id, revocation = ?revocation, "credential disconnected");
+                return Ok(revocation);
             }
-            CredentialItem {
-                status: CredentialStatus::Revoking,
-                token_version: item.token_version + 1,
-                lease: None,
-                ..item
+        }
+        Err(ApiError::internal("the credential kept changing during disconnect"))
+    }
+
+    async fn revoke_refresh_token(&self, item: &CredentialItem) -> Result<Revocation, ApiError> {
+        if item.refresh_token.is_none() {
+            return Ok(Revocation::NotNeeded);
+        }
+        let Some(connection) = self.connections.get(&item.connection_id).await? else {
+            return Ok(Revocation::Skipped(EndpointChange::ConnectionDeleted));
+        };
+        let revocation_url = match IssuedUnder::revocation_endpoint(item.issued_under.as_ref(), &connection) {
+            Ok(Some(url)) => url.to_string(),
+            Ok(None) => return Ok(Revocation::NotNeeded),
+            Err(change) => {
+                tracing::warn!(connection_id = %item.connection_id, reason = change.reason(), "not revoking: the connection no longer matches what the credential was issued under");
+                return Ok(Revocation::Skipped(change));
             }
         };
-        let revocation = revoke_refresh_token(services, &item).await?;
-        if credentials::delete(&services.table, &item).await.map_err(store_error)? {
-            tracing::info!(connection_id = %connection_id, user_id = %user_id, revocation = ?revocation, "credential disconnected");
-            return Ok(revocation);
-        }
-    }
-    Err(ApiError::internal("the credential kept changing during disconnect"))
-}
-
-async fn revoke_refresh_token(services: &Services, item: &CredentialItem) -> Result<Revocation, ApiError> {
-    let Some(sealed) = &item.refresh_token else {
-        return Ok(Revocation::NotNeeded);
-    };
-    let Some(connection) = connections::get(&services.table, &services.envelope, &item.connection_id).await? else {
-        return Ok(Revocation::Skipped(EndpointChange::ConnectionDeleted));
-    };
-    let revocation_url = match IssuedUnder::revocation_endpoint(item.issued_under.as_ref(), &connection) {
-        Ok(Some(url)) => url.to_string(),
-        Ok(None) => return Ok(Revocation::NotNeeded),
-        Err(change) => {
-            tracing::warn!(connection_id = %item.connection_id, reason = change.reason(), "not revoking: the connection no longer matches what the credential was issued under");
-            return Ok(Revocation::Skipped(change));
-        }
-    };
-    let ctx = credentials::context(
-        &services.table,
-        &item.connection_id,
-        &item.user_id,
-        credentials::ATTR_REFRESH_TOKEN,
-    );
-    let refresh_token = services
-        .envelope
-        .open_str(&ctx, sealed)
-        .await
-        .map_err(ApiError::internal)?;
-    services.provider.revoke(&connection, &revocation_url, &refresh_token).await.map_err(|e| {
+        let Some(refresh_token) = self.credentials.open_refresh_token(item).await? else {
+            return Ok(Revocation::NotNeeded);
+        };
+        self.provider.revoke(&connection, &revocation_url, &refresh_token).await.map_err(|e| {
         tracing::warn!(connection_id = %item.connection_id, error = %e, "revocation at the provider failed; credential stays unusable");
         ApiError::ProviderUnavailable { retry_after: DEFAULT_RETRY_AFTER }
     })?;
-    Ok(Revocation::Revoked)
+        Ok(Revocation::Revoked)
+    }
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -132,7 +132,7 @@ async fn main() {
     println!(
         "  snapshot held in memory: {:.1} MiB  (limit of stored bodies: {} MiB)",
         held as f64 / 1048576.0,
-        credvault::store::documents::POLICY_LIMITS.max_bytes / 1048576
+        credvault::store::policy::POLICY_LIMITS.max_bytes / 1048576
     );
     println!(
         "  load over the emulator: median {:.0} ms, worst {:.0} ms (5 loads)",

@@ -1,91 +1,116 @@
-//! The local API gateway: one HTTP server that turns each request into the `lambda_http::Request` API
-//! Gateway would hand a Lambda, picks the function from the shared route table, and calls the same
-//! handler code the Lambda binaries run. Several handler instances per function stand in for several
-//! warm Lambda instances, each with its own caches.
+//! The local API gateway: one HTTP server in front of the three functions' routers, merged as API
+//! Gateway's routes put them together. Several instances of the merged router, each over its own
+//! `Services`, stand in for several warm Lambda instances with their own caches; requests go round
+//! robin. It also serves the demo page of `make dev`, and is where the OpenAPI document is put
+//! together from the three routers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{Html, IntoResponse, Response};
-use credential_fetch::CredentialFetch;
 use credvault::Services;
-use credvault::http::Handler;
-use credvault::routes::{Function, match_route};
-use grant_management::GrantManagement;
-use login_callback::LoginCallback;
-
-/// API Gateway's own payload limit for HTTP APIs.
-const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+use credvault::http::{VaultService, with_fallbacks};
+use tower::ServiceExt;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub struct Gateway {
-    login: Vec<LoginCallback>,
-    fetch: Vec<CredentialFetch>,
-    grants: Vec<GrantManagement>,
+    instances: Vec<VaultService>,
     next: AtomicUsize,
     demo_page: Option<String>,
 }
 
 impl Gateway {
-    /// One handler per function per element of `instances` (each a separately built `Services`).
+    /// One instance of every function per element of `instances` (each a separately built `Services`).
     pub fn new(instances: Vec<Arc<Services>>, demo_page: Option<String>) -> Self {
+        let instances = instances
+            .into_iter()
+            .map(|services| {
+                let (routes, _) = merged_routes().split_for_parts();
+                credvault::http::service(with_fallbacks(routes.with_state(services)))
+            })
+            .collect();
         Self {
-            login: instances.iter().map(|s| LoginCallback::new(s.clone())).collect(),
-            fetch: instances.iter().map(|s| CredentialFetch::new(s.clone())).collect(),
-            grants: instances.iter().map(|s| GrantManagement::new(s.clone())).collect(),
+            instances,
             next: AtomicUsize::new(0),
             demo_page,
         }
     }
 
     pub async fn serve(self, listener: tokio::net::TcpListener) {
-        let app = Router::new().fallback(route).with_state(Arc::new(self));
+        let app = Router::new()
+            .route("/demo", axum::routing::get(demo))
+            .fallback(forward)
+            .with_state(Arc::new(self));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
     }
 
-    async fn call(&self, function: Function, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+    async fn call(&self, req: Request) -> Response {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        match function {
-            Function::LoginCallback => self.login[n % self.login.len()].handle(req).await,
-            Function::CredentialFetch => self.fetch[n % self.fetch.len()].handle(req).await,
-            Function::GrantManagement => self.grants[n % self.grants.len()].handle(req).await,
+        let Some(instance) = self.instances.get(n % self.instances.len().max(1)).cloned() else {
+            return credvault::http::error_response(&credvault::ApiError::internal("the gateway has no instances"));
+        };
+        match instance.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         }
     }
 }
 
-async fn route(State(gateway): State<Arc<Gateway>>, req: axum::extract::Request) -> Response {
-    if req.uri().path() == "/demo"
-        && let Some(page) = &gateway.demo_page
-    {
-        return Html(page.clone()).into_response();
+async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    gateway.call(req).await
+}
+
+async fn demo(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    match &gateway.demo_page {
+        Some(page) => Html(page.clone()).into_response(),
+        None => gateway.call(req).await,
     }
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, GATEWAY_MAX_BODY).await else {
-        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response();
-    };
-    let body = if bytes.is_empty() {
-        lambda_http::Body::Empty
-    } else {
-        match String::from_utf8(bytes.to_vec()) {
-            Ok(text) => lambda_http::Body::Text(text),
-            Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+}
+
+/// Each function's routes, under the name of its Lambda function.
+pub fn functions() -> [(&'static str, OpenApiRouter<Arc<Services>>); 3] {
+    [
+        ("login-callback", login_callback::routes()),
+        ("credential-fetch", credential_fetch::routes()),
+        ("grant-management", grant_management::routes()),
+    ]
+}
+
+fn merged_routes() -> OpenApiRouter<Arc<Services>> {
+    functions().into_iter().fold(
+        OpenApiRouter::with_openapi(credvault::openapi::ApiDoc::openapi()),
+        |all, (_, routes)| all.merge(routes),
+    )
+}
+
+/// The API's OpenAPI 3.1 document, generated from the three routers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    merged_routes().into_openapi()
+}
+
+/// The document as checked in at `infra/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut text = openapi().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Every operation of every function: (function, METHOD, path template), as the routers have them.
+pub fn operations() -> Vec<(&'static str, String, String)> {
+    const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+    let mut all = Vec::new();
+    for (function, routes) in functions() {
+        let paths = serde_json::to_value(routes.into_openapi().paths).unwrap_or_default();
+        for (path, item) in paths.as_object().into_iter().flatten() {
+            for method in METHODS.iter().filter(|m| item.get(**m).is_some()) {
+                all.push((function, method.to_uppercase(), path.clone()));
+            }
         }
-    };
-    // Unknown routes still go to a function, which answers with the API's own 404/405 JSON.
-    let function = match_route(parts.method.as_str(), parts.uri.path())
-        .map(|m| m.route.function)
-        .unwrap_or(Function::LoginCallback);
-    let response = gateway
-        .call(function, lambda_http::Request::from_parts(parts, body))
-        .await;
-    let (parts, body) = response.into_parts();
-    let bytes = match body {
-        lambda_http::Body::Text(t) => t.into_bytes(),
-        lambda_http::Body::Binary(b) => b,
-        _ => Vec::new(),
-    };
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+    }
+    all
 }

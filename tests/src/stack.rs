@@ -352,7 +352,7 @@ impl LocalStack {
             .filter(|item| {
                 item.get("pk")
                     .and_then(|pk| pk.as_s().ok())
-                    .is_some_and(|pk| pk != "AUDIT")
+                    .is_some_and(|pk| !pk.starts_with("AUDIT#"))
             })
             .map(|item| format!("{:?}", item.iter().collect::<BTreeMap<_, _>>()))
             .collect();
@@ -366,6 +366,11 @@ impl LocalStack {
             .await
             .expect("read credential")
     }
+}
+
+/// A connection to `provider` as the stack seeds it (for tests that run the protocol without a stack).
+pub fn provider_connection(provider: &FakeProvider, connection_id: &str) -> Connection {
+    demo_connection(provider, connection_id, &StackOptions::default())
 }
 
 /// The connection to the fake provider that the stack seeds.

@@ -388,7 +388,6 @@ async fn refresh_tokens_and_client_secrets_stay_with_the_endpoints_they_were_iss
     for (field, value) in [
         ("tokenUrl", format!("{}/token", evil.issuer())),
         ("revocationUrl", format!("{}/revoke", evil.issuer())),
-        ("clientId", "attacker-client".to_string()),
     ] {
         let mut steered = connection.clone();
         steered[field] = json!(value);
@@ -463,8 +462,18 @@ async fn a_recreated_connection_is_a_new_generation() {
         audit_reasons(stack, "credential.reauth_required").await,
         ["connection_replaced"]
     );
-    // A new login is issued under the new generation and works.
+    // The new connection does not inherit the old one's users: it could point anywhere. Alice's next
+    // login through it is refused until the operator links her id to the new generation.
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    let outcome = login_outcome(stack, "con_demo").await;
+    assert_eq!(
+        outcome.get("error").map(String::as_str),
+        Some("identity_conflict"),
+        "{outcome:?}"
+    );
+    credvault::store::identities::link_checked(&stack.services.table, &alice.user_id, "con_demo")
+        .await
+        .unwrap();
     let again = stack.login().await;
     assert_eq!(
         stack
@@ -543,11 +552,9 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
             .await
             .unwrap();
     };
-    let limits = credvault::store::documents::POLICY_LIMITS;
-    let (counted_roles, counted_records, counted_bytes) =
-        credvault::store::documents::policy_stats(&stack.services.table)
-            .await
-            .unwrap();
+    let limits = credvault::store::policy::POLICY_LIMITS;
+    let counted = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    let (counted_roles, counted_records, counted_bytes) = (counted.roles, counted.records, counted.bytes);
     assert_eq!(
         (counted_roles, counted_records),
         (1, 1),
@@ -590,29 +597,35 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
     stats(1, 1, counted_bytes).await;
     assert_eq!(as_admin(stack, "POST", "/v1/records", Some(&record)).await.0, 201);
     assert_eq!(
-        credvault::store::documents::policy_stats(&stack.services.table)
+        credvault::store::policy::stats(&stack.services.table)
             .await
             .unwrap()
-            .1,
+            .records,
         2
     );
     assert_eq!(as_admin(stack, "DELETE", "/v1/records/rec_x", None).await.0, 204);
-    let (roles, records, bytes) = credvault::store::documents::policy_stats(&stack.services.table)
-        .await
-        .unwrap();
-    assert_eq!((roles, records, bytes), (1, 1, counted_bytes));
+    let after_delete = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    assert_eq!(
+        (after_delete.roles, after_delete.records, after_delete.bytes),
+        (1, 1, counted_bytes)
+    );
     let raw = stack.aws.scan_all().await;
     let deleted = raw
         .iter()
         .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("RECORD#rec_x"))
         .expect("a deleted record stays readable for a while");
+    assert_eq!(
+        deleted["pk"].as_s().unwrap(),
+        "DELETED_RECORDS",
+        "in its own partition, which no policy load reads"
+    );
     let ttl: i64 = deleted[credvault::store::TTL_ATTRIBUTE]
         .as_n()
         .unwrap()
         .parse()
         .unwrap();
     let now = stack.services.clock.now_secs();
-    assert!(ttl > now && ttl <= now + credvault::store::documents::DELETED_RECORD_RETENTION_SECS);
+    assert!(ttl > now && ttl <= now + credvault::store::policy::DELETED_RECORD_RETENTION_SECS);
     let (status, shown) = as_admin(stack, "GET", "/v1/records/rec_x", None).await;
     assert_eq!((status, shown["status"].as_str()), (200, Some("DELETED")));
     let (status, _) = as_admin(stack, "PUT", "/v1/records/rec_x", Some(&record)).await;
@@ -685,4 +698,223 @@ async fn overlong_ids_are_4xx_and_store_failures_are_never_400() {
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "throttled");
+}
+
+/// Review finding: a new access key on a client is the power to act as that client, so `clients:update`
+/// alone must not reach the administrator's keys (nor delete them, nor re-make a deleted client id
+/// that records still name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managing_a_clients_keys_needs_what_the_client_holds() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (manager_id, manager_key) = stack.new_client("client manager").await;
+    give(
+        stack,
+        &manager_id,
+        "ro_clients",
+        json!([{"action": "clients:*", "allow": true}]),
+        "Clients",
+    )
+    .await;
+    let manager = stack.client_token(&manager_key);
+    let admin_id = stack.admin_key.split('.').next().unwrap().to_string();
+    let (_, admin_client) = as_admin(stack, "GET", &format!("/v1/clients/{admin_id}"), None).await;
+    let admin_key_id = admin_client["verificationKeys"][0]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = stack.state_snapshot().await;
+
+    let keys = format!("/v1/clients/{admin_id}/access-keys");
+    let (status, out) = stack.call("POST", &keys, Some(&manager), None).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    assert!(out.get("accessKey").is_none());
+    let public = json!({"publicKey": "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="});
+    let (status, _) = stack.call("POST", &keys, Some(&manager), Some(&public)).await;
+    assert_eq!(status, 403, "an uploaded public key is the same power");
+    let (status, _) = stack
+        .call("DELETE", &format!("{keys}/{admin_key_id}"), Some(&manager), None)
+        .await;
+    assert_eq!(status, 403, "nor may it lock the administrator out");
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+
+    // A client whose grants the manager could not give is deleted; its id may not be made again by it.
+    let (reader_id, _) = stack.new_client("reader").await;
+    give(
+        stack,
+        &reader_id,
+        "ro_reader",
+        json!([{"action": "connections:credentials:read", "allow": true}]),
+        "Connections",
+    )
+    .await;
+    assert_eq!(
+        stack
+            .call("DELETE", &format!("/v1/clients/{reader_id}"), Some(&manager), None)
+            .await
+            .0,
+        204
+    );
+    let (status, out) = stack
+        .call(
+            "POST",
+            "/v1/clients",
+            Some(&manager),
+            Some(&json!({"clientId": reader_id, "name": "me now"})),
+        )
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("cannot_grant")),
+        "{out}"
+    );
+    // Its own new clients, holding nothing, it manages freely.
+    let (status, mine) = stack
+        .call("POST", "/v1/clients", Some(&manager), Some(&json!({"name": "mine"})))
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    let mine_keys = format!("/v1/clients/{}/access-keys", mine["clientId"].as_str().unwrap());
+    assert_eq!(stack.call("POST", &mine_keys, Some(&manager), None).await.0, 201);
+}
+
+/// Review finding: two grant changes that are each allowed alone (a role that gives nothing named in a
+/// record; the role widened while no record names it) must not race into one that is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_role_change_against_a_record_write_gives_nothing() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (attacker_id, attacker_key) = stack.new_client("racer").await;
+    give(
+        stack,
+        &attacker_id,
+        "ro_grants",
+        json!([{"action": "roles:*", "allow": true},
+        {"action": "records:*", "allow": true}]),
+        "*",
+    )
+    .await;
+    let attacker = stack.client_token(&attacker_key);
+    let everything = ResourceCheck::new(stack, &attacker_id);
+    for round in 0..8 {
+        let role_id = format!("ro_race_{round}");
+        let empty = json!({"roleId": role_id, "name": "nothing", "permissions": [{"action": "*", "allow": false}]});
+        assert_eq!(
+            stack.call("POST", "/v1/roles", Some(&attacker), Some(&empty)).await.0,
+            201
+        );
+        let record = json!({"recordId": format!("rec_race_{round}"), "name": "mine", "users": [{"userId": attacker_id}],
+            "statements": [{"roles": [role_id], "resources": [{"resourceUri": "*"}]}]});
+        let widened = json!({"name": "everything", "permissions": [{"action": "*", "allow": true, "grant": true, "delegate": true}]});
+        let role_path = format!("/v1/roles/{role_id}");
+        let ((record_status, _), (role_status, _)) = tokio::join!(
+            stack.call("POST", "/v1/records", Some(&attacker), Some(&record)),
+            stack.call("PUT", &role_path, Some(&attacker), Some(&widened)),
+        );
+        assert!(
+            !(record_status == 201 && role_status == 200),
+            "round {round}: both writes landed (record {record_status}, role {role_status})"
+        );
+        assert!(
+            !everything.holds_everything().await,
+            "round {round}: the racer holds * on *"
+        );
+    }
+}
+
+/// Whether a subject holds `*` on `*`, asked as the administrator through the permission check.
+struct ResourceCheck<'a> {
+    stack: &'a LocalStack,
+    subject: String,
+}
+
+impl<'a> ResourceCheck<'a> {
+    fn new(stack: &'a LocalStack, subject: &str) -> Self {
+        Self {
+            stack,
+            subject: subject.to_string(),
+        }
+    }
+
+    async fn holds_everything(&self) -> bool {
+        let path = format!(
+            "/v1/users/{}/resources/Clients/permissions/clients:read",
+            encode(&self.subject)
+        );
+        let (status, out) = as_admin(self.stack, "GET", &path, None).await;
+        assert!(status == 200 || status == 404, "{out}");
+        status == 200
+    }
+}
+
+/// Review finding: whoever may update a connection could re-point who its logins are (its issuer,
+/// client, user endpoint or id expression) and log in as any of its users; those are for administrators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_administrators_decide_who_a_connections_logins_are() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let (editor_id, editor_key) = stack.new_client("connection editor").await;
+    give(
+        stack,
+        &editor_id,
+        "ro_editor",
+        json!([{"action": "connections:*", "allow": true}]),
+        "Connections",
+    )
+    .await;
+    let editor = stack.client_token(&editor_key);
+    let (_, connection) = stack.call("GET", "/v1/connections/con_demo", Some(&editor), None).await;
+    let before = stack.state_snapshot().await;
+    for (field, value) in [
+        ("issuerUrl", json!("https://evil.example")),
+        ("clientId", json!("attacker-client")),
+    ] {
+        let mut changed = connection.clone();
+        changed[field] = value;
+        changed["clientSecret"] = json!("the attacker's own secret");
+        let (status, out) = stack
+            .call("PUT", "/v1/connections/con_demo", Some(&editor), Some(&changed))
+            .await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (403, Some("administrators_only")),
+            "{field}: {out}"
+        );
+    }
+    for expression in ["{name}", "{connectionId}|{email}"] {
+        let mut changed = connection.clone();
+        changed["data"]["userIdExpression"] = json!(expression);
+        let (status, out) = stack
+            .call("PUT", "/v1/connections/con_demo", Some(&editor), Some(&changed))
+            .await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (403, Some("administrators_only")),
+            "{expression}: {out}"
+        );
+    }
+    // A new connection whose ids are not its own (`{sub}`) could claim ids other grants already name.
+    let mut outside = connection.clone();
+    outside["connectionId"] = json!("con_new");
+    outside["clientSecret"] = json!("s");
+    outside["data"]["userIdExpression"] = json!("{sub}");
+    let (status, out) = stack
+        .call("POST", "/v1/connections", Some(&editor), Some(&outside))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+    // What does not decide identities stays the editor's: scopes, the name, a new secret.
+    let mut scopes = connection.clone();
+    scopes["defaultConnectionProperties"]["scope"] = json!("openid");
+    assert_eq!(
+        stack
+            .call("PUT", "/v1/connections/con_demo", Some(&editor), Some(&scopes))
+            .await
+            .0,
+        200
+    );
 }

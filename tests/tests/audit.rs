@@ -62,15 +62,16 @@ async fn every_audited_action_is_recorded_and_readable_without_secrets() {
     let (status, events) = stack.call("GET", &query, Some(&admin), None).await;
     assert_eq!(status, 200, "{events}");
     let seen = actions(&events);
-    // Newest first.
+    // Newest first. A read is stamped when it starts (its event is written while it reads), so the
+    // refresh or re-authentication it caused comes after it.
     let expected = [
         "credential.disconnect:ok",
-        "credential.read:reauthentication_required",
         "credential.reauth_required:ok",
+        "credential.read:reauthentication_required",
         "credential.read:forbidden",
         "credential.read:ok",
-        "credential.read:ok",
         "credential.refresh:ok",
+        "credential.read:ok",
         "credential.store:ok",
     ];
     assert_eq!(seen, expected, "{events}");

@@ -1,9 +1,11 @@
 //! The Lambda runtime path: `cargo lambda watch` runs the three function binaries behind its Lambda
 //! runtime API emulator, and `cargo lambda invoke` sends each route's API Gateway v2 event fixture
 //! (functions/*/events). Every function must answer every route with the expected status and, for a
-//! refusal, the API's JSON error, configured against the local stack like a deployed function.
+//! refusal, the API's JSON error, configured against the local stack like a deployed function. Then
+//! signed-in requests (a user, and the stack's administrator as a service client) must succeed
+//! through the runtime too, with an encoded `|` and `%2F` in their raw paths and a trailing slash.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ fn expected_status(file: &str) -> u16 {
     match file {
         "post-api-authentication.json" => 200,
         "get-wellknown-openidconfiguration.json" | "get-wellknown-openidconfiguration-jwks.json" => 200,
+        "get-openapijson.json" => 200,
         "get-api-callback-connectionid.json" => 400,
         "post-api-authentication-authenticationrequestid-tokens.json" => 400,
         "get-v1-clients-clientid-wellknown-openidconfiguration-jwks.json" => 404,
@@ -87,6 +90,11 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    let invoker = Invoker {
+        root: root.clone(),
+        path: path.clone(),
+        port: port.clone(),
+    };
     let mut answered = 0;
     for function in ["login-callback", "credential-fetch", "grant-management"] {
         let dir: PathBuf = root.join("functions").join(function).join("events");
@@ -94,48 +102,132 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         fixtures.sort();
         for fixture in fixtures {
             let file = fixture.file_name().unwrap().to_string_lossy().to_string();
-            let invoke = tokio::process::Command::new("cargo")
-                .args([
-                    "lambda",
-                    "invoke",
-                    function,
-                    "--invoke-address",
-                    "127.0.0.1",
-                    "--invoke-port",
-                    &port,
-                    "--output-format",
-                    "json",
-                ])
-                .arg("--data-file")
-                .arg(&fixture)
-                .current_dir(&root)
-                .env("PATH", &path)
-                .kill_on_drop(true)
-                .output();
-            // The first invoke of a function builds it (a link of already-built code).
-            let out = tokio::time::timeout(Duration::from_secs(180), invoke)
-                .await
-                .unwrap_or_else(|_| panic!("{function} {file}: no answer within 180 s"))
-                .expect("cargo lambda invoke runs");
-            assert!(
-                out.status.success(),
-                "{function} {file}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let response: Value = serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|_| panic!("{function} {file}: not JSON: {}", String::from_utf8_lossy(&out.stdout)));
-            let status = response["statusCode"].as_u64().unwrap_or_default() as u16;
-            assert_eq!(status, expected_status(&file), "{function} {file}: {response}");
-            let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+            let (status, body) = invoker.invoke(function, &fixture).await;
+            assert_eq!(status, expected_status(&file), "{function} {file}: {body}");
             if status >= 400 {
                 assert!(
                     body["errorCode"].is_string(),
-                    "{function} {file}: a JSON error body: {response}"
+                    "{function} {file}: a JSON error body: {body}"
                 );
             }
             answered += 1;
         }
     }
-    assert_eq!(answered, credvault::routes::ROUTES.len(), "one fixture per route");
+    assert_eq!(
+        answered,
+        credvault_tests::gateway::operations().len(),
+        "one fixture per route"
+    );
+
+    // Signed in: the user's own credential (its id's `|` percent-encoded in the raw path).
+    let user = stack.login().await;
+    let user_path = format!(
+        "/v1/connections/con_demo/users/{}/credentials",
+        credvault_tests::stack::encode(&user.user_id)
+    );
+    let event = signed_event(
+        &root.join("functions/credential-fetch/events/get-v1-connections-connectionid-users-userid-credentials.json"),
+        &user_path,
+        &user.access_token,
+    );
+    let (status, body) = invoker.invoke_event("credential-fetch", &event).await;
+    assert_eq!(status, 200, "user fetch through the runtime: {body}");
+    assert!(body["accessToken"].is_string(), "{body}");
+
+    // The administrator as a service client: a check on a `%2F`-encoded resource, and a listing
+    // asked for with the trailing slash the JS SDK sends.
+    let admin = stack.client_token(&stack.admin_key);
+    let admin_id = stack.admin_key.split('.').next().unwrap_or_default();
+    let check = format!("/v1/users/{admin_id}/resources/Connections%2Fcon_demo/permissions/connections:read");
+    let event = signed_event(
+        &root.join(
+            "functions/grant-management/events/get-v1-users-userid-resources-resourceuri-permissions-permission.json",
+        ),
+        &check,
+        &admin,
+    );
+    let (status, body) = invoker.invoke_event("grant-management", &event).await;
+    assert_eq!(
+        (status, body["resourceUri"].as_str()),
+        (200, Some("Connections/con_demo")),
+        "{body}"
+    );
+    let event = signed_event(
+        &root.join("functions/grant-management/events/get-v1-connections.json"),
+        "/v1/connections/",
+        &admin,
+    );
+    let (status, body) = invoker.invoke_event("grant-management", &event).await;
+    assert_eq!(status, 200, "admin listing through the runtime: {body}");
+    assert!(
+        body["connections"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["connectionId"] == "con_demo")),
+        "{body}"
+    );
     let _ = watch.kill().await;
+}
+
+/// A route's fixture with another raw path and a bearer token, as API Gateway would send it.
+fn signed_event(fixture: &Path, raw_path: &str, bearer: &str) -> Value {
+    let mut event: Value = serde_json::from_slice(&std::fs::read(fixture).expect("fixture")).expect("fixture JSON");
+    event["rawPath"] = Value::from(raw_path);
+    event["requestContext"]["http"]["path"] = Value::from(raw_path);
+    event["headers"]["authorization"] = Value::from(format!("Bearer {bearer}"));
+    event
+}
+
+/// `cargo lambda invoke` against the running `cargo lambda watch`.
+struct Invoker {
+    root: PathBuf,
+    path: String,
+    port: String,
+}
+
+impl Invoker {
+    /// The status and JSON body (Null when there is none) of one invocation.
+    async fn invoke(&self, function: &str, event_file: &Path) -> (u16, Value) {
+        let invoke = tokio::process::Command::new("cargo")
+            .args([
+                "lambda",
+                "invoke",
+                function,
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &self.port,
+                "--output-format",
+                "json",
+            ])
+            .arg("--data-file")
+            .arg(event_file)
+            .current_dir(&self.root)
+            .env("PATH", &self.path)
+            .kill_on_drop(true)
+            .output();
+        let name = event_file.display();
+        // The first invoke of a function builds it (a link of already-built code).
+        let out = tokio::time::timeout(Duration::from_secs(180), invoke)
+            .await
+            .unwrap_or_else(|_| panic!("{function} {name}: no answer within 180 s"))
+            .expect("cargo lambda invoke runs");
+        assert!(
+            out.status.success(),
+            "{function} {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let response: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{function} {name}: not JSON: {}", String::from_utf8_lossy(&out.stdout)));
+        let status = response["statusCode"].as_u64().unwrap_or_default() as u16;
+        let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn invoke_event(&self, function: &str, event: &Value) -> (u16, Value) {
+        let file = std::env::temp_dir().join(format!("credvault-smoke-{}.json", credvault::random::token(9)));
+        std::fs::write(&file, event.to_string()).expect("write event");
+        let answer = self.invoke(function, &file).await;
+        let _ = std::fs::remove_file(&file);
+        answer
+    }
 }

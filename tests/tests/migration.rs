@@ -112,10 +112,11 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
         (Some(1), Some(1)),
         "{report}"
     );
-    let (roles, records, bytes) = credvault::store::documents::policy_stats(&stack.services.table)
-        .await
-        .unwrap();
-    assert_eq!((roles, records, bytes), (1, 1, report["policyBytes"].as_i64().unwrap()));
+    let stats = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    assert_eq!(
+        (stats.roles, stats.records, stats.bytes),
+        (1, 1, report["policyBytes"].as_i64().unwrap())
+    );
 
     // Migrated: the credential refreshes at its own endpoint again.
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);

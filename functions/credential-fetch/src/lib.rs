@@ -1,166 +1,253 @@
 //! credential-fetch: a fresh provider access token for the user themself, or for a caller granted
-//! `connections:credentials:read` on the credential. The refresh protocol lives in `credvault::vault`.
+//! `connections:credentials:read` on the credential, and disconnect. The refresh protocol lives in
+//! `credvault::vault`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
 use credvault::audit::{self, AuditEvent};
 use credvault::clock::iso8601;
-use credvault::http::{Handler, json_response, query_params, respond, route, single_query_param};
-use credvault::identity::{Caller, authenticate};
+use credvault::http::{Path, Query, json_response, no_content, with_fallbacks};
+use credvault::identity::Caller;
 use credvault::oauth::connection::{MAX_USER_ID_LEN, is_valid_connection_id};
-use credvault::routes::{Function, RouteId};
+use credvault::openapi::{AnyRefusal, CallerRefusals, CredentialBody, ErrorBody};
 use credvault::{ApiError, Services, access, vault};
-use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A day: nothing sensible asks for a token valid longer than providers issue them.
 const MAX_MINIMUM_VALIDITY_SECS: u64 = 86_400;
 
-pub struct CredentialFetch {
-    services: Arc<Services>,
+/// This function's routes with their OpenAPI description, before state and fallbacks.
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(user_credentials, disconnect))
+        .routes(routes!(session_credentials))
 }
 
-impl CredentialFetch {
-    pub fn new(services: Arc<Services>) -> Self {
-        Self { services }
-    }
+/// What the Lambda serves: exactly this function's routes.
+pub fn router(services: Arc<Services>) -> Router {
+    let (routes, _) = routes().split_for_parts();
+    with_fallbacks(routes.with_state(services))
+}
 
-    async fn dispatch(&self, req: Request) -> Result<Response<Body>, ApiError> {
-        let matched = route(&req)?;
-        if matched.route.function != Function::CredentialFetch {
-            return Err(ApiError::not_found("route_not_found", "no such route"));
-        }
-        let caller = authenticate(&self.services, &req).await?;
-        let (connection_id, user_id) = match (matched.route.id, &caller) {
-            (RouteId::UserCredentials | RouteId::DeleteUserCredentials, _) => (
-                matched.param("connectionId").to_string(),
-                matched.param("userId").to_string(),
-            ),
-            (RouteId::SessionCredentials, Caller::User { user_id, connection_id }) => {
-                (connection_id.clone(), user_id.clone())
-            }
-            (RouteId::SessionCredentials, Caller::ServiceClient { .. }) => {
-                return Err(ApiError::bad_request(
-                    "no_session",
-                    "a service client has no session: use /v1/connections/{connectionId}/users/{userId}/credentials",
-                ));
-            }
-            _ => return Err(ApiError::not_found("route_not_found", "no such route")),
-        };
-        if !is_valid_connection_id(&connection_id) {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct CredentialPath {
+    /// The connection the user logged in through.
+    #[param(pattern = "^[a-zA-Z0-9._:-]{1,64}$")]
+    connection_id: String,
+    /// The vault user id (`sub` of the user's vault token); percent-encode its `|`.
+    #[param(min_length = 1, max_length = 64)]
+    user_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+struct ValidityQuery {
+    /// How long the returned token must stay valid, 0 to 86400 (default: the vault's setting).
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 86400)]
+    minimum_validity_seconds: Option<String>,
+}
+
+/// The credential of a user: for the user themself, or a caller holding
+/// `connections:credentials:read` on `Connections/{connectionId}/Users/{userId}/Credentials`.
+#[utoipa::path(
+    get, path = "/v1/connections/{connectionId}/users/{userId}/credentials", tag = "credentials",
+    operation_id = "getUserCredentials", security(("bearer" = [])),
+    params(CredentialPath, ValidityQuery),
+    responses(
+        (status = 200, description = "A provider access token valid for at least the requested time.", body = CredentialBody),
+        (status = 400, description = "`invalid_connection_id`, `invalid_user_id`, `invalid_minimum_validity`, `invalid_path`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`credentials_not_found`", body = ErrorBody),
+        (status = 409, description = "`reauthentication_required`: the provider no longer accepts the refresh token.", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`: the provider is down and no valid token is stored.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        AnyRefusal,
+    )
+)]
+async fn user_credentials(
+    State(services): State<Arc<Services>>,
+    Path(path): Path<CredentialPath>,
+    caller: Caller,
+    Query(query): Query<ValidityQuery>,
+) -> Result<Response, ApiError> {
+    let (connection_id, user_id) = checked_ids(path.connection_id, path.user_id)?;
+    let min_validity = minimum_validity(&services, query)?;
+    read(&services, &caller, &connection_id, &user_id, min_validity).await
+}
+
+/// The caller's own credential for the connection it logged in with (the login SDK's
+/// `getConnectionCredentials`).
+#[utoipa::path(
+    get, path = "/api/session/credentials", tag = "credentials", operation_id = "getSessionCredentials",
+    security(("bearer" = [])),
+    params(ValidityQuery),
+    responses(
+        (status = 200, description = "A provider access token valid for at least the requested time.", body = CredentialBody),
+        (status = 400, description = "`no_session` for a service client, `invalid_minimum_validity`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`credentials_not_found`", body = ErrorBody),
+        (status = 409, description = "`reauthentication_required`", body = ErrorBody),
+        (status = 503, description = "`provider_unavailable`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        AnyRefusal,
+    )
+)]
+async fn session_credentials(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(query): Query<ValidityQuery>,
+) -> Result<Response, ApiError> {
+    let (connection_id, user_id) = match &caller {
+        Caller::User { user_id, connection_id } => checked_ids(connection_id.clone(), user_id.clone())?,
+        Caller::ServiceClient { .. } => {
             return Err(ApiError::bad_request(
-                "invalid_connection_id",
-                "connectionId is malformed",
+                "no_session",
+                "a service client has no session: use /v1/connections/{connectionId}/users/{userId}/credentials",
             ));
         }
-        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
-            return Err(ApiError::bad_request(
-                "invalid_user_id",
-                "userId must be 1 to 64 characters",
-            ));
-        }
-        let services = &self.services;
-        let resource = access::credentials_resource(&connection_id, &user_id);
-        if matched.route.id == RouteId::DeleteUserCredentials {
-            let result = self.disconnect(&caller, &connection_id, &user_id).await;
-            let mut event = AuditEvent::new(
-                "credential.disconnect",
-                Some(caller.subject()),
-                &resource,
-                result.as_ref().map(|_| ()),
-            );
-            if let Ok(vault::Revocation::Skipped(change)) = &result {
-                event = event.reason(change.reason());
-            }
-            audit::record(services, event).await;
-            result?;
-            let mut resp = Response::new(Body::Empty);
-            *resp.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
-            return Ok(resp);
-        }
-        let min_validity = self.minimum_validity(&req)?;
-        let result = self.read(&caller, &connection_id, &user_id, min_validity).await;
-        let event = AuditEvent::new(
-            "credential.read",
-            Some(caller.subject()),
-            &resource,
-            result.as_ref().map(|_| ()),
-        );
-        let refreshed = result.as_ref().is_ok_and(|t| t.refreshed);
-        audit::record(services, event.refreshed(refreshed)).await;
-        let token = result?;
-        let mut body = json!({
-            "accessToken": token.access_token.expose_secret(),
-            "expiresAt": iso8601(token.expires_at),
-            "tokenType": token.token_type,
-        });
-        if let Some(scope) = &token.scope {
-            body["scope"] = json!(scope);
-        }
-        Ok(json_response(200, &body))
-    }
+    };
+    let min_validity = minimum_validity(&services, query)?;
+    read(&services, &caller, &connection_id, &user_id, min_validity).await
+}
 
-    async fn read(
-        &self,
-        caller: &Caller,
-        connection_id: &str,
-        user_id: &str,
-        min_validity: Duration,
-    ) -> Result<vault::FreshAccessToken, ApiError> {
-        let s = &self.services;
+/// Disconnect: revokes the refresh token at the provider where it can, then deletes the credential.
+/// For the user themself, or a caller holding `connections:credentials:delete`.
+#[utoipa::path(
+    delete, path = "/v1/connections/{connectionId}/users/{userId}/credentials", tag = "credentials",
+    operation_id = "deleteUserCredentials", security(("bearer" = [])),
+    params(CredentialPath),
+    responses(
+        (status = 204, description = "Disconnected."),
+        (status = 400, description = "`invalid_connection_id`, `invalid_user_id`, `invalid_path`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`credentials_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn disconnect(
+    State(services): State<Arc<Services>>,
+    Path(path): Path<CredentialPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let (connection_id, user_id) = checked_ids(path.connection_id, path.user_id)?;
+    let resource = access::credentials_resource(&connection_id, &user_id);
+    let result = async {
         access::require_credential_access(
-            &s.policies,
-            &s.table,
-            caller,
-            connection_id,
-            user_id,
-            "connections:credentials:read",
-        )
-        .await?;
-        vault::fresh_access_token(s, connection_id, user_id, min_validity).await
-    }
-
-    async fn disconnect(
-        &self,
-        caller: &Caller,
-        connection_id: &str,
-        user_id: &str,
-    ) -> Result<vault::Revocation, ApiError> {
-        let s = &self.services;
-        access::require_credential_access(
-            &s.policies,
-            &s.table,
-            caller,
-            connection_id,
-            user_id,
+            &services.policies,
+            &services.table,
+            &caller,
+            &connection_id,
+            &user_id,
             "connections:credentials:delete",
         )
         .await?;
-        vault::disconnect(s, connection_id, user_id).await
+        vault::disconnect(&services, &connection_id, &user_id).await
     }
-
-    fn minimum_validity(&self, req: &Request) -> Result<Duration, ApiError> {
-        match single_query_param(&query_params(req), "minimumValiditySeconds")? {
-            None => Ok(self.services.config.default_minimum_validity),
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|s| *s <= MAX_MINIMUM_VALIDITY_SECS)
-                .map(Duration::from_secs)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_minimum_validity",
-                        "minimumValiditySeconds must be a whole number from 0 to 86400",
-                    )
-                }),
-        }
+    .await;
+    let mut event = AuditEvent::new(
+        "credential.disconnect",
+        Some(caller.subject()),
+        &resource,
+        result.as_ref().map(|_| ()),
+    );
+    if let Ok(vault::Revocation::Skipped(change)) = &result {
+        event = event.reason(change.reason());
     }
+    audit::record(&services, event).await;
+    result?;
+    Ok(no_content())
 }
 
-impl Handler for CredentialFetch {
-    async fn handle(&self, req: Request) -> Response<Body> {
-        respond(self.dispatch(req).await)
+/// Reads (refreshing first if needed) and audits the credential, refused or not.
+async fn read(
+    services: &Services,
+    caller: &Caller,
+    connection_id: &str,
+    user_id: &str,
+    min_validity: Duration,
+) -> Result<Response, ApiError> {
+    let resource = access::credentials_resource(connection_id, user_id);
+    let allowed = access::require_credential_access(
+        &services.policies,
+        &services.table,
+        caller,
+        connection_id,
+        user_id,
+        "connections:credentials:read",
+    )
+    .await;
+    let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Ok(()));
+    let result = match allowed {
+        // Allowed: the event is written while the credential is read (audit::while_reading).
+        Ok(()) => {
+            audit::while_reading(
+                services,
+                event,
+                vault::fresh_access_token(services, connection_id, user_id, min_validity),
+                |token| token.refreshed,
+            )
+            .await
+        }
+        Err(refused) => {
+            let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Err(&refused));
+            audit::record(services, event.refreshed(false)).await;
+            Err(refused)
+        }
+    };
+    let token = result?;
+    let mut body = json!({
+        "accessToken": token.access_token.expose_secret(),
+        "expiresAt": iso8601(token.expires_at),
+        "tokenType": token.token_type,
+    });
+    if let Some(scope) = &token.scope {
+        body["scope"] = json!(scope);
+    }
+    Ok(json_response(200, &body))
+}
+
+/// Ids are shape-checked before any store call.
+fn checked_ids(connection_id: String, user_id: String) -> Result<(String, String), ApiError> {
+    if !is_valid_connection_id(&connection_id) {
+        return Err(ApiError::bad_request(
+            "invalid_connection_id",
+            "connectionId is malformed",
+        ));
+    }
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            "userId must be 1 to 64 characters",
+        ));
+    }
+    Ok((connection_id, user_id))
+}
+
+fn minimum_validity(services: &Services, query: ValidityQuery) -> Result<Duration, ApiError> {
+    match query.minimum_validity_seconds {
+        None => Ok(services.config.default_minimum_validity),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= MAX_MINIMUM_VALIDITY_SECS)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_minimum_validity",
+                    "minimumValiditySeconds must be a whole number from 0 to 86400",
+                )
+            }),
     }
 }

@@ -1,6 +1,12 @@
-//! Lambda entry point of credential-fetch: everything else is in lib.rs.
+//! Lambda entry point of credential-fetch: logging, config and clients, then the Lambda runtime
+//! serving the router of lib.rs.
+
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    credvault::http::run_lambda(credential_fetch::CredentialFetch::new).await
+    credvault::telemetry::init();
+    let config = credvault::Config::from_env()?;
+    let services = Arc::new(credvault::Services::from_config(config).await?);
+    lambda_http::run(credvault::http::service(credential_fetch::router(services))).await
 }

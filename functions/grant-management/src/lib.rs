@@ -1,387 +1,163 @@
-//! grant-management: connections, service clients and their access keys, roles, access records, and
-//! permission checks, in the Authress API shapes. Each route first checks the caller's permission on
-//! the resource it touches (`Connections/...`, `Clients/...`, `Roles/...`, `Records/...`).
+//! grant-management: connections, service clients and their access keys, roles, access records,
+//! permission checks and the audit trail, in the Authress API shapes. Each route first checks the
+//! caller's permission on the resource it touches (`Connections/...`, `Clients/...`, `Roles/...`,
+//! `Records/...`); every change is audited, refused or not.
 
 use std::sync::Arc;
 
-use credvault::access::admin as access_admin;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use credvault::access::admin::{self as access_admin, Authority};
 use credvault::access::{self, AccessRecord, Role};
 use credvault::audit::{self, AuditEvent, AuditQuery};
-use credvault::http::{
-    Handler, header_text, json_body, json_body_up_to, json_response, page_params, query_params, respond, route,
-    single_query_param,
-};
-use credvault::identity::service_clients::{self, ClientInput};
-use credvault::identity::{Caller, authenticate};
+use credvault::http::{Json, Page, Path, Query, json_response, no_content, with_fallbacks};
+use credvault::identity::Caller;
+use credvault::identity::service_clients::{self, ClientInput, ServiceClient};
 use credvault::oauth::connections::{self, ConnectionInput};
-use credvault::routes::{Function, Matched, RouteId};
+use credvault::openapi::{
+    AccessKeyBody, AccessRecordBody, AnyRefusal, AuditListBody, CallerRefusals, ClientListBody, ConnectionBody,
+    ConnectionListBody, ErrorBody, JwksBody, PermissionBody, RecordListBody, RoleListBody,
+};
 use credvault::store::documents::Kind;
 use credvault::{ApiError, Services};
-use lambda_http::http::{HeaderValue, header};
-use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Access records may list up to 1000 users; their bodies are bigger than the others'.
 const MAX_RECORD_BODY: usize = 128 * 1024;
 
-pub struct GrantManagement {
-    services: Arc<Services>,
+/// This function's routes with their OpenAPI description, before state and fallbacks.
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(get_connection, update_connection, delete_connection))
+        .routes(routes!(list_clients, create_client))
+        .routes(routes!(get_client, update_client, delete_client))
+        .routes(routes!(create_access_key))
+        .routes(routes!(delete_access_key))
+        .routes(routes!(client_jwks))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(get_role, update_role, delete_role))
+        .routes(routes!(list_records, create_record))
+        .routes(routes!(get_record, update_record, delete_record))
+        .routes(routes!(check_permission))
+        .routes(routes!(list_audit))
 }
 
-#[derive(Deserialize)]
+/// What the Lambda serves: exactly this function's routes.
+pub fn router(services: Arc<Services>) -> Router {
+    let (routes, _) = routes().split_for_parts();
+    with_fallbacks(routes.with_state(services))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionPath {
+    #[param(pattern = "^[a-zA-Z0-9._:-]{1,64}$")]
+    connection_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct ClientPath {
+    /// Starts with `sc_`.
+    #[param(pattern = "^sc_[a-zA-Z0-9_:@|~-]{1,61}$")]
+    client_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct AccessKeyPath {
+    #[param(pattern = "^sc_[a-zA-Z0-9_:@|~-]{1,61}$")]
+    client_id: String,
+    key_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct RolePath {
+    #[param(pattern = "^[a-zA-Z0-9._:@|~-]{1,100}$")]
+    role_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct RecordPath {
+    #[param(pattern = "^[a-zA-Z0-9._:@|~-]{1,100}$")]
+    record_id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+struct PermissionPath {
+    /// The user (or service client) whose permission is checked.
+    #[param(min_length = 1, max_length = 128)]
+    user_id: String,
+    /// A resource URI, percent-encoded as one segment (`Connections%2Fcon_a`).
+    #[param(min_length = 1, max_length = 512)]
+    resource_uri: String,
+    /// An action, e.g. `connections:credentials:read`.
+    #[param(min_length = 1, max_length = 64)]
+    permission: String,
+}
+
+/// `POST /v1/clients/{clientId}/access-keys`: no body (or no `publicKey`) lets the vault make the key.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AccessKeyInput {
+    /// Base64 DER SubjectPublicKeyInfo of the caller's own Ed25519 key; absent or null: the vault
+    /// makes the key.
+    #[schema(max_length = 256)]
     public_key: Option<String>,
 }
 
-impl GrantManagement {
-    pub fn new(services: Arc<Services>) -> Self {
-        Self { services }
-    }
+/// Filters of `GET /v1/audit`: by resource, or by connection (and user); and by caller.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+struct AuditFilter {
+    /// Events of this resource URI or below it.
+    resource: Option<String>,
+    /// Events of this connection's credentials (with `userId`, one credential).
+    connection_id: Option<String>,
+    user_id: Option<String>,
+    /// Events of this caller (user or client id).
+    #[param(min_length = 1, max_length = 128)]
+    caller: Option<String>,
+    #[param(value_type = Option<i32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    #[param(max_length = 2048)]
+    cursor: Option<String>,
+}
 
-    async fn require(&self, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
-        access::require(&self.services.policies, &self.services.table, caller, resource, action).await
-    }
+async fn require(services: &Services, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
+    access::require(&services.policies, &services.table, caller, resource, action).await
+}
 
-    async fn dispatch(&self, req: Request) -> Result<Response<Body>, ApiError> {
-        let m = route(&req)?;
-        if m.route.function != Function::GrantManagement {
-            return Err(ApiError::not_found("route_not_found", "no such route"));
-        }
-        if m.route.id == RouteId::ClientJwks {
-            // Public, like every JWKS: verifiers fetch it without credentials.
-            let client = service_clients::load_client(&self.services, m.param("clientId"))
-                .await?
-                .ok_or_else(|| ApiError::not_found("client_not_found", "no such service client"))?;
-            return Ok(json_response(200, &service_clients::client_jwks(&client)));
-        }
-        let caller = authenticate(&self.services, &req).await?;
-        let result = self.dispatch_for(&req, &m, &caller).await;
-        if let Some(action) = mutation_action(m.route.id) {
-            let event = AuditEvent::new(
-                action,
-                Some(caller.subject()),
-                &audited_resource(&m),
-                result.as_ref().map(|_| ()),
-            );
-            audit::record(&self.services, event).await;
-        }
-        result
-    }
-
-    async fn dispatch_for(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        match m.route.id {
-            RouteId::ListConnections
-            | RouteId::CreateConnection
-            | RouteId::GetConnection
-            | RouteId::UpdateConnection
-            | RouteId::DeleteConnection => self.connections(req, m, caller).await,
-            RouteId::ListClients
-            | RouteId::CreateClient
-            | RouteId::GetClient
-            | RouteId::UpdateClient
-            | RouteId::DeleteClient
-            | RouteId::CreateAccessKey
-            | RouteId::DeleteAccessKey => self.clients(req, m, caller).await,
-            RouteId::ListRoles | RouteId::CreateRole | RouteId::GetRole | RouteId::UpdateRole | RouteId::DeleteRole => {
-                self.roles(req, m, caller).await
-            }
-            RouteId::ListRecords
-            | RouteId::CreateRecord
-            | RouteId::GetRecord
-            | RouteId::UpdateRecord
-            | RouteId::DeleteRecord => self.records(req, m, caller).await,
-            RouteId::CheckPermission => self.check_permission(m, caller).await,
-            RouteId::ListAudit => self.audit_log(req, caller).await,
-            _ => Err(ApiError::not_found("route_not_found", "no such route")),
-        }
-    }
-
-    async fn connections(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let s = &self.services;
-        let id = m.param("connectionId");
-        let resource = format!("Connections/{id}");
-        match m.route.id {
-            RouteId::ListConnections => {
-                self.require(caller, "Connections", "connections:read").await?;
-                let (limit, cursor) = page_params(req)?;
-                Ok(json_response(
-                    200,
-                    &connections::list(s, limit, cursor.as_deref()).await?,
-                ))
-            }
-            RouteId::CreateConnection => {
-                let input: ConnectionInput = json_body(req)?;
-                let target = creation_target("Connections", input.connection_id.as_deref(), "invalid_connection_id")?;
-                self.require(caller, &target, "connections:create").await?;
-                let created = connections::create(s, input).await?;
-                Ok(json_response(201, &connections::present(&created)))
-            }
-            RouteId::GetConnection => {
-                self.require(caller, &resource, "connections:read").await?;
-                Ok(json_response(
-                    200,
-                    &connections::present(&connections::get(s, id).await?),
-                ))
-            }
-            RouteId::UpdateConnection => {
-                self.require(caller, &resource, "connections:update").await?;
-                let updated = connections::update(s, id, json_body(req)?).await?;
-                Ok(json_response(200, &connections::present(&updated)))
-            }
-            _ => {
-                self.require(caller, &resource, "connections:delete").await?;
-                connections::delete(s, id).await?;
-                Ok(empty(204))
-            }
-        }
-    }
-
-    async fn clients(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let s = &self.services;
-        let id = m.param("clientId");
-        let resource = format!("Clients/{id}");
-        match m.route.id {
-            RouteId::ListClients => {
-                self.require(caller, "Clients", "clients:read").await?;
-                let (limit, cursor) = page_params(req)?;
-                Ok(json_response(
-                    200,
-                    &access_admin::list(s, Kind::Client, limit, cursor.as_deref()).await?,
-                ))
-            }
-            RouteId::CreateClient => {
-                let input: ClientInput = json_body(req)?;
-                let target = creation_target("Clients", input.client_id.as_deref(), "invalid_client_id")?;
-                self.require(caller, &target, "clients:create").await?;
-                let client = service_clients::create_client(s, input).await?;
-                Ok(json_response(201, &service_clients::present(&client)))
-            }
-            RouteId::GetClient => {
-                self.require(caller, &resource, "clients:read").await?;
-                let client = service_clients::load_client(s, id)
-                    .await?
-                    .ok_or_else(client_not_found)?;
-                Ok(json_response(200, &service_clients::present(&client)))
-            }
-            RouteId::UpdateClient => {
-                self.require(caller, &resource, "clients:update").await?;
-                let client = service_clients::update_client(s, id, json_body(req)?).await?;
-                Ok(json_response(200, &service_clients::present(&client)))
-            }
-            RouteId::DeleteClient => {
-                self.require(caller, &resource, "clients:delete").await?;
-                access_admin::delete(s, Kind::Client, id).await?;
-                Ok(empty(204))
-            }
-            RouteId::CreateAccessKey => {
-                self.require(caller, &resource, "clients:update").await?;
-                let input: AccessKeyInput = if credvault::http::body_bytes(req).is_empty() {
-                    AccessKeyInput { public_key: None }
-                } else {
-                    json_body(req)?
-                };
-                let created = service_clients::add_key(s, id, input.public_key).await?;
-                let mut body = json!({"keyId": created.key.key_id, "clientId": id, "publicKey": created.key.public_key,
-                    "generationDate": created.key.generation_date});
-                if let Some(access_key) = &created.access_key {
-                    body["accessKey"] = json!(access_key.expose_secret());
-                }
-                Ok(json_response(201, &body))
-            }
-            _ => {
-                self.require(caller, &resource, "clients:update").await?;
-                service_clients::delete_key(s, id, m.param("keyId")).await?;
-                Ok(empty(204))
-            }
-        }
-    }
-
-    async fn roles(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let s = &self.services;
-        let id = m.param("roleId");
-        let resource = format!("Roles/{id}");
-        match m.route.id {
-            RouteId::ListRoles => {
-                self.require(caller, "Roles", "roles:read").await?;
-                let (limit, cursor) = page_params(req)?;
-                Ok(json_response(
-                    200,
-                    &access_admin::list(s, Kind::Role, limit, cursor.as_deref()).await?,
-                ))
-            }
-            RouteId::CreateRole => {
-                let role: Role = json_body(req)?;
-                let target = creation_target(
-                    "Roles",
-                    Some(role.role_id.as_str()).filter(|r| !r.is_empty()),
-                    "invalid_role_id",
-                )?;
-                self.require(caller, &target, "roles:create").await?;
-                if !role.role_id.is_empty() {
-                    access_admin::authorize_role(s, caller, &role.role_id.clone(), &role).await?;
-                }
-                let doc = access_admin::create_role(s, role).await?;
-                Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
-            }
-            RouteId::GetRole => {
-                self.require(caller, &resource, "roles:read").await?;
-                Ok(json_response(
-                    200,
-                    &access_admin::present(Kind::Role, &access_admin::get(s, Kind::Role, id).await?),
-                ))
-            }
-            RouteId::UpdateRole => {
-                self.require(caller, &resource, "roles:update").await?;
-                let role: Role = json_body(req)?;
-                access_admin::authorize_role(s, caller, id, &role).await?;
-                let doc = access_admin::update_role(s, id, role).await?;
-                Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
-            }
-            _ => {
-                self.require(caller, &resource, "roles:delete").await?;
-                access_admin::authorize_role_delete(id)?;
-                access_admin::delete(s, Kind::Role, id).await?;
-                Ok(empty(204))
-            }
-        }
-    }
-
-    async fn records(&self, req: &Request, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let s = &self.services;
-        let id = m.param("recordId");
-        let resource = format!("Records/{id}");
-        let (status, doc) = match m.route.id {
-            RouteId::ListRecords => {
-                self.require(caller, "Records", "records:read").await?;
-                let (limit, cursor) = page_params(req)?;
-                return Ok(json_response(
-                    200,
-                    &access_admin::list(s, Kind::Record, limit, cursor.as_deref()).await?,
-                ));
-            }
-            RouteId::CreateRecord => {
-                let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
-                let target = creation_target(
-                    "Records",
-                    Some(record.record_id.as_str()).filter(|r| !r.is_empty()),
-                    "invalid_record_id",
-                )?;
-                self.require(caller, &target, "records:create").await?;
-                access_admin::authorize_record(s, caller, &record).await?;
-                (201, access_admin::create_record(s, record).await?)
-            }
-            RouteId::GetRecord => {
-                self.require(caller, &resource, "records:read").await?;
-                (200, access_admin::get(s, Kind::Record, id).await?)
-            }
-            RouteId::UpdateRecord => {
-                self.require(caller, &resource, "records:update").await?;
-                let record: AccessRecord = json_body_up_to(req, MAX_RECORD_BODY)?;
-                access_admin::authorize_record(s, caller, &record).await?;
-                (
-                    202,
-                    access_admin::update_record(s, id, record, header_text(req, "if-unmodified-since")).await?,
-                )
-            }
-            _ => {
-                self.require(caller, &resource, "records:delete").await?;
-                access_admin::delete_record(s, id).await?;
-                return Ok(empty(204));
-            }
-        };
-        let mut resp = json_response(status, &access_admin::present(Kind::Record, &doc));
-        if let Ok(value) = HeaderValue::from_str(&credvault::clock::http_date(doc.updated_at_ms / 1000)) {
-            resp.headers_mut().insert(header::LAST_MODIFIED, value);
-        }
-        Ok(resp)
-    }
-
-    /// `GET /v1/audit?caller=&resource=&limit=&cursor=` (or `connectionId` and `userId` for one credential).
-    async fn audit_log(&self, req: &Request, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        self.require(caller, "Audit", "audit:read").await?;
-        let params = query_params(req);
-        let (limit, cursor) = page_params(req)?;
-        let resource = match (
-            single_query_param(&params, "resource")?,
-            single_query_param(&params, "connectionId")?,
-            single_query_param(&params, "userId")?,
-        ) {
-            (Some(resource), None, None) => Some(resource),
-            (None, Some(connection), Some(user)) => Some(access::credentials_resource(&connection, &user)),
-            (None, Some(connection), None) => Some(format!("Connections/{connection}")),
-            (None, None, None) => None,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_filter",
-                    "filter by resource, or by connectionId (and userId)",
-                ));
-            }
-        };
-        if resource
-            .as_deref()
-            .is_some_and(|r| access::ResourceUri::parse(r).is_none())
-        {
-            return Err(ApiError::bad_request(
-                "invalid_resource_uri",
-                "the filter is not a valid resource URI",
-            ));
-        }
-        let caller_filter = single_query_param(&params, "caller")?;
-        if caller_filter.as_deref().is_some_and(|c| c.is_empty() || c.len() > 128) {
-            return Err(ApiError::bad_request("invalid_caller", "caller is 1 to 128 characters"));
-        }
-        let query = AuditQuery {
-            caller: caller_filter,
-            resource,
-            limit,
-            cursor,
-        };
-        Ok(json_response(200, &audit::list(&self.services, query).await?))
-    }
-
-    /// 200 allowed, 404 denied (the Authress answer); 403 when the caller may not ask about that user.
-    async fn check_permission(&self, m: &Matched, caller: &Caller) -> Result<Response<Body>, ApiError> {
-        let user_id = m.param("userId");
-        if caller.subject() != user_id {
-            self.require(caller, &format!("Users/{user_id}"), "users:permissions:read")
-                .await?;
-        }
-        let (resource, permission) = (m.param("resourceUri"), m.param("permission"));
-        if access::ResourceUri::parse(resource).is_none() {
-            return Err(ApiError::bad_request(
-                "invalid_resource_uri",
-                "resourceUri is not a valid resource URI",
-            ));
-        }
-        if access::Action::parse(permission).is_none() {
-            return Err(ApiError::bad_request(
-                "invalid_action",
-                "permission is not a valid action",
-            ));
-        }
-        if access::is_allowed(
-            &self.services.policies,
-            &self.services.table,
-            user_id,
-            resource,
-            permission,
-        )
-        .await?
-        {
-            Ok(json_response(
-                200,
-                &json!({"userId": user_id, "resourceUri": resource, "permission": permission}),
-            ))
-        } else {
-            Err(ApiError::not_found(
-                "permission_denied",
-                "the user does not have this permission on this resource",
-            ))
-        }
-    }
+/// Runs a change and audits it under `resource`, refused or not.
+async fn audited(
+    services: &Services,
+    action: &str,
+    caller: &Caller,
+    resource: &str,
+    change: impl Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let result = change.await;
+    let event = AuditEvent::new(action, Some(caller.subject()), resource, result.as_ref().map(|_| ()));
+    audit::record(services, event).await;
+    result
 }
 
 /// The resource a create touches: the collection, or the named item. An id that could never be
@@ -396,58 +172,724 @@ fn creation_target(collection: &str, id: Option<&str>, code: &'static str) -> Re
     }
 }
 
-/// The audit action of a route that changes something; reads are not audited here.
-fn mutation_action(route: RouteId) -> Option<&'static str> {
-    Some(match route {
-        RouteId::CreateConnection => "connection.create",
-        RouteId::UpdateConnection => "connection.update",
-        RouteId::DeleteConnection => "connection.delete",
-        RouteId::CreateClient => "client.create",
-        RouteId::UpdateClient => "client.update",
-        RouteId::DeleteClient => "client.delete",
-        RouteId::CreateAccessKey => "client.key.create",
-        RouteId::DeleteAccessKey => "client.key.delete",
-        RouteId::CreateRole => "role.create",
-        RouteId::UpdateRole => "role.update",
-        RouteId::DeleteRole => "role.delete",
-        RouteId::CreateRecord => "record.create",
-        RouteId::UpdateRecord => "record.update",
-        RouteId::DeleteRecord => "record.delete",
-        _ => return None,
-    })
+// Connections.
+
+#[utoipa::path(
+    get, path = "/v1/connections", tag = "management", operation_id = "listConnections", security(("bearer" = [])),
+    params(Page),
+    responses((status = 200, description = "A page of connections.", body = ConnectionListBody), CallerRefusals, AnyRefusal)
+)]
+async fn list_connections(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, "Connections", "connections:read").await?;
+    let (limit, cursor) = page.limit_and_cursor()?;
+    Ok(json_response(
+        200,
+        &connections::list(&services, limit, cursor.as_deref()).await?,
+    ))
 }
 
-/// The resource a management route acts on, from its path.
-fn audited_resource(m: &Matched) -> String {
-    let id = |name| m.param(name).to_string();
-    match m.route.id {
-        RouteId::CreateConnection => "Connections".into(),
-        RouteId::CreateClient => "Clients".into(),
-        RouteId::CreateRole => "Roles".into(),
-        RouteId::CreateRecord => "Records".into(),
-        RouteId::UpdateConnection | RouteId::DeleteConnection => format!("Connections/{}", id("connectionId")),
-        RouteId::CreateAccessKey => format!("Clients/{}/AccessKeys", id("clientId")),
-        RouteId::DeleteAccessKey => format!("Clients/{}/AccessKeys/{}", id("clientId"), id("keyId")),
-        RouteId::UpdateClient | RouteId::DeleteClient => format!("Clients/{}", id("clientId")),
-        RouteId::UpdateRole | RouteId::DeleteRole => format!("Roles/{}", id("roleId")),
-        RouteId::UpdateRecord | RouteId::DeleteRecord => format!("Records/{}", id("recordId")),
-        _ => String::new(),
-    }
+/// Creates a connection. With only `issuerUrl`, the endpoints come from the issuer's OIDC discovery.
+#[utoipa::path(
+    post, path = "/v1/connections", tag = "management", operation_id = "createConnection", security(("bearer" = [])),
+    request_body = ConnectionInput,
+    responses(
+        (status = 201, description = "Created.", body = ConnectionBody),
+        (status = 400, description = "A field is missing or not acceptable.", body = ErrorBody),
+        CallerRefusals,
+        (status = 409, description = "`connection_exists`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn create_connection(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    body: Result<Json<ConnectionInput>, ApiError>,
+) -> Result<Response, ApiError> {
+    audited(&services, "connection.create", &caller, "Connections", async {
+        let input = body?.0;
+        let target = creation_target("Connections", input.connection_id.as_deref(), "invalid_connection_id")?;
+        require(&services, &caller, &target, "connections:create").await?;
+        let created = connections::create(&services, Authority::Caller(&caller), input).await?;
+        Ok(json_response(201, &connections::present(&created)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get, path = "/v1/connections/{connectionId}", tag = "management", operation_id = "getConnection", security(("bearer" = [])),
+    params(ConnectionPath),
+    responses(
+        (status = 200, description = "The connection, without its client secret.", body = ConnectionBody),
+        CallerRefusals,
+        (status = 404, description = "`connection_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn get_connection(
+    State(services): State<Arc<Services>>,
+    Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require(
+        &services,
+        &caller,
+        &format!("Connections/{connection_id}"),
+        "connections:read",
+    )
+    .await?;
+    let connection = connections::get(&services, &connection_id).await?;
+    Ok(json_response(200, &connections::present(&connection)))
+}
+
+/// A full replace. Without `clientSecret` the stored secret stays, but only while every endpoint it
+/// is sent to (and `clientId`) stays the same.
+#[utoipa::path(
+    put, path = "/v1/connections/{connectionId}", tag = "management", operation_id = "updateConnection", security(("bearer" = [])),
+    params(ConnectionPath),
+    request_body = ConnectionInput,
+    responses(
+        (status = 200, description = "Replaced.", body = ConnectionBody),
+        (status = 400, description = "A field is not acceptable, or `client_secret_required`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`connection_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn update_connection(
+    State(services): State<Arc<Services>>,
+    Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
+    caller: Caller,
+    body: Result<Json<ConnectionInput>, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = format!("Connections/{connection_id}");
+    audited(&services, "connection.update", &caller, &resource, async {
+        require(&services, &caller, &resource, "connections:update").await?;
+        let updated = connections::update(&services, Authority::Caller(&caller), &connection_id, body?.0).await?;
+        Ok(json_response(200, &connections::present(&updated)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/connections/{connectionId}", tag = "management", operation_id = "deleteConnection", security(("bearer" = [])),
+    params(ConnectionPath),
+    responses(
+        (status = 204, description = "Deleted; its credentials need a new login."),
+        CallerRefusals,
+        (status = 404, description = "`connection_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn delete_connection(
+    State(services): State<Arc<Services>>,
+    Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let resource = format!("Connections/{connection_id}");
+    audited(&services, "connection.delete", &caller, &resource, async {
+        require(&services, &caller, &resource, "connections:delete").await?;
+        connections::delete(&services, &connection_id).await?;
+        Ok(no_content())
+    })
+    .await
+}
+
+// Service clients.
+
+#[utoipa::path(
+    get, path = "/v1/clients", tag = "management", operation_id = "listClients", security(("bearer" = [])),
+    params(Page),
+    responses((status = 200, description = "A page of service clients.", body = ClientListBody), CallerRefusals, AnyRefusal)
+)]
+async fn list_clients(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, "Clients", "clients:read").await?;
+    let (limit, cursor) = page.limit_and_cursor()?;
+    Ok(json_response(
+        200,
+        &access_admin::list(&services, Kind::Client, limit, cursor.as_deref()).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/clients", tag = "management", operation_id = "createClient", security(("bearer" = [])),
+    request_body = ClientInput,
+    responses(
+        (status = 201, description = "Created, without keys: add one at `/v1/clients/{clientId}/access-keys`.", body = ServiceClient),
+        (status = 400, description = "A field is missing or not acceptable.", body = ErrorBody),
+        CallerRefusals,
+        (status = 409, description = "`client_exists`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn create_client(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    body: Result<Json<ClientInput>, ApiError>,
+) -> Result<Response, ApiError> {
+    audited(&services, "client.create", &caller, "Clients", async {
+        let input = body?.0;
+        let target = creation_target("Clients", input.client_id.as_deref(), "invalid_client_id")?;
+        require(&services, &caller, &target, "clients:create").await?;
+        let client = service_clients::create_client(&services, Authority::Caller(&caller), input).await?;
+        Ok(json_response(201, &service_clients::present(&client)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get, path = "/v1/clients/{clientId}", tag = "management", operation_id = "getClient", security(("bearer" = [])),
+    params(ClientPath),
+    responses(
+        (status = 200, description = "The client and its public keys.", body = ServiceClient),
+        CallerRefusals,
+        (status = 404, description = "`client_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn get_client(
+    State(services): State<Arc<Services>>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, &format!("Clients/{client_id}"), "clients:read").await?;
+    let client = service_clients::load_client(&services, &client_id)
+        .await?
+        .ok_or_else(client_not_found)?;
+    Ok(json_response(200, &service_clients::present(&client)))
+}
+
+#[utoipa::path(
+    put, path = "/v1/clients/{clientId}", tag = "management", operation_id = "updateClient", security(("bearer" = [])),
+    params(ClientPath),
+    request_body = ClientInput,
+    responses(
+        (status = 200, description = "Updated; its keys stay.", body = ServiceClient),
+        (status = 400, description = "A field is missing or not acceptable.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`client_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn update_client(
+    State(services): State<Arc<Services>>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+    caller: Caller,
+    body: Result<Json<ClientInput>, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = format!("Clients/{client_id}");
+    audited(&services, "client.update", &caller, &resource, async {
+        require(&services, &caller, &resource, "clients:update").await?;
+        let client = service_clients::update_client(&services, &client_id, body?.0).await?;
+        Ok(json_response(200, &service_clients::present(&client)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/clients/{clientId}", tag = "management", operation_id = "deleteClient", security(("bearer" = [])),
+    params(ClientPath),
+    responses(
+        (status = 204, description = "Deleted; its keys stop working at once."),
+        CallerRefusals,
+        (status = 404, description = "`client_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn delete_client(
+    State(services): State<Arc<Services>>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let resource = format!("Clients/{client_id}");
+    audited(&services, "client.delete", &caller, &resource, async {
+        require(&services, &caller, &resource, "clients:delete").await?;
+        access_admin::delete_client(&services, &client_id).await?;
+        Ok(no_content())
+    })
+    .await
+}
+
+/// Adds an access key: made by the vault (its private half is returned once, in the Authress
+/// access-key format), or the caller's own public key. At most 5 per client.
+#[utoipa::path(
+    post, path = "/v1/clients/{clientId}/access-keys", tag = "management", operation_id = "createAccessKey", security(("bearer" = [])),
+    params(ClientPath),
+    request_body = Option<AccessKeyInput>,
+    responses(
+        (status = 201, description = "The new key.", body = AccessKeyBody),
+        (status = 400, description = "`invalid_public_key`, `too_many_keys`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`client_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn create_access_key(
+    State(services): State<Arc<Services>>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+    caller: Caller,
+    body: Result<Option<Json<AccessKeyInput>>, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = format!("Clients/{client_id}");
+    audited(&services, "client.key.create", &caller, &format!("{resource}/AccessKeys"), async {
+        require(&services, &caller, &resource, "clients:update").await?;
+        let public_key = body?.and_then(|Json(input)| input.public_key);
+        let created = service_clients::add_key(&services, Authority::Caller(&caller), &client_id, public_key).await?;
+        let mut body = json!({"keyId": created.key.key_id, "clientId": client_id, "publicKey": created.key.public_key,
+            "generationDate": created.key.generation_date});
+        if let Some(access_key) = &created.access_key {
+            body["accessKey"] = json!(access_key.expose_secret());
+        }
+        Ok(json_response(201, &body))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/clients/{clientId}/access-keys/{keyId}", tag = "management", operation_id = "deleteAccessKey",
+    security(("bearer" = [])),
+    params(AccessKeyPath),
+    responses(
+        (status = 204, description = "Deleted; tokens it signed stop working at once."),
+        CallerRefusals,
+        (status = 404, description = "`client_not_found`, `access_key_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn delete_access_key(
+    State(services): State<Arc<Services>>,
+    Path(AccessKeyPath { client_id, key_id }): Path<AccessKeyPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let resource = format!("Clients/{client_id}");
+    audited(
+        &services,
+        "client.key.delete",
+        &caller,
+        &format!("{resource}/AccessKeys/{key_id}"),
+        async {
+            require(&services, &caller, &resource, "clients:update").await?;
+            service_clients::delete_key(&services, Authority::Caller(&caller), &client_id, &key_id).await?;
+            Ok(no_content())
+        },
+    )
+    .await
+}
+
+/// The client's public keys, for verifiers of its tokens. Public, like every JWKS.
+#[utoipa::path(
+    get, path = "/v1/clients/{clientId}/.well-known/openid-configuration/jwks", tag = "management", operation_id = "clientJwks",
+    params(ClientPath),
+    responses(
+        (status = 200, description = "The client's keys as a JWK Set.", body = JwksBody),
+        (status = 404, description = "`client_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn client_jwks(
+    State(services): State<Arc<Services>>,
+    Path(ClientPath { client_id }): Path<ClientPath>,
+) -> Result<Response, ApiError> {
+    let client = service_clients::load_client(&services, &client_id)
+        .await?
+        .ok_or_else(client_not_found)?;
+    Ok(json_response(200, &service_clients::client_jwks(&client)))
 }
 
 fn client_not_found() -> ApiError {
     ApiError::not_found("client_not_found", "no such service client")
 }
 
-fn empty(status: u16) -> Response<Body> {
-    let mut resp = Response::new(Body::Empty);
-    *resp.status_mut() =
-        lambda_http::http::StatusCode::from_u16(status).unwrap_or(lambda_http::http::StatusCode::NO_CONTENT);
+// Roles.
+
+#[utoipa::path(
+    get, path = "/v1/roles", tag = "management", operation_id = "listRoles", security(("bearer" = [])),
+    params(Page),
+    responses((status = 200, description = "A page of roles.", body = RoleListBody), CallerRefusals, AnyRefusal)
+)]
+async fn list_roles(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, "Roles", "roles:read").await?;
+    let (limit, cursor) = page.limit_and_cursor()?;
+    Ok(json_response(
+        200,
+        &access_admin::list(&services, Kind::Role, limit, cursor.as_deref()).await?,
+    ))
+}
+
+/// Creates a role; the caller must be able to grant each permission it gives (delegation).
+#[utoipa::path(
+    post, path = "/v1/roles", tag = "management", operation_id = "createRole", security(("bearer" = [])),
+    request_body = Role,
+    responses(
+        (status = 201, description = "Created.", body = Role),
+        (status = 400, description = "A field is missing or not acceptable.", body = ErrorBody),
+        CallerRefusals,
+        (status = 409, description = "`role_exists`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn create_role(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    body: Result<Json<Role>, ApiError>,
+) -> Result<Response, ApiError> {
+    audited(&services, "role.create", &caller, "Roles", async {
+        let role = body?.0;
+        let named = Some(role.role_id.as_str()).filter(|r| !r.is_empty());
+        let target = creation_target("Roles", named, "invalid_role_id")?;
+        require(&services, &caller, &target, "roles:create").await?;
+        let doc = access_admin::create_role(&services, Authority::Caller(&caller), role).await?;
+        Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get, path = "/v1/roles/{roleId}", tag = "management", operation_id = "getRole", security(("bearer" = [])),
+    params(RolePath),
+    responses(
+        (status = 200, description = "The role.", body = Role),
+        CallerRefusals,
+        (status = 404, description = "`role_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn get_role(
+    State(services): State<Arc<Services>>,
+    Path(RolePath { role_id }): Path<RolePath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, &format!("Roles/{role_id}"), "roles:read").await?;
+    let doc = access_admin::get(&services, Kind::Role, &role_id).await?;
+    Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
+}
+
+#[utoipa::path(
+    put, path = "/v1/roles/{roleId}", tag = "management", operation_id = "updateRole", security(("bearer" = [])),
+    params(RolePath),
+    request_body = Role,
+    responses(
+        (status = 200, description = "Replaced.", body = Role),
+        (status = 400, description = "A field is missing or not acceptable.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`role_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn update_role(
+    State(services): State<Arc<Services>>,
+    Path(RolePath { role_id }): Path<RolePath>,
+    caller: Caller,
+    body: Result<Json<Role>, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = format!("Roles/{role_id}");
+    audited(&services, "role.update", &caller, &resource, async {
+        require(&services, &caller, &resource, "roles:update").await?;
+        let doc = access_admin::update_role(&services, Authority::Caller(&caller), &role_id, body?.0).await?;
+        Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/roles/{roleId}", tag = "management", operation_id = "deleteRole", security(("bearer" = [])),
+    params(RolePath),
+    responses(
+        (status = 204, description = "Deleted."),
+        CallerRefusals,
+        (status = 404, description = "`role_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn delete_role(
+    State(services): State<Arc<Services>>,
+    Path(RolePath { role_id }): Path<RolePath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let resource = format!("Roles/{role_id}");
+    audited(&services, "role.delete", &caller, &resource, async {
+        require(&services, &caller, &resource, "roles:delete").await?;
+        access_admin::delete_role(&services, &role_id).await?;
+        Ok(no_content())
+    })
+    .await
+}
+
+// Access records.
+
+#[utoipa::path(
+    get, path = "/v1/records", tag = "management", operation_id = "listRecords", security(("bearer" = [])),
+    params(Page),
+    responses((status = 200, description = "A page of access records.", body = RecordListBody), CallerRefusals, AnyRefusal)
+)]
+async fn list_records(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, "Records", "records:read").await?;
+    let (limit, cursor) = page.limit_and_cursor()?;
+    Ok(json_response(
+        200,
+        &access_admin::list(&services, Kind::Record, limit, cursor.as_deref()).await?,
+    ))
+}
+
+/// Creates an access record; the caller must be able to grant everything it gives (delegation).
+#[utoipa::path(
+    post, path = "/v1/records", tag = "management", operation_id = "createRecord", security(("bearer" = [])),
+    request_body = AccessRecord,
+    responses(
+        (status = 201, description = "Created.", body = AccessRecordBody,
+            headers(("Last-Modified" = String, description = "When the record last changed (HTTP date)"))),
+        (status = 400, description = "A field is missing or not acceptable, or `unknown_role`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 409, description = "`record_exists`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn create_record(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    body: Result<Json<AccessRecord, MAX_RECORD_BODY>, ApiError>,
+) -> Result<Response, ApiError> {
+    audited(&services, "record.create", &caller, "Records", async {
+        let record = body?.0;
+        let named = Some(record.record_id.as_str()).filter(|r| !r.is_empty());
+        let target = creation_target("Records", named, "invalid_record_id")?;
+        require(&services, &caller, &target, "records:create").await?;
+        let doc = access_admin::create_record(&services, Authority::Caller(&caller), record).await?;
+        Ok(record_response(201, &doc))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get, path = "/v1/records/{recordId}", tag = "management", operation_id = "getRecord", security(("bearer" = [])),
+    params(RecordPath),
+    responses(
+        (status = 200, description = "The record.", body = AccessRecordBody,
+            headers(("Last-Modified" = String, description = "When the record last changed (HTTP date)"))),
+        CallerRefusals,
+        (status = 404, description = "`record_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn get_record(
+    State(services): State<Arc<Services>>,
+    Path(RecordPath { record_id }): Path<RecordPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, &format!("Records/{record_id}"), "records:read").await?;
+    let doc = access_admin::get(&services, Kind::Record, &record_id).await?;
+    Ok(record_response(200, &doc))
+}
+
+/// Replaces a record. With `If-Unmodified-Since` (its `lastUpdated`), a concurrent change is a 412
+/// instead of being lost.
+#[utoipa::path(
+    put, path = "/v1/records/{recordId}", tag = "management", operation_id = "updateRecord", security(("bearer" = [])),
+    params(
+        RecordPath,
+        ("If-Unmodified-Since" = Option<String>, Header, description = "The record's `lastUpdated` (ISO 8601) or an HTTP date"),
+    ),
+    request_body = AccessRecord,
+    responses(
+        (status = 202, description = "Replaced.", body = AccessRecordBody,
+            headers(("Last-Modified" = String, description = "When the record last changed (HTTP date)"))),
+        (status = 400, description = "A field is missing or not acceptable, or `unknown_role`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`record_not_found`", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: changed since `If-Unmodified-Since`.", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn update_record(
+    State(services): State<Arc<Services>>,
+    Path(RecordPath { record_id }): Path<RecordPath>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<AccessRecord, MAX_RECORD_BODY>, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = format!("Records/{record_id}");
+    audited(&services, "record.update", &caller, &resource, async {
+        require(&services, &caller, &resource, "records:update").await?;
+        let record = body?.0;
+        let unmodified_since = headers.get(header::IF_UNMODIFIED_SINCE).and_then(|v| v.to_str().ok());
+        let doc = access_admin::update_record(
+            &services,
+            Authority::Caller(&caller),
+            &record_id,
+            record,
+            unmodified_since,
+        )
+        .await?;
+        Ok(record_response(202, &doc))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/records/{recordId}", tag = "management", operation_id = "deleteRecord", security(("bearer" = [])),
+    params(RecordPath),
+    responses(
+        (status = 204, description = "Deleted: it gives nothing from now on."),
+        CallerRefusals,
+        (status = 404, description = "`record_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn delete_record(
+    State(services): State<Arc<Services>>,
+    Path(RecordPath { record_id }): Path<RecordPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let resource = format!("Records/{record_id}");
+    audited(&services, "record.delete", &caller, &resource, async {
+        require(&services, &caller, &resource, "records:delete").await?;
+        access_admin::delete_record(&services, &record_id).await?;
+        Ok(no_content())
+    })
+    .await
+}
+
+fn record_response(status: u16, doc: &credvault::store::documents::Document) -> Response {
+    let mut resp = json_response(status, &access_admin::present(Kind::Record, doc));
+    if let Ok(value) = HeaderValue::from_str(&credvault::clock::http_date(doc.updated_at_ms / 1000)) {
+        resp.headers_mut().insert(header::LAST_MODIFIED, value);
+    }
     resp
 }
 
-impl Handler for GrantManagement {
-    async fn handle(&self, req: Request) -> Response<Body> {
-        respond(self.dispatch(req).await)
+// Checks and the audit trail.
+
+/// Whether a user has a permission on a resource: 200 allowed, 404 denied (the Authress answer).
+/// Asking about another user needs `users:permissions:read` on `Users/{userId}`.
+#[utoipa::path(
+    get, path = "/v1/users/{userId}/resources/{resourceUri}/permissions/{permission}", tag = "management",
+    operation_id = "checkPermission", security(("bearer" = [])),
+    params(PermissionPath),
+    responses(
+        (status = 200, description = "Allowed.", body = PermissionBody),
+        (status = 400, description = "`invalid_resource_uri`, `invalid_action`, `invalid_path`.", body = ErrorBody),
+        CallerRefusals,
+        (status = 404, description = "`permission_denied`: the user does not have the permission.", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn check_permission(
+    State(services): State<Arc<Services>>,
+    Path(PermissionPath {
+        user_id,
+        resource_uri,
+        permission,
+    }): Path<PermissionPath>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    if caller.subject() != user_id {
+        require(
+            &services,
+            &caller,
+            &format!("Users/{user_id}"),
+            "users:permissions:read",
+        )
+        .await?;
     }
+    if access::ResourceUri::parse(&resource_uri).is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_resource_uri",
+            "resourceUri is not a valid resource URI",
+        ));
+    }
+    if access::Action::parse(&permission).is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_action",
+            "permission is not a valid action",
+        ));
+    }
+    if access::is_allowed(
+        &services.policies,
+        &services.table,
+        &user_id,
+        &resource_uri,
+        &permission,
+    )
+    .await?
+    {
+        Ok(json_response(
+            200,
+            &json!({"userId": user_id, "resourceUri": resource_uri, "permission": permission}),
+        ))
+    } else {
+        Err(ApiError::not_found(
+            "permission_denied",
+            "the user does not have this permission on this resource",
+        ))
+    }
+}
+
+/// The audit trail, newest first: credential reads, refreshes, refusals and every change.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "management", operation_id = "listAudit", security(("bearer" = [])),
+    params(AuditFilter),
+    responses(
+        (status = 200, description = "A page of audit events.", body = AuditListBody),
+        (status = 400, description = "`invalid_filter`, `invalid_resource_uri`, `invalid_caller`, `invalid_limit`, `invalid_cursor`.", body = ErrorBody),
+        CallerRefusals,
+        AnyRefusal,
+    )
+)]
+async fn list_audit(
+    State(services): State<Arc<Services>>,
+    caller: Caller,
+    Query(filter): Query<AuditFilter>,
+) -> Result<Response, ApiError> {
+    require(&services, &caller, "Audit", "audit:read").await?;
+    let (limit, cursor) = Page {
+        limit: filter.limit,
+        cursor: filter.cursor,
+    }
+    .limit_and_cursor()?;
+    let resource = match (filter.resource, filter.connection_id, filter.user_id) {
+        (Some(resource), None, None) => Some(resource),
+        (None, Some(connection), Some(user)) => Some(access::credentials_resource(&connection, &user)),
+        (None, Some(connection), None) => Some(format!("Connections/{connection}")),
+        (None, None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                "filter by resource, or by connectionId (and userId)",
+            ));
+        }
+    };
+    if resource
+        .as_deref()
+        .is_some_and(|r| access::ResourceUri::parse(r).is_none())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_resource_uri",
+            "the filter is not a valid resource URI",
+        ));
+    }
+    if filter.caller.as_deref().is_some_and(|c| c.is_empty() || c.len() > 128) {
+        return Err(ApiError::bad_request("invalid_caller", "caller is 1 to 128 characters"));
+    }
+    let query = AuditQuery {
+        caller: filter.caller,
+        resource,
+        limit,
+        cursor,
+    };
+    Ok(json_response(200, &audit::list(&services, query).await?))
 }

@@ -1,82 +1,159 @@
-//! login-callback: login start, the provider callback, the vault code exchange, and the discovery
-//! documents that let service APIs verify vault user tokens.
+//! login-callback: login start, the provider callback, the vault code exchange, and the public
+//! documents: the discovery documents that let service APIs verify vault user tokens, and the API's
+//! OpenAPI description.
 
 use std::sync::Arc;
 
-use credvault::http::{Handler, json_body, json_response, query_params, redirect, respond, route};
-use credvault::routes::{Function, RouteId};
-use credvault::{ApiError, Services, login};
-use lambda_http::{Body, Request, Response};
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use credvault::http::{Json, Path, Query, json_response, redirect, with_fallbacks};
+use credvault::login::{self, StartRequest, StartResponse, TokenRequest};
+use credvault::openapi::{AnyRefusal, CallbackParams, ErrorBody, JwksBody, OpenIdConfigurationBody, VaultTokensBody};
+use credvault::{ApiError, Services};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub struct LoginCallback {
-    services: Arc<Services>,
+/// The API's OpenAPI description, as checked in (a test keeps it equal to what the routers generate).
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../../infra/openapi.json");
+
+/// This function's routes with their OpenAPI description, before state and fallbacks.
+pub fn routes() -> OpenApiRouter<Arc<Services>> {
+    OpenApiRouter::new()
+        .routes(routes!(start_authentication))
+        .routes(routes!(provider_callback))
+        .routes(routes!(exchange_vault_code))
+        .routes(routes!(openid_configuration))
+        .routes(routes!(jwks))
+        .routes(routes!(openapi_document))
 }
 
-impl LoginCallback {
-    pub fn new(services: Arc<Services>) -> Self {
-        Self { services }
-    }
-
-    async fn dispatch(&self, req: Request) -> Result<Response<Body>, ApiError> {
-        let matched = route(&req)?;
-        if matched.route.function != Function::LoginCallback {
-            return Err(ApiError::not_found("route_not_found", "no such route"));
-        }
-        let services = &self.services;
-        match matched.route.id {
-            RouteId::StartAuthentication => {
-                let started = login::start(services, json_body(&req)?).await?;
-                Ok(json_response(200, &json!(started)))
-            }
-            RouteId::ProviderCallback => {
-                let location = login::callback(services, matched.param("connectionId"), &query_params(&req)).await?;
-                Ok(redirect(&location))
-            }
-            RouteId::ExchangeVaultCode => {
-                let tokens =
-                    login::exchange(services, matched.param("authenticationRequestId"), json_body(&req)?).await?;
-                Ok(json_response(
-                    200,
-                    &json!({
-                        "access_token": tokens.access_token.expose_secret(),
-                        "id_token": tokens.id_token.expose_secret(),
-                        "expires_in": tokens.expires_in,
-                        "token_type": tokens.token_type,
-                    }),
-                ))
-            }
-            RouteId::OpenIdConfiguration => Ok(json_response(200, &openid_configuration(&services.config.issuer))),
-            RouteId::Jwks => {
-                let jwks = services
-                    .user_tokens
-                    .signing_key
-                    .jwks()
-                    .await
-                    .map_err(ApiError::internal)?;
-                Ok(json_response(200, &jwks))
-            }
-            _ => Err(ApiError::not_found("route_not_found", "no such route")),
-        }
-    }
+/// What the Lambda serves: exactly this function's routes.
+pub fn router(services: Arc<Services>) -> Router {
+    let (routes, _) = routes().split_for_parts();
+    with_fallbacks(routes.with_state(services))
 }
 
-impl Handler for LoginCallback {
-    async fn handle(&self, req: Request) -> Response<Body> {
-        respond(self.dispatch(req).await)
-    }
+/// Starts a login: the vault keeps the request and sends the browser to the provider.
+#[utoipa::path(
+    post, path = "/api/authentication", tag = "login", operation_id = "startAuthentication",
+    request_body = StartRequest,
+    responses(
+        (status = 200, description = "Send the browser to `authenticationUrl`.", body = StartResponse),
+        (status = 400, description = "A field is missing or not acceptable (`invalid_redirect_url`, `invalid_code_challenge`, ...).", body = ErrorBody),
+        (status = 404, description = "`connection_not_found`", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn start_authentication(
+    State(services): State<Arc<Services>>,
+    body: Result<Json<StartRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let started = login::start(&services, body?.0).await?;
+    Ok(json_response(200, &started))
 }
 
-fn openid_configuration(issuer: &str) -> serde_json::Value {
-    json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/.well-known/openid-configuration/jwks"),
-        "authorization_endpoint": format!("{issuer}/api/authentication"),
-        "token_endpoint": format!("{issuer}/api/authentication/{{authenticationRequestId}}/tokens"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "code_challenge_methods_supported": ["S256"],
-    })
+/// The provider's redirect back (the connection's `redirect_uri`): consumes the login request once,
+/// exchanges the provider's code, stores the credential, and sends the browser back to the app.
+#[utoipa::path(
+    get, path = "/api/callback/{connectionId}", tag = "login", operation_id = "providerCallback",
+    params(
+        ("connectionId" = String, Path, description = "The connection the login went through."),
+        CallbackParams,
+    ),
+    responses(
+        (status = 302, description = "Back to the app: `redirectUrl?code&nonce&iss` on success, `?error&nonce` when the login failed at the provider.",
+            headers(("Location" = String, description = "The app's redirect URL with the outcome"))),
+        (status = 400, description = "The state is unknown, used, expired or belongs to another connection (`invalid_state`, `login_expired`).", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn provider_callback(
+    State(services): State<Arc<Services>>,
+    Path(connection_id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let location = login::callback(&services, &connection_id, &params).await?;
+    Ok(redirect(&location))
+}
+
+/// Exchanges the vault code for vault tokens; the code is single-use and bound to the app's PKCE challenge.
+#[utoipa::path(
+    post, path = "/api/authentication/{authenticationRequestId}/tokens", tag = "login", operation_id = "exchangeVaultCode",
+    params(("authenticationRequestId" = String, Path, description = "`authenticationRequestId` of the login start.")),
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The vault's tokens for the user.", body = VaultTokensBody),
+        (status = 400, description = "`invalid_grant` (unknown, used or expired code, wrong verifier or redirect), `unsupported_grant_type`, `invalid_request`.", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn exchange_vault_code(
+    State(services): State<Arc<Services>>,
+    Path(authentication_request_id): Path<String>,
+    body: Result<Json<TokenRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let tokens = login::exchange(&services, &authentication_request_id, body?.0).await?;
+    Ok(json_response(
+        200,
+        &json!({
+            "access_token": tokens.access_token.expose_secret(),
+            "id_token": tokens.id_token.expose_secret(),
+            "expires_in": tokens.expires_in,
+            "token_type": tokens.token_type,
+        }),
+    ))
+}
+
+/// How service APIs find the keys that sign vault user tokens.
+#[utoipa::path(
+    get, path = "/.well-known/openid-configuration", tag = "login", operation_id = "openIdConfiguration",
+    responses((status = 200, description = "OpenID Provider metadata.", body = OpenIdConfigurationBody), AnyRefusal)
+)]
+async fn openid_configuration(State(services): State<Arc<Services>>) -> Response {
+    let issuer = &services.config.issuer;
+    json_response(
+        200,
+        &json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/.well-known/openid-configuration/jwks"),
+            "authorization_endpoint": format!("{issuer}/api/authentication"),
+            "token_endpoint": format!("{issuer}/api/authentication/{{authenticationRequestId}}/tokens"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "code_challenge_methods_supported": ["S256"],
+        }),
+    )
+}
+
+/// The public key that signs vault user tokens (the private key never leaves KMS).
+#[utoipa::path(
+    get, path = "/.well-known/openid-configuration/jwks", tag = "login", operation_id = "jwks",
+    responses((status = 200, description = "The vault's signing key as a JWK Set.", body = JwksBody), AnyRefusal)
+)]
+async fn jwks(State(services): State<Arc<Services>>) -> Result<Response, ApiError> {
+    let jwks = services
+        .user_tokens
+        .signing_key
+        .jwks()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(json_response(200, &jwks))
+}
+
+/// This description of the API (OpenAPI 3.1).
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "login", operation_id = "openApiDocument",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json", body = Object), AnyRefusal)
+)]
+async fn openapi_document() -> Response {
+    let mut resp = Response::new(axum::body::Body::from(OPENAPI_DOCUMENT));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }

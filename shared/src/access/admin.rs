@@ -2,13 +2,16 @@
 
 use serde_json::{Value, json};
 
+use super::Policy;
 use super::delegation::{self, Refusal};
 use super::model::{AccessRecord, Role, validate_record, validate_role};
 use crate::clock::{iso8601_millis, parse_http_or_iso_date};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::services::Services;
-use crate::store::documents::{self, CreateOutcome, Document, Kind, PolicyLimit, ReplaceOutcome};
+use crate::store::StoreError;
+use crate::store::documents::{self, Document, Kind};
+use crate::store::policy::{self, PolicyLimit};
 
 /// Authress refuses records over ~100 KB.
 const MAX_RECORD_BYTES: usize = 100 * 1024;
@@ -36,13 +39,24 @@ pub fn present(kind: Kind, doc: &Document) -> Value {
     body
 }
 
-pub async fn get(services: &Services, kind: Kind, id: &str) -> Result<Document, ApiError> {
+/// A live role, record or client.
+async fn get_live(services: &Services, kind: Kind, id: &str) -> Result<Document, ApiError> {
     if !crate::access::model::is_valid_id(id) {
         return Err(not_found(kind));
     }
     documents::get(&services.table, kind, id)
         .await?
         .ok_or_else(|| not_found(kind))
+}
+
+/// A role, a record (deleted ones too, while they are kept), or a client.
+pub async fn get(services: &Services, kind: Kind, id: &str) -> Result<Document, ApiError> {
+    match get_live(services, kind, id).await {
+        Err(ApiError::NotFound { .. }) if kind == Kind::Record => policy::deleted_record(&services.table, id)
+            .await?
+            .ok_or_else(|| not_found(kind)),
+        other => other,
+    }
 }
 
 fn not_found(kind: Kind) -> ApiError {
@@ -72,59 +86,206 @@ fn refusal(refusal: Refusal) -> ApiError {
     }
 }
 
-/// Refuses a record that would give what `caller` cannot give (delegation.rs), against a policy read
-/// now: a grant revoked a moment ago must not be handed on.
-pub async fn authorize_record(services: &Services, caller: &Caller, record: &AccessRecord) -> Result<(), ApiError> {
-    // Bad input is the caller's first answer, before anything about permissions.
-    let mut shaped = record.clone();
-    if shaped.record_id.is_empty() {
-        shaped.record_id = "rec_new".into();
+/// On whose authority a grant change is made.
+#[derive(Debug, Clone, Copy)]
+pub enum Authority<'a> {
+    /// An API caller: checked by the delegation rules against the policy as it is now.
+    Caller(&'a Caller),
+    /// The operator, with AWS credentials (bootstrap, migration): not checked.
+    Operator,
+}
+
+/// How often a grant change is checked again when the policy changed under it.
+const POLICY_ATTEMPTS: usize = 3;
+
+/// One write of a role or record, as `checked_write` makes it.
+enum PolicyWrite<'a> {
+    Create {
+        kind: Kind,
+        id: &'a str,
+        body: &'a Value,
+        now_ms: i64,
+    },
+    Replace {
+        kind: Kind,
+        id: &'a str,
+        body: &'a Value,
+        expected_updated_at_ms: Option<i64>,
+        now_ms: i64,
+    },
+}
+
+impl PolicyWrite<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            PolicyWrite::Create { kind, .. } | PolicyWrite::Replace { kind, .. } => *kind,
+        }
     }
-    validate_record(&shaped)?;
-    let policy = services.policies.load_now(&services.table).await?;
-    delegation::check_record(&policy, caller.subject(), record).map_err(refusal)
+
+    async fn perform(
+        &self,
+        services: &Services,
+        seen: Option<i64>,
+    ) -> Result<Result<Document, policy::Refused>, StoreError> {
+        let table = &services.table;
+        match *self {
+            PolicyWrite::Create { kind, id, body, now_ms } => policy::create(table, kind, id, body, now_ms, seen).await,
+            PolicyWrite::Replace {
+                kind,
+                id,
+                body,
+                expected_updated_at_ms,
+                now_ms,
+            } => policy::replace(table, kind, id, body, expected_updated_at_ms, now_ms, seen).await,
+        }
+    }
 }
 
-/// Refuses a role change (or creation) that would make records give what `caller` cannot give.
-pub async fn authorize_role(services: &Services, caller: &Caller, role_id: &str, role: &Role) -> Result<(), ApiError> {
-    let mut role = role.clone();
-    role.role_id = role_id.to_string();
-    validate_role(&role)?;
-    let policy = services.policies.load_now(&services.table).await?;
-    delegation::check_role_change(&policy, caller.subject(), policy.role(role_id), &role).map_err(refusal)
+/// Checks a grant change against a snapshot read now, and writes it only onto that version of the
+/// policy (store/policy.rs); when another change landed in between, checks and tries again.
+async fn checked_write(
+    services: &Services,
+    authority: Authority<'_>,
+    check: impl Fn(&Policy, &str) -> Result<(), Refusal>,
+    write: PolicyWrite<'_>,
+) -> Result<Document, ApiError> {
+    for _ in 0..POLICY_ATTEMPTS {
+        let seen = match authority {
+            Authority::Caller(caller) => {
+                let snapshot = services.policies.load_now(&services.table).await?;
+                check(&snapshot, caller.subject()).map_err(refusal)?;
+                Some(snapshot.version())
+            }
+            Authority::Operator => None,
+        };
+        let outcome = write.perform(services, seen).await?;
+        services.policies.invalidate();
+        match outcome {
+            Err(policy::Refused::PolicyChanged) => continue,
+            other => return written(write.kind(), other),
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "policy_changed",
+        detail: "other grant changes kept landing while this one was checked; retry".into(),
+    })
 }
 
-/// Built-in roles cannot be deleted; any other role needs only `roles:delete`.
-pub fn authorize_role_delete(role_id: &str) -> Result<(), ApiError> {
-    delegation::check_role_delete(role_id).map_err(refusal)
+/// Is the caller an administrator (`vault:admin` on `*`), by the policy as it is now?
+pub async fn is_administrator(services: &Services, caller: &Caller) -> Result<bool, ApiError> {
+    Ok(services
+        .policies
+        .load_now(&services.table)
+        .await?
+        .is_administrator(caller.subject()))
 }
 
-pub async fn create_role(services: &Services, mut role: Role) -> Result<Document, ApiError> {
+/// Managing a client's access keys (or re-creating a client id) is becoming that client: allowed
+/// only to a caller who could give, itself, everything the active records naming the client give.
+pub async fn authorize_client_identity(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
+    let snapshot = services.policies.load_now(&services.table).await?;
+    for record in snapshot.records().iter().filter(|r| r.has_user(client_id)) {
+        delegation::check_record(&snapshot, caller.subject(), record).map_err(refusal)?;
+    }
+    Ok(())
+}
+
+pub async fn create_role(services: &Services, authority: Authority<'_>, mut role: Role) -> Result<Document, ApiError> {
     if role.role_id.is_empty() {
         role.role_id = format!("ro_{}", crate::random::token(12));
     }
     validate_role(&role)?;
-    create(services, Kind::Role, &role.role_id.clone(), &role).await
+    let body = to_body(Kind::Role, &role)?;
+    let id = role.role_id.clone();
+    let now = services.clock.now_millis();
+    checked_write(
+        services,
+        authority,
+        |snapshot, caller| delegation::check_role_change(snapshot, caller, snapshot.role(&id), &role),
+        PolicyWrite::Create {
+            kind: Kind::Role,
+            id: &id,
+            body: &body,
+            now_ms: now,
+        },
+    )
+    .await
 }
 
-pub async fn update_role(services: &Services, role_id: &str, mut role: Role) -> Result<Document, ApiError> {
+pub async fn update_role(
+    services: &Services,
+    authority: Authority<'_>,
+    role_id: &str,
+    mut role: Role,
+) -> Result<Document, ApiError> {
     role.role_id = role_id.to_string();
     validate_role(&role)?;
-    replace(services, Kind::Role, role_id, &role, None).await
+    let body = to_body(Kind::Role, &role)?;
+    let now = services.clock.now_millis();
+    checked_write(
+        services,
+        authority,
+        |snapshot, caller| delegation::check_role_change(snapshot, caller, snapshot.role(role_id), &role),
+        PolicyWrite::Replace {
+            kind: Kind::Role,
+            id: role_id,
+            body: &body,
+            expected_updated_at_ms: None,
+            now_ms: now,
+        },
+    )
+    .await
 }
 
-pub async fn create_record(services: &Services, mut record: AccessRecord) -> Result<Document, ApiError> {
+/// Built-in roles cannot be deleted; any other role needs only `roles:delete`.
+pub async fn delete_role(services: &Services, role_id: &str) -> Result<(), ApiError> {
+    delegation::check_role_delete(role_id).map_err(refusal)?;
+    if !crate::access::model::is_valid_id(role_id) {
+        return Err(not_found(Kind::Role));
+    }
+    let outcome = policy::delete_role(&services.table, role_id).await?;
+    services.policies.invalidate();
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(policy::Refused::NotFound) => Err(not_found(Kind::Role)),
+        Err(_) => Err(ApiError::Conflict {
+            code: "role_changed",
+            detail: "the role changed while it was being deleted; retry".into(),
+        }),
+    }
+}
+
+pub async fn create_record(
+    services: &Services,
+    authority: Authority<'_>,
+    mut record: AccessRecord,
+) -> Result<Document, ApiError> {
     if record.record_id.is_empty() {
         record.record_id = format!("rec_{}", crate::random::token(12));
     }
     record.status = "ACTIVE".into();
     validate_record(&record)?;
-    create(services, Kind::Record, &record.record_id.clone(), &record).await
+    let body = to_body(Kind::Record, &record)?;
+    let id = record.record_id.clone();
+    let now = services.clock.now_millis();
+    checked_write(
+        services,
+        authority,
+        |snapshot, caller| delegation::check_record(snapshot, caller, &record),
+        PolicyWrite::Create {
+            kind: Kind::Record,
+            id: &id,
+            body: &body,
+            now_ms: now,
+        },
+    )
+    .await
 }
 
 /// `If-Unmodified-Since` (ISO 8601 or HTTP date): 412 when the record changed after that instant.
 pub async fn update_record(
     services: &Services,
+    authority: Authority<'_>,
     record_id: &str,
     mut record: AccessRecord,
     if_unmodified_since: Option<&str>,
@@ -141,39 +302,55 @@ pub async fn update_record(
                     "If-Unmodified-Since must be an ISO 8601 or HTTP date",
                 )
             })?;
-            let current = get(services, Kind::Record, record_id).await?;
+            let current = get_live(services, Kind::Record, record_id).await?;
             if current.updated_at_ms / precision > since_ms / precision {
                 return Err(ApiError::PreconditionFailed);
             }
             Some(current.updated_at_ms)
         }
     };
-    replace(services, Kind::Record, record_id, &record, expected).await
+    let body = to_body(Kind::Record, &record)?;
+    let now = services.clock.now_millis();
+    checked_write(
+        services,
+        authority,
+        |snapshot, caller| delegation::check_record(snapshot, caller, &record),
+        PolicyWrite::Replace {
+            kind: Kind::Record,
+            id: record_id,
+            body: &body,
+            expected_updated_at_ms: expected,
+            now_ms: now,
+        },
+    )
+    .await
 }
 
-/// Records are deleted as Authress does: kept, marked DELETED, granting nothing.
+/// Records are deleted as Authress does: kept for a while, marked DELETED, granting nothing.
 pub async fn delete_record(services: &Services, record_id: &str) -> Result<(), ApiError> {
-    let current = get(services, Kind::Record, record_id).await?;
+    let current = get_live(services, Kind::Record, record_id).await?;
     let mut record: AccessRecord =
         serde_json::from_value(current.body).map_err(|e| ApiError::internal(format!("stored record: {e}")))?;
     record.status = "DELETED".into();
     let body = to_body(Kind::Record, &record)?;
     let now = services.clock.now_millis();
-    let outcome = documents::retire(
-        &services.table,
-        Kind::Record,
-        record_id,
-        &body,
-        current.updated_at_ms,
-        now,
-    )
-    .await?;
+    let outcome = policy::retire_record(&services.table, record_id, &body, current.updated_at_ms, now).await?;
     services.policies.invalidate();
     written(Kind::Record, outcome).map(|_| ())
 }
 
+/// Deletes a service client (roles and records have their own deletes above).
+pub async fn delete_client(services: &Services, client_id: &str) -> Result<(), ApiError> {
+    if !crate::identity::service_clients::is_valid_client_id(client_id)
+        || !documents::delete(&services.table, Kind::Client, client_id).await?
+    {
+        return Err(not_found(Kind::Client));
+    }
+    Ok(())
+}
+
 fn limit_reached(kind: Kind, limit: PolicyLimit) -> ApiError {
-    let limits = documents::POLICY_LIMITS;
+    let limits = policy::POLICY_LIMITS;
     match (kind, limit) {
         (Kind::Role, PolicyLimit::Count) => ApiError::bad_request(
             "role_limit_reached",
@@ -196,58 +373,18 @@ fn limit_reached(kind: Kind, limit: PolicyLimit) -> ApiError {
     }
 }
 
-fn written(kind: Kind, outcome: ReplaceOutcome) -> Result<Document, ApiError> {
+fn written(kind: Kind, outcome: Result<Document, policy::Refused>) -> Result<Document, ApiError> {
     match outcome {
-        ReplaceOutcome::Replaced(doc) => Ok(doc),
-        ReplaceOutcome::NotFound => Err(not_found(kind)),
-        ReplaceOutcome::Conflict => Err(ApiError::PreconditionFailed),
-        ReplaceOutcome::LimitReached(limit) => Err(limit_reached(kind, limit)),
+        Ok(doc) => Ok(doc),
+        Err(policy::Refused::Exists) => Err(exists(kind)),
+        Err(policy::Refused::NotFound) => Err(not_found(kind)),
+        Err(policy::Refused::Conflict) => Err(ApiError::PreconditionFailed),
+        Err(policy::Refused::LimitReached(limit)) => Err(limit_reached(kind, limit)),
+        Err(policy::Refused::PolicyChanged) => Err(ApiError::Conflict {
+            code: "policy_changed",
+            detail: "the grants changed while this change was made; retry".into(),
+        }),
     }
-}
-
-pub async fn delete(services: &Services, kind: Kind, id: &str) -> Result<(), ApiError> {
-    if !crate::access::model::is_valid_id(id) || !documents::delete(&services.table, kind, id).await? {
-        return Err(not_found(kind));
-    }
-    services.policies.invalidate();
-    Ok(())
-}
-
-async fn create<T: serde::Serialize>(
-    services: &Services,
-    kind: Kind,
-    id: &str,
-    value: &T,
-) -> Result<Document, ApiError> {
-    let body = to_body(kind, value)?;
-    let now = services.clock.now_millis();
-    match documents::create(&services.table, kind, id, &body, now).await? {
-        CreateOutcome::Created => {}
-        CreateOutcome::Exists => return Err(exists(kind)),
-        CreateOutcome::LimitReached(limit) => return Err(limit_reached(kind, limit)),
-    }
-    services.policies.invalidate();
-    Ok(Document {
-        id: id.to_string(),
-        body,
-        created_at_ms: now,
-        updated_at_ms: now,
-        retired: false,
-    })
-}
-
-async fn replace<T: serde::Serialize>(
-    services: &Services,
-    kind: Kind,
-    id: &str,
-    value: &T,
-    expected: Option<i64>,
-) -> Result<Document, ApiError> {
-    let body = to_body(kind, value)?;
-    let now = services.clock.now_millis();
-    let outcome = documents::replace(&services.table, kind, id, &body, expected, now).await?;
-    services.policies.invalidate();
-    written(kind, outcome)
 }
 
 fn to_body<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Value, ApiError> {

@@ -27,13 +27,14 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
             "permissions": [{"action": "*", "allow": true, "grant": true, "delegate": true}],
         }))
         .map_err(ApiError::internal)?;
-        match admin::create_role(services, role).await {
+        match admin::create_role(services, admin::Authority::Operator, role).await {
             Ok(_) | Err(ApiError::Conflict { .. }) => {}
             Err(e) => return Err(e),
         }
     }
     let client = service_clients::create_client(
         services,
+        admin::Authority::Operator,
         ClientInput {
             client_id: None,
             name: name.to_string(),
@@ -48,8 +49,8 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
         "statements": [{"roles": [ADMIN_ROLE_ID], "resources": [{"resourceUri": "*"}]}],
     }))
     .map_err(ApiError::internal)?;
-    admin::create_record(services, record).await?;
-    let key = service_clients::add_key(services, &client.client_id, None).await?;
+    admin::create_record(services, admin::Authority::Operator, record).await?;
+    let key = service_clients::add_key(services, admin::Authority::Operator, &client.client_id, None).await?;
     let access_key = key
         .access_key
         .ok_or_else(|| ApiError::internal("no access key was made"))?;

@@ -32,6 +32,8 @@ use crate::store::{StoreError, Table};
 /// Every role and active record, as of one moment, with the records indexed by the subjects they name.
 #[derive(Debug, Default)]
 pub struct Policy {
+    /// The `policyVersion` this snapshot was read at (read before the documents).
+    version: i64,
     roles: HashMap<String, Role>,
     records: Vec<AccessRecord>,
     by_subject: HashMap<String, Vec<usize>>,
@@ -50,10 +52,17 @@ impl Policy {
             }
         }
         Self {
+            version: 0,
             roles: roles.into_iter().map(|r| (r.role_id.clone(), r)).collect(),
             records,
             by_subject,
         }
+    }
+
+    /// The policy version this snapshot was read at: grant changes checked against it are written only
+    /// onto that version (store/policy.rs).
+    pub fn version(&self) -> i64 {
+        self.version
     }
 
     pub fn role(&self, role_id: &str) -> Option<&Role> {
@@ -181,6 +190,8 @@ impl PolicyCache {
 }
 
 async fn load_policy(table: &Table) -> Result<Policy, StoreError> {
+    // The version first: a write after it makes a later check against this snapshot fail and retry.
+    let version = crate::store::policy::stats(table).await?.version;
     let roles = documents::list_all(table, Kind::Role).await?;
     let records = documents::list_all(table, Kind::Record).await?;
     let parse = |what: &str, e: serde_json::Error| StoreError::Malformed(format!("{what}: {e}"));
@@ -192,7 +203,10 @@ async fn load_policy(table: &Table) -> Result<Policy, StoreError> {
         .into_iter()
         .map(|d| serde_json::from_value(d.body).map_err(|e| parse("record", e)))
         .collect::<Result<_, _>>()?;
-    Ok(Policy::new(roles, records))
+    Ok(Policy {
+        version,
+        ..Policy::new(roles, records)
+    })
 }
 
 /// Succeeds when `caller` may do `action` on `resource`; otherwise 403.
@@ -225,6 +239,14 @@ pub async fn is_allowed(
     Ok(policy.allows(subject, &resource, &action))
 }
 
+/// Does `user_id` belong to the connection as it is now (its current generation)?
+async fn belongs_to_now(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+    match crate::store::connections::generation(table, connection_id).await? {
+        Some(generation) => identities::belongs_to(table, user_id, connection_id, &generation).await,
+        None => Ok(false),
+    }
+}
+
 /// The resource a credential is, for grants: `Connections/{connectionId}/Users/{userId}/Credentials`.
 pub fn credentials_resource(connection_id: &str, user_id: &str) -> String {
     format!("Connections/{connection_id}/Users/{user_id}/Credentials")
@@ -246,7 +268,7 @@ pub async fn require_credential_access(
         connection_id: logged_in_through,
     } = caller
         && me == user_id
-        && (logged_in_through == connection_id || identities::belongs_to(table, me, connection_id).await?)
+        && (logged_in_through == connection_id || belongs_to_now(table, me, connection_id).await?)
     {
         return Ok(());
     }

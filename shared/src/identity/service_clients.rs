@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::Caller;
+use crate::access::admin::Authority;
 use crate::error::ApiError;
 use crate::services::Services;
 use crate::store::documents::{self, Kind};
@@ -30,7 +31,7 @@ const LIFETIME_ROUNDING_SECS: i64 = 1;
 /// Every service client id starts with this, and no user id may: the two namespaces never meet.
 pub const CLIENT_ID_PREFIX: &str = "sc_";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationKey {
     pub key_id: String,
@@ -39,7 +40,7 @@ pub struct VerificationKey {
     pub generation_date: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceClient {
     #[serde(default)]
@@ -233,7 +234,7 @@ mod tests {
 }
 
 /// `POST /v1/clients` and `PUT /v1/clients/{clientId}` bodies: keys are managed by their own routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientInput {
     #[serde(default)]
@@ -265,7 +266,14 @@ pub fn is_valid_client_id(id: &str) -> bool {
     crate::access::model::is_valid_id(id) && !id.contains('.') && id.len() <= 64 && id.starts_with(CLIENT_ID_PREFIX)
 }
 
-pub async fn create_client(services: &Services, input: ClientInput) -> Result<ServiceClient, ApiError> {
+/// Makes a client. An id chosen by the caller may be one that active records still name (a client
+/// deleted and made again): the caller then becomes whatever those records give, so the delegation
+/// rules decide, as for its keys.
+pub async fn create_client(
+    services: &Services,
+    authority: Authority<'_>,
+    input: ClientInput,
+) -> Result<ServiceClient, ApiError> {
     validate_input(&input)?;
     let client_id = input
         .client_id
@@ -277,6 +285,9 @@ pub async fn create_client(services: &Services, input: ClientInput) -> Result<Se
             "clientId must start with sc_ and be at most 64 characters of [a-zA-Z0-9-_:@|~]",
         ));
     }
+    if let (Authority::Caller(caller), Some(_)) = (authority, &input.client_id) {
+        crate::access::admin::authorize_client_identity(services, caller, &client_id).await?;
+    }
     let client = ServiceClient {
         client_id: client_id.clone(),
         name: input.name,
@@ -284,7 +295,7 @@ pub async fn create_client(services: &Services, input: ClientInput) -> Result<Se
         verification_keys: Vec::new(),
     };
     let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
-    if documents::create(
+    if !documents::create(
         &services.table,
         Kind::Client,
         &client_id,
@@ -292,7 +303,6 @@ pub async fn create_client(services: &Services, input: ClientInput) -> Result<Se
         services.clock.now_millis(),
     )
     .await?
-        != documents::CreateOutcome::Created
     {
         return Err(ApiError::Conflict {
             code: "client_exists",
@@ -323,12 +333,18 @@ pub struct NewAccessKey {
     pub access_key: Option<SecretString>,
 }
 
-/// Adds a key: made here (the private key is returned once), or the caller's own public key.
+/// Adds a key: made here (the private key is returned once), or the caller's own public key. A new key
+/// is the power to act as the client, so only a caller who could give everything the client holds may
+/// add one (see `admin::authorize_client_identity`).
 pub async fn add_key(
     services: &Services,
+    authority: Authority<'_>,
     client_id: &str,
     uploaded_public_key: Option<String>,
 ) -> Result<NewAccessKey, ApiError> {
+    if let Authority::Caller(caller) = authority {
+        crate::access::admin::authorize_client_identity(services, caller, client_id).await?;
+    }
     let key_id = crate::random::token(9).replace(['-', '_'], "x");
     let (public_key, access_key) = match uploaded_public_key {
         Some(public) => {
@@ -365,7 +381,17 @@ pub async fn add_key(
     Ok(NewAccessKey { key, access_key })
 }
 
-pub async fn delete_key(services: &Services, client_id: &str, key_id: &str) -> Result<(), ApiError> {
+/// Deletes a key; held to the same rule as adding one, or anyone with `clients:update` could lock an
+/// administrator out.
+pub async fn delete_key(
+    services: &Services,
+    authority: Authority<'_>,
+    client_id: &str,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    if let Authority::Caller(caller) = authority {
+        crate::access::admin::authorize_client_identity(services, caller, client_id).await?;
+    }
     change_client(services, client_id, |client| {
         let before = client.verification_keys.len();
         client.verification_keys.retain(|k| k.key_id != key_id);
@@ -414,7 +440,7 @@ async fn change_client(
             documents::ReplaceOutcome::NotFound => {
                 return Err(ApiError::not_found("client_not_found", "no such service client"));
             }
-            documents::ReplaceOutcome::Conflict | documents::ReplaceOutcome::LimitReached(_) => continue,
+            documents::ReplaceOutcome::Conflict => continue,
         }
     }
     Err(ApiError::internal("service client kept changing"))

@@ -11,11 +11,12 @@ use serde_json::{Value, json};
 use super::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
 use super::provider::is_acceptable_provider_url;
 use super::{Connection, TokenRequestEncoding};
+use crate::access::admin::Authority;
 use crate::error::ApiError;
 use crate::services::Services;
 use crate::store::connections;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionData {
     pub name: Option<String>,
@@ -25,7 +26,7 @@ pub struct ConnectionData {
 }
 
 /// `POST /v1/connections` and `PUT /v1/connections/{connectionId}` bodies.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInput {
     pub connection_id: Option<String>,
@@ -70,12 +71,24 @@ pub fn present(connection: &Connection) -> Value {
     })
 }
 
-pub async fn create(services: &Services, input: ConnectionInput) -> Result<Connection, ApiError> {
+pub async fn create(
+    services: &Services,
+    authority: Authority<'_>,
+    input: ConnectionInput,
+) -> Result<Connection, ApiError> {
     let connection_id = input
         .connection_id
         .clone()
         .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
     let mut connection = build(services, &connection_id, input, None).await?;
+    if !in_own_namespace(&connection) {
+        require_administrator(
+            services,
+            authority,
+            "a userIdExpression that does not start with {connectionId}",
+        )
+        .await?;
+    }
     // A new generation each time the id is created: credentials of an earlier connection with this
     // id never go to this one.
     connection.generation = crate::random::token(12);
@@ -91,7 +104,12 @@ pub async fn create(services: &Services, input: ConnectionInput) -> Result<Conne
 /// A full replace; a body without `clientSecret` keeps the stored one, but only while every endpoint
 /// the secret is sent to stays the same: the secret was given for those endpoints, and whoever may
 /// update a connection must not be able to steer it elsewhere without knowing it.
-pub async fn update(services: &Services, connection_id: &str, input: ConnectionInput) -> Result<Connection, ApiError> {
+pub async fn update(
+    services: &Services,
+    authority: Authority<'_>,
+    connection_id: &str,
+    input: ConnectionInput,
+) -> Result<Connection, ApiError> {
     let existing = get(services, connection_id).await?;
     if input.connection_id.as_deref().is_some_and(|id| id != connection_id) {
         return Err(ApiError::bad_request(
@@ -103,6 +121,15 @@ pub async fn update(services: &Services, connection_id: &str, input: ConnectionI
     let generation = existing.generation.clone();
     let mut connection = build(services, connection_id, input, Some(existing.client_secret.clone())).await?;
     connection.generation = generation;
+    // Whoever decides who a login is decides which person every stored user id of the connection means.
+    if identity_source(&connection) != identity_source(&existing) {
+        require_administrator(
+            services,
+            authority,
+            "changing issuerUrl, clientId, data.oidcUserEndpointUrl or data.userIdExpression",
+        )
+        .await?;
+    }
     if !secret_given && secret_endpoints(&connection) != secret_endpoints(&existing) {
         return Err(bad(
             "client_secret_required",
@@ -113,6 +140,35 @@ pub async fn update(services: &Services, connection_id: &str, input: ConnectionI
         return Err(not_found());
     }
     Ok(connection)
+}
+
+/// What decides which user a login through the connection is: the issuer whose id_tokens are
+/// believed (and as which client), the user endpoint, and the expression over their claims.
+fn identity_source(c: &Connection) -> [Option<&str>; 4] {
+    [
+        c.issuer_url.as_deref(),
+        Some(c.client_id.as_str()),
+        c.user_info_url.as_deref(),
+        Some(c.user_id_expression.as_str()),
+    ]
+}
+
+/// Does the connection's user id expression keep its ids inside its own namespace (`{connectionId}...`)?
+/// Other expressions can make ids other connections' users or existing grants already name.
+fn in_own_namespace(c: &Connection) -> bool {
+    c.user_id_expression.starts_with("{connectionId}")
+}
+
+/// Changes that decide identities are for administrators (`vault:admin` on `*`) and the operator.
+async fn require_administrator(services: &Services, authority: Authority<'_>, what: &str) -> Result<(), ApiError> {
+    match authority {
+        Authority::Operator => Ok(()),
+        Authority::Caller(caller) if crate::access::admin::is_administrator(services, caller).await? => Ok(()),
+        Authority::Caller(_) => Err(ApiError::refused(
+            "administrators_only",
+            format!("{what} is for administrators (vault:admin on *)"),
+        )),
+    }
 }
 
 /// Where the connection's client secret (and the tokens it guards) are sent, and as which client.

@@ -94,6 +94,21 @@ pub async fn get(
     }
 }
 
+/// The connection's generation, without opening its secret (the self-access check needs only that).
+pub async fn generation(table: &Table, connection_id: &str) -> Result<Option<String>, StoreError> {
+    let out = table
+        .client
+        .get_item()
+        .table_name(&table.name)
+        .key("pk", s(PK))
+        .key("sk", s(sk(connection_id)))
+        .projection_expression("generation")
+        .send()
+        .await
+        .map_err(|e| classify("GetItem", e))?;
+    Ok(out.item.map(|item| opt_s(&item, "generation")).transpose()?.flatten())
+}
+
 /// `Ok(false)`: there was no such connection.
 pub async fn delete(table: &Table, connection_id: &str) -> Result<bool, StoreError> {
     super::delete_existing(table, PK, &sk(connection_id)).await
@@ -146,4 +161,33 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         // Connections stored before generations have none until `migrate-security` gives them one.
         generation: opt_s(item, "generation")?.unwrap_or_default(),
     })
+}
+
+/// Where the refresh protocol looks a credential's connection up.
+pub trait ConnectionDirectory: Send + Sync + 'static {
+    fn get<'a>(
+        &'a self,
+        connection_id: &'a str,
+    ) -> super::credentials::BoxFuture<'a, Result<Option<Connection>, ConnectionStoreError>>;
+}
+
+/// The connections in the table, their client secrets opened by the envelope.
+pub struct DynamoConnections {
+    table: Table,
+    envelope: std::sync::Arc<Envelope>,
+}
+
+impl DynamoConnections {
+    pub fn new(table: Table, envelope: std::sync::Arc<Envelope>) -> Self {
+        Self { table, envelope }
+    }
+}
+
+impl ConnectionDirectory for DynamoConnections {
+    fn get<'a>(
+        &'a self,
+        connection_id: &'a str,
+    ) -> super::credentials::BoxFuture<'a, Result<Option<Connection>, ConnectionStoreError>> {
+        Box::pin(get(&self.table, &self.envelope, connection_id))
+    }
 }

@@ -507,3 +507,235 @@ pub async fn delete(table: &Table, item: &CredentialItem) -> Result<bool, StoreE
         .await;
     condition_outcome("DeleteItem", result)
 }
+
+/// A boxed future: what the repository traits return, so protocols can hold them as `dyn`.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the repository can fail with: the store, or the sealing of a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// Tokens of a login or a refresh, in the clear, before the repository seals them.
+pub struct PlainTokens {
+    pub access_token: secrecy::SecretString,
+    pub refresh_token: Option<secrecy::SecretString>,
+    pub access_expires_at: i64,
+    pub access_issued_at: i64,
+    pub token_type: String,
+    pub scope: Option<String>,
+}
+
+/// Where credentials live, with their secrets sealed: the refresh protocol (vault.rs) and the login go
+/// through it and never see a ciphertext or an encryption context. Every state change is one of the
+/// conditional writes of this module; `Ok(false)` means its condition did not hold.
+pub trait CredentialRepository: Send + Sync + 'static {
+    /// A consistent read.
+    fn get<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CredentialItem>, StoreError>>;
+    fn claim_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn commit_refresh<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        tokens: NewTokens,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn release_lease<'a>(&'a self, item: &'a CredentialItem, owner: &'a str)
+    -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn mark_reauth_required<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        reason: &'a str,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn mark_revoking<'a>(&'a self, item: &'a CredentialItem, now_secs: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn delete<'a>(&'a self, item: &'a CredentialItem) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Stores a login's tokens onto the version `previous` read (or as a new item).
+    fn save_after_login<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+        previous: Option<&'a CredentialItem>,
+        tokens: NewTokens,
+        issued: &'a IssuedUnder,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Seals tokens for the credential of (connection, user), ready to be written.
+    fn seal<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+        tokens: PlainTokens,
+    ) -> BoxFuture<'a, Result<NewTokens, RepositoryError>>;
+    fn open_access_token<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+    ) -> BoxFuture<'a, Result<secrecy::SecretString, RepositoryError>>;
+    fn open_refresh_token<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, RepositoryError>>;
+}
+
+/// The credentials in DynamoDB, sealed by KMS envelope encryption bound to each item and attribute.
+pub struct DynamoCredentials {
+    table: Table,
+    envelope: std::sync::Arc<crate::crypto::Envelope>,
+}
+
+impl DynamoCredentials {
+    pub fn new(table: Table, envelope: std::sync::Arc<crate::crypto::Envelope>) -> Self {
+        Self { table, envelope }
+    }
+
+    async fn seal_one(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+        attribute: &'static str,
+        value: &secrecy::SecretString,
+    ) -> Result<Vec<u8>, RepositoryError> {
+        use secrecy::ExposeSecret;
+        let ctx = context(&self.table, connection_id, user_id, attribute);
+        Ok(self.envelope.seal_str(&ctx, value.expose_secret()).await?)
+    }
+}
+
+impl CredentialRepository for DynamoCredentials {
+    fn get<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CredentialItem>, StoreError>> {
+        Box::pin(get(&self.table, connection_id, user_id))
+    }
+
+    fn claim_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(claim_lease(&self.table, item, owner, now_ms, lease_ms))
+    }
+
+    fn commit_refresh<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        tokens: NewTokens,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(commit_refresh(&self.table, item, owner, tokens, now_secs))
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(release_lease(&self.table, item, owner))
+    }
+
+    fn mark_reauth_required<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        reason: &'a str,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(mark_reauth_required(&self.table, item, owner, reason, now_secs))
+    }
+
+    fn mark_revoking<'a>(&'a self, item: &'a CredentialItem, now_secs: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(mark_revoking(&self.table, item, now_secs))
+    }
+
+    fn delete<'a>(&'a self, item: &'a CredentialItem) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(delete(&self.table, item))
+    }
+
+    fn save_after_login<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+        previous: Option<&'a CredentialItem>,
+        tokens: NewTokens,
+        issued: &'a IssuedUnder,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(save_after_login(
+            &self.table,
+            connection_id,
+            user_id,
+            previous,
+            tokens,
+            issued,
+            now_secs,
+        ))
+    }
+
+    fn seal<'a>(
+        &'a self,
+        connection_id: &'a str,
+        user_id: &'a str,
+        tokens: PlainTokens,
+    ) -> BoxFuture<'a, Result<NewTokens, RepositoryError>> {
+        Box::pin(async move {
+            let access_token = self
+                .seal_one(connection_id, user_id, ATTR_ACCESS_TOKEN, &tokens.access_token)
+                .await?;
+            let refresh_token = match &tokens.refresh_token {
+                Some(rt) => Some(self.seal_one(connection_id, user_id, ATTR_REFRESH_TOKEN, rt).await?),
+                None => None,
+            };
+            Ok(NewTokens {
+                access_token,
+                refresh_token,
+                access_expires_at: tokens.access_expires_at,
+                access_issued_at: tokens.access_issued_at,
+                token_type: tokens.token_type,
+                scope: tokens.scope,
+            })
+        })
+    }
+
+    fn open_access_token<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+    ) -> BoxFuture<'a, Result<secrecy::SecretString, RepositoryError>> {
+        Box::pin(async move {
+            let ctx = context(&self.table, &item.connection_id, &item.user_id, ATTR_ACCESS_TOKEN);
+            Ok(self.envelope.open_str(&ctx, &item.access_token).await?)
+        })
+    }
+
+    fn open_refresh_token<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+    ) -> BoxFuture<'a, Result<Option<secrecy::SecretString>, RepositoryError>> {
+        Box::pin(async move {
+            let Some(sealed) = &item.refresh_token else {
+                return Ok(None);
+            };
+            let ctx = context(&self.table, &item.connection_id, &item.user_id, ATTR_REFRESH_TOKEN);
+            Ok(Some(self.envelope.open_str(&ctx, sealed).await?))
+        })
+    }
+}

@@ -2,6 +2,10 @@
 //! connection; a login through another connection that makes the same id is refused, unless an
 //! administrator linked that connection to the user. So `{email}` from one provider cannot become
 //! another provider's user, and self-access means "this person", not "this string".
+//!
+//! A claim names the connection's generation too (`{connectionId}#{generation}`): a connection deleted
+//! and created again under the same id, perhaps pointing at another provider, does not inherit the
+//! users of the one before.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -17,8 +21,13 @@ pub fn pk(user_id: &str) -> String {
     format!("IDENTITY#{user_id}")
 }
 
-fn connection_set(connection_id: &str) -> AttributeValue {
-    AttributeValue::Ss(vec![connection_id.to_string()])
+/// One connection, in the generation that may make the id.
+fn member(connection_id: &str, generation: &str) -> String {
+    format!("{connection_id}#{generation}")
+}
+
+fn connection_set(connection_id: &str, generation: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![member(connection_id, generation)])
 }
 
 /// At login: `Ok(true)` when `user_id` is (now) this connection's; `Ok(false)` when another
@@ -27,6 +36,7 @@ pub async fn claim_for_login(
     table: &Table,
     user_id: &str,
     connection_id: &str,
+    generation: &str,
     now_secs: i64,
 ) -> Result<bool, StoreError> {
     let result = table
@@ -39,15 +49,22 @@ pub async fn claim_for_login(
         .condition_expression(CLAIM)
         .expression_attribute_values(":user", s(user_id))
         .expression_attribute_values(":now", n(now_secs))
-        .expression_attribute_values(":set", connection_set(connection_id))
-        .expression_attribute_values(":connection", s(connection_id))
+        .expression_attribute_values(":set", connection_set(connection_id, generation))
+        .expression_attribute_values(":connection", s(member(connection_id, generation)))
         .send()
         .await;
     condition_outcome("UpdateItem", result)
 }
 
-/// Does `user_id` belong to `connection_id` (its first login's, or linked by an administrator)?
-pub async fn belongs_to(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+/// Does `user_id` belong to this generation of `connection_id` (its first login's, or linked by an
+/// administrator)?
+pub async fn belongs_to(
+    table: &Table,
+    user_id: &str,
+    connection_id: &str,
+    generation: &str,
+) -> Result<bool, StoreError> {
+    let wanted = member(connection_id, generation);
     let out = table
         .client
         .get_item()
@@ -62,12 +79,12 @@ pub async fn belongs_to(table: &Table, user_id: &str, connection_id: &str) -> Re
         .item
         .and_then(|item| item.get("connections").cloned())
         .and_then(|c| c.as_ss().ok().cloned())
-        .is_some_and(|set| set.iter().any(|c| c == connection_id)))
+        .is_some_and(|set| set.contains(&wanted)))
 }
 
 /// An administrator's explicit link: logins through `connection_id` may now make `user_id` too.
 /// `Ok(false)`: the user id has never logged in, so there is nobody to link.
-pub async fn link(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+pub async fn link(table: &Table, user_id: &str, connection_id: &str, generation: &str) -> Result<bool, StoreError> {
     let result = table
         .client
         .update_item()
@@ -76,7 +93,7 @@ pub async fn link(table: &Table, user_id: &str, connection_id: &str) -> Result<b
         .key("sk", s(SK))
         .update_expression("ADD connections :set")
         .condition_expression(LINK)
-        .expression_attribute_values(":set", connection_set(connection_id))
+        .expression_attribute_values(":set", connection_set(connection_id, generation))
         .send()
         .await;
     condition_outcome("UpdateItem", result)
@@ -88,6 +105,8 @@ pub enum LinkError {
     InvalidId,
     #[error("the user id {0} has never logged in: there is nobody to link")]
     NoSuchUser(String),
+    #[error("there is no connection {0}")]
+    NoSuchConnection(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -98,7 +117,10 @@ pub async fn link_checked(table: &Table, user_id: &str, connection_id: &str) -> 
     if !user_id_ok || !crate::oauth::connection::is_valid_connection_id(connection_id) {
         return Err(LinkError::InvalidId);
     }
-    if link(table, user_id, connection_id).await? {
+    let generation = super::connections::generation(table, connection_id)
+        .await?
+        .ok_or_else(|| LinkError::NoSuchConnection(connection_id.to_string()))?;
+    if link(table, user_id, connection_id, &generation).await? {
         Ok(())
     } else {
         Err(LinkError::NoSuchUser(user_id.to_string()))

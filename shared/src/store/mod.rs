@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod documents;
 pub mod identities;
 pub mod login_requests;
+pub mod policy;
 pub mod vault_codes;
 
 use std::collections::HashMap;

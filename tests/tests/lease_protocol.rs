@@ -1,0 +1,264 @@
+//! The refresh lease protocol, deterministically: the protocol (credvault::vault::RefreshProtocol) over
+//! the in-memory repository, the fake provider over HTTP and the test clock, so lease races are set up
+//! exactly rather than waited for; and the conditional writes every race relies on, held to the same
+//! table for the in-memory repository and for DynamoDB on moto.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credvault::config::RefreshTiming;
+use credvault::oauth::Connection;
+use credvault::oauth::connection::IssuedUnder;
+use credvault::oauth::pkce::PkceVerifier;
+use credvault::oauth::provider::ProviderClient;
+use credvault::store::credentials::{CredentialRepository, CredentialStatus, DynamoCredentials, PlainTokens};
+use credvault::vault::RefreshProtocol;
+use credvault_tests::clock::TestClock;
+use credvault_tests::fake_provider::Failure;
+use credvault_tests::memory::{CollectedAudit, MemoryConnections, MemoryCredentials};
+use credvault_tests::stack::provider_connection;
+use credvault_tests::{FakeProvider, LocalStack, StackOptions};
+use secrecy::{ExposeSecret, SecretString};
+
+const USER: &str = "con_demo|alice";
+
+fn timing() -> RefreshTiming {
+    RefreshTiming {
+        lease_length: Duration::from_secs(5),
+        provider_timeout: Duration::from_millis(800),
+        provider_attempts: 3,
+        poll_deadline: Duration::from_secs(8),
+    }
+}
+
+/// A real grant from the fake provider (authorize, then the code exchange), as a login gets it.
+async fn provider_grant(provider: &FakeProvider, connection: &Connection, client: &ProviderClient) -> PlainTokens {
+    let verifier = PkceVerifier::generate();
+    let redirect_uri = "https://vault.example.com/api/callback/con_demo";
+    let mut url = url::Url::parse(&connection.authentication_url).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &connection.client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("state", "s")
+        .append_pair("nonce", "n")
+        .append_pair("code_challenge", &verifier.challenge())
+        .append_pair("code_challenge_method", "S256");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let consent = http.get(url).send().await.unwrap();
+    let back = url::Url::parse(consent.headers()["location"].to_str().unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let tokens = client
+        .exchange_code(connection, &SecretString::from(code), &verifier, redirect_uri)
+        .await
+        .expect("code exchange");
+    let _ = provider;
+    PlainTokens {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_expires_at: 0,
+        access_issued_at: 0,
+        token_type: tokens.token_type,
+        scope: tokens.scope,
+    }
+}
+
+struct Protocol {
+    provider: FakeProvider,
+    credentials: Arc<MemoryCredentials>,
+    audit: CollectedAudit,
+    clock: TestClock,
+    vault: RefreshProtocol,
+}
+
+/// One instance of the protocol over an expired stored credential.
+async fn protocol() -> Protocol {
+    let provider = FakeProvider::start().await;
+    let connection = provider_connection(&provider, "con_demo");
+    let client = Arc::new(ProviderClient::new(timing().provider_timeout, timing().provider_attempts).unwrap());
+    let credentials = Arc::new(MemoryCredentials::default());
+    let connections = Arc::new(MemoryConnections::default());
+    connections
+        .connections
+        .lock()
+        .unwrap()
+        .insert("con_demo".into(), connection.clone());
+    let grant = provider_grant(&provider, &connection, &client).await;
+    let sealed = credentials.seal("con_demo", USER, grant).await.unwrap();
+    credentials
+        .save_after_login("con_demo", USER, None, sealed, &IssuedUnder::of(&connection), 0)
+        .await
+        .unwrap();
+    let clock = TestClock::default();
+    let audit = CollectedAudit::default();
+    let vault = RefreshProtocol {
+        credentials: credentials.clone(),
+        connections,
+        provider: client,
+        clock: Arc::new(clock.clone()),
+        timing: timing(),
+        audit: Arc::new(audit.clone()),
+    };
+    Protocol {
+        provider,
+        credentials,
+        audit,
+        clock,
+        vault,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_fetches_of_an_expired_credential_make_one_refresh() {
+    let p = protocol().await;
+    let fetches = (0..25).map(|_| p.vault.fresh_access_token("con_demo", USER, Duration::from_secs(60)));
+    let results = credvault_tests::join_all(fetches.collect()).await;
+    assert!(results.iter().all(|r| r.is_ok()), "every fetch got a token");
+    assert_eq!(p.provider.counters().refreshes, 1, "one provider call for all of them");
+    assert_eq!(
+        results.iter().filter(|r| r.as_ref().is_ok_and(|t| t.refreshed)).count(),
+        1
+    );
+    let stored = p.credentials.refresh_token("con_demo", USER).unwrap();
+    assert!(
+        p.provider.refresh_token_is_live(&stored),
+        "the rotated refresh token was kept"
+    );
+    assert_eq!(p.audit.actions(), ["credential.refresh"]);
+    assert_eq!(p.provider.counters().reuse_detected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lease_of_another_instance_is_waited_for_and_an_expired_one_is_taken_over() {
+    let mut p = protocol().await;
+    // Waiting gives up after a short deadline here, so the test does not wait for real.
+    p.vault.timing.poll_deadline = Duration::from_millis(300);
+    let item = p.credentials.item("con_demo", USER).unwrap();
+    // Another instance claimed the lease (a minute long) and died before refreshing.
+    let now_ms = credvault::clock::Clock::now_millis(&p.clock);
+    assert!(
+        p.credentials
+            .claim_lease(&item, "dead-instance", now_ms, 60_000)
+            .await
+            .unwrap()
+    );
+    // While its lease lives, a fetch waits and, past its deadline, answers 503 without a provider call.
+    let waited = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(waited, Err(credvault::ApiError::ProviderUnavailable { .. })),
+        "{waited:?}"
+    );
+    assert_eq!(p.provider.counters().refreshes, 0);
+    // Once it has run out (by the test clock, no waiting), the next fetch takes it over.
+    p.clock.advance(61);
+    let taken = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(taken.refreshed);
+    assert_eq!(p.provider.counters().refreshes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_marks_the_credential_dead_and_stops_calling_the_provider() {
+    let p = protocol().await;
+    p.provider.fail_next(&[Failure::InvalidGrant]);
+    let first = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(first, Err(credvault::ApiError::ReauthenticationRequired)),
+        "{first:?}"
+    );
+    assert_eq!(
+        p.credentials.item("con_demo", USER).unwrap().status,
+        CredentialStatus::ReauthRequired
+    );
+    let second = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(matches!(second, Err(credvault::ApiError::ReauthenticationRequired)));
+    assert_eq!(
+        p.provider.counters().refreshes,
+        1,
+        "no provider call for a dead credential"
+    );
+    assert_eq!(p.audit.actions(), ["credential.reauth_required"]);
+}
+
+/// The conditions every race relies on, for both repositories: a holder whose lease was taken over can
+/// no longer commit, release, or declare the credential dead; only the new holder can.
+async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id: &str, user_id: &str) {
+    let item = repo
+        .get(connection_id, user_id)
+        .await
+        .unwrap()
+        .expect("seeded credential");
+    assert!(repo.claim_lease(&item, "a", 1_000, 5_000).await.unwrap(), "a claims");
+    assert!(
+        !repo.claim_lease(&item, "b", 2_000, 5_000).await.unwrap(),
+        "a live lease is not taken over"
+    );
+    assert!(
+        repo.claim_lease(&item, "b", 7_000, 5_000).await.unwrap(),
+        "an expired lease is taken over"
+    );
+    let tokens = |n: &str| PlainTokens {
+        access_token: SecretString::from(format!("at-{n}")),
+        refresh_token: Some(SecretString::from(format!("rt-{n}"))),
+        access_expires_at: 10_000,
+        access_issued_at: 0,
+        token_type: "Bearer".into(),
+        scope: None,
+    };
+    let late = repo.seal(connection_id, user_id, tokens("late")).await.unwrap();
+    assert!(
+        !repo.commit_refresh(&item, "a", late, 0).await.unwrap(),
+        "the late holder's commit is refused"
+    );
+    assert!(
+        !repo.release_lease(&item, "a").await.unwrap(),
+        "it cannot release the new lease"
+    );
+    assert!(
+        !repo.mark_reauth_required(&item, "a", "invalid_grant", 0).await.unwrap(),
+        "nor declare it dead"
+    );
+    let fresh = repo.seal(connection_id, user_id, tokens("b")).await.unwrap();
+    assert!(
+        repo.commit_refresh(&item, "b", fresh, 0).await.unwrap(),
+        "the holder commits"
+    );
+    let now = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert_eq!(now.token_version, item.token_version + 1);
+    assert!(now.lease.is_none());
+    assert_eq!(
+        repo.open_refresh_token(&now).await.unwrap().unwrap().expose_secret(),
+        "rt-b"
+    );
+    let again = repo.seal(connection_id, user_id, tokens("again")).await.unwrap();
+    assert!(
+        !repo.commit_refresh(&item, "b", again, 0).await.unwrap(),
+        "never twice onto one version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
+    let p = protocol().await;
+    conditional_writes_hold(p.credentials.as_ref(), "con_demo", USER).await;
+
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
+    conditional_writes_hold(&dynamo, &stack.connection_id, &user.user_id).await;
+}
