@@ -37,6 +37,9 @@ pub enum ApiError {
     /// DynamoDB or KMS throttled us beyond the SDK's own retries.
     #[error("throttled")]
     Throttled,
+    /// DynamoDB or KMS did not answer usefully (timeout, connection failure, their own 5xx).
+    #[error("a service the vault depends on is unavailable")]
+    Unavailable,
     #[error("internal error: {0}")]
     Internal(Cause),
 }
@@ -88,7 +91,7 @@ impl ApiError {
             ApiError::ReauthenticationRequired => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Internal(_) => 500,
-            ApiError::ProviderUnavailable { .. } | ApiError::Throttled => 503,
+            ApiError::ProviderUnavailable { .. } | ApiError::Throttled | ApiError::Unavailable => 503,
         }
     }
 
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::ProviderUnavailable { .. } => "provider_unavailable",
             ApiError::Throttled => "throttled",
+            ApiError::Unavailable => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -128,6 +132,7 @@ impl ApiError {
                 "The provider is unavailable and no valid access token is stored. Retry later."
             }
             ApiError::Throttled => "The vault is busy. Retry later.",
+            ApiError::Unavailable => "A service the vault depends on is unavailable. Retry later.",
             ApiError::Internal(_) => "Internal error.",
         }
     }
@@ -148,6 +153,7 @@ impl ApiError {
         match self {
             ApiError::ProviderUnavailable { retry_after } => Some(*retry_after),
             ApiError::Throttled => Some(Duration::from_secs(1)),
+            ApiError::Unavailable => Some(Duration::from_secs(2)),
             _ => None,
         }
     }
@@ -174,7 +180,47 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError;
         match err {
             StoreError::Throttled => ApiError::Throttled,
+            // The cause goes to the log, where the answer points with its errorId.
+            unavailable @ StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %cause_chain(&unavailable), "DynamoDB unavailable");
+                ApiError::Unavailable
+            }
             StoreError::BadCursor => ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(err: crate::crypto::CryptoError) -> Self {
+        use crate::crypto::CryptoError;
+        match err {
+            CryptoError::KmsUnavailable { throttled: true, .. } => ApiError::Throttled,
+            unavailable @ CryptoError::KmsUnavailable { .. } => {
+                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::identity::IdentityError> for ApiError {
+    fn from(err: crate::identity::IdentityError) -> Self {
+        use crate::aws_failure::Failure;
+        use crate::identity::IdentityError;
+        match err {
+            IdentityError::Kms {
+                failure: Failure::Throttled,
+                ..
+            } => ApiError::Throttled,
+            unavailable @ IdentityError::Kms {
+                failure: Failure::Unavailable,
+                ..
+            } => {
+                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
+                ApiError::Unavailable
+            }
             other => ApiError::internal(other),
         }
     }
@@ -185,7 +231,7 @@ impl From<crate::store::connections::ConnectionStoreError> for ApiError {
         use crate::store::connections::ConnectionStoreError;
         match err {
             ConnectionStoreError::Store(store) => store.into(),
-            crypto @ ConnectionStoreError::Crypto(_) => ApiError::internal(crypto),
+            ConnectionStoreError::Crypto(crypto) => crypto.into(),
         }
     }
 }
@@ -195,7 +241,7 @@ impl From<crate::store::credentials::RepositoryError> for ApiError {
         use crate::store::credentials::RepositoryError;
         match err {
             RepositoryError::Store(store) => store.into(),
-            crypto @ RepositoryError::Crypto(_) => ApiError::internal(crypto),
+            RepositoryError::Crypto(crypto) => crypto.into(),
         }
     }
 }

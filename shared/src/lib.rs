@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod aws_failure;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -94,8 +94,7 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
             )
         })?;
     let connection = connections::get(&services.table, &services.envelope, &connection_id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| ApiError::not_found("connection_not_found", "no such connection"))?;
     let properties = merge_properties(&connection.default_connection_properties, &req.connection_properties)?;
 
@@ -120,8 +119,7 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
             &login_requests::verifier_context(&services.table, &state),
             verifier.secret(),
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let expires_at = services.clock.now_secs() + services.config.login_request_lifetime.as_secs() as i64;
     login_requests::put(
         &services.table,
@@ -136,8 +134,7 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
             expires_at,
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     tracing::info!(connection_id = %connection_id, authentication_request_id = %authentication_request_id, "login started");
     Ok(StartResponse {
         authentication_url,
@@ -162,10 +159,7 @@ pub async fn callback(
         .filter(|s| !s.is_empty() && s.len() <= MAX_CODE_LEN)
         .ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing or malformed"))?;
     let now = services.clock.now_secs();
-    let request = match login_requests::consume(&services.table, &state, connection_id, now)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    let request = match login_requests::consume(&services.table, &state, connection_id, now).await? {
         ConsumeOutcome::Consumed(request) => request,
         ConsumeOutcome::Unknown => {
             return Err(ApiError::bad_request(
@@ -203,10 +197,7 @@ pub async fn callback(
     let Some(code) = param("code")?.filter(|c| !c.is_empty()).map(SecretString::from) else {
         return fail("invalid_request");
     };
-    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id).await? else {
         return fail("server_error");
     };
     let verifier = services
@@ -305,8 +296,7 @@ pub async fn callback(
             expires_at: now + services.config.vault_code_lifetime.as_secs() as i64,
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
     crate::audit::record(
         services,
@@ -474,13 +464,11 @@ pub async fn exchange(
             &application_id,
             "openid profile",
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let id = services
         .user_tokens
         .issue_id_token(&record.user_id, &application_id)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     Ok(VaultTokens {
         access_token: SecretString::from(access.token),
         id_token: SecretString::from(id.token),

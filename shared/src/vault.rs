@@ -324,7 +324,8 @@ impl RefreshProtocol {
         let mut attempt = 0u32;
         loop {
             match self.credentials.commit_refresh(item, owner, tokens.clone(), now).await {
-                Err(e @ (StoreError::Throttled | StoreError::Dynamo { .. })) => {
+                // Only the transient kinds: a malformed item or a bug does not get better by trying again.
+                Err(e @ (StoreError::Throttled | StoreError::Unavailable { .. })) => {
                     let pause = poll_backoff(attempt);
                     if self.clock.instant() + pause >= lease_until {
                         tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
@@ -457,11 +458,7 @@ impl RefreshProtocol {
 }
 
 fn store_error(e: StoreError) -> ApiError {
-    match e {
-        // Throttling survived the SDK's own retries: a 503 with Retry-After, nothing changed.
-        StoreError::Throttled => ApiError::Throttled,
-        other => ApiError::internal(other),
-    }
+    e.into()
 }
 
 fn poll_backoff(polls: u32) -> Duration {

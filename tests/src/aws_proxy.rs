@@ -1,6 +1,7 @@
-//! A fault-injecting proxy in front of moto, for the one fault the emulator cannot produce:
-//! DynamoDB throttling. It forwards every request over real HTTP and answers chosen operations with
-//! DynamoDB's `ThrottlingException` instead.
+//! A fault-injecting proxy in front of moto, for the faults the emulator cannot produce: DynamoDB and
+//! KMS throttling and outages. It forwards every request over real HTTP and answers chosen operations
+//! with the service's `ThrottlingException`, or a 500 `InternalServerError` / `KMSInternalException`,
+//! instead.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,10 +11,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+/// What a matching call is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Throttle,
+    /// The service's own 5xx: what an outage looks like to the SDK.
+    Unavailable,
+}
+
 #[derive(Debug, Clone)]
 struct ThrottleRule {
-    /// `X-Amz-Target` suffix, e.g. `UpdateItem`.
+    /// `X-Amz-Target` suffix, e.g. `UpdateItem` (DynamoDB) or `GenerateDataKey` (KMS).
     operation: String,
+    fault: Fault,
     /// Matching calls let through before throttling starts.
     skip: u32,
     /// Matching calls then answered with a throttling error.
@@ -52,10 +62,16 @@ impl AwsProxy {
 
     /// After `skip` more calls of `operation`, throttle the next `throttle` ones.
     pub fn throttle(&self, operation: &str, skip: u32, throttle: u32) {
+        self.fault(operation, Fault::Throttle, skip, throttle);
+    }
+
+    /// After `skip` more calls of `operation`, answer the next `count` with `fault`.
+    pub fn fault(&self, operation: &str, fault: Fault, skip: u32, count: u32) {
         let rule = ThrottleRule {
             operation: operation.to_string(),
+            fault,
             skip,
-            throttle,
+            throttle: count,
         };
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.push(rule);
     }
@@ -64,22 +80,20 @@ impl AwsProxy {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).throttled
     }
 
-    fn should_throttle(&self, target: &str) -> bool {
+    fn fault_for(&self, target: &str) -> Option<Fault> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(rule) = state
+        let rule = state
             .rules
             .iter_mut()
-            .find(|r| target.ends_with(&format!(".{}", r.operation)) && (r.skip > 0 || r.throttle > 0))
-        else {
-            return false;
-        };
+            .find(|r| target.ends_with(&format!(".{}", r.operation)) && (r.skip > 0 || r.throttle > 0))?;
         if rule.skip > 0 {
             rule.skip -= 1;
-            return false;
+            return None;
         }
         rule.throttle -= 1;
+        let fault = rule.fault;
         state.throttled += 1;
-        true
+        Some(fault)
     }
 }
 
@@ -89,14 +103,32 @@ async fn forward(State(proxy): State<AwsProxy>, method: Method, uri: Uri, header
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if target.starts_with("DynamoDB_") && proxy.should_throttle(&target) {
-        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
-        return (
-            StatusCode::BAD_REQUEST,
-            [("content-type", "application/x-amz-json-1.0")],
-            body,
-        )
-            .into_response();
+    let dynamodb = target.starts_with("DynamoDB_");
+    if let Some(fault) = proxy.fault_for(&target) {
+        let (status, body) = match (dynamodb, fault) {
+            (true, Fault::Throttle) => (
+                StatusCode::BAD_REQUEST,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#,
+            ),
+            (true, Fault::Unavailable) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#,
+            ),
+            (false, Fault::Throttle) => (
+                StatusCode::BAD_REQUEST,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            (false, Fault::Unavailable) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"__type":"KMSInternalException","message":"Internal error"}"#,
+            ),
+        };
+        let content_type = if dynamodb {
+            "application/x-amz-json-1.0"
+        } else {
+            "application/x-amz-json-1.1"
+        };
+        return (status, [("content-type", content_type)], body).into_response();
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut req = proxy

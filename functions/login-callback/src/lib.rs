@@ -135,12 +135,7 @@ async fn openid_configuration(State(services): State<Arc<Services>>) -> Response
     responses((status = 200, description = "The vault's signing key as a JWK Set.", body = JwksBody), AnyRefusal)
 )]
 async fn jwks(State(services): State<Arc<Services>>) -> Result<Response, ApiError> {
-    let jwks = services
-        .user_tokens
-        .signing_key
-        .jwks()
-        .await
-        .map_err(ApiError::internal)?;
+    let jwks = services.user_tokens.signing_key.jwks().await?;
     Ok(json_response(200, &jwks))
 }
 

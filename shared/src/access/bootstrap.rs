@@ -17,8 +17,7 @@ pub const ADMIN_ROLE_ID: &str = "vault:admin";
 /// Creates an administrator client and returns its id and its access key (shown once, stored nowhere).
 pub async fn create_admin(services: &Services, name: &str) -> Result<(String, SecretString), ApiError> {
     if documents::get(&services.table, Kind::Role, ADMIN_ROLE_ID)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .is_none()
     {
         let role: Role = serde_json::from_value(json!({

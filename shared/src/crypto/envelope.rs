@@ -320,15 +320,22 @@ fn split_sealed(sealed: &[u8]) -> Result<SealedParts<'_>, CryptoError> {
     })
 }
 
-fn kms_error<E: std::error::Error + 'static>(
-    operation: &'static str,
-    err: aws_sdk_kms::error::SdkError<E>,
-) -> CryptoError {
-    let cause = match err.as_service_error() {
-        Some(service) => service.to_string(),
-        None => crate::error::cause_chain(&err),
-    };
-    CryptoError::Kms { operation, cause }
+fn kms_error<E>(operation: &'static str, err: aws_sdk_kms::error::SdkError<E>) -> CryptoError
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use crate::aws_failure::{Failure, classify};
+    match classify(&err) {
+        failure @ (Failure::Throttled | Failure::Unavailable) => CryptoError::KmsUnavailable {
+            operation,
+            throttled: failure == Failure::Throttled,
+            source: Box::new(err),
+        },
+        Failure::Other => CryptoError::Kms {
+            operation,
+            source: Box::new(err),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,20 @@ pub use envelope::{EncryptionContext, Envelope, PartitionScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    #[error("KMS {operation} failed: {cause}")]
-    Kms { operation: &'static str, cause: String },
+    /// KMS refused for load, or did not answer usefully: the caller may retry later.
+    #[error("KMS {operation} is throttled or unavailable")]
+    KmsUnavailable {
+        operation: &'static str,
+        throttled: bool,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
+    #[error("KMS {operation} failed")]
+    Kms {
+        operation: &'static str,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
     #[error("stored ciphertext is malformed")]
     Malformed,
     #[error("ciphertext does not belong to this item and attribute, or was altered")]

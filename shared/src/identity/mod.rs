@@ -28,8 +28,14 @@ impl Caller {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("KMS {operation} failed: {cause}")]
-    Kms { operation: &'static str, cause: String },
+    /// A KMS call for the signing key failed (throttled, unavailable or otherwise).
+    #[error("KMS {operation} failed")]
+    Kms {
+        operation: &'static str,
+        failure: crate::aws_failure::Failure,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
     #[error("the signing key is not an ECC_NIST_P256 key")]
     WrongKeyType,
     #[error("KMS returned a malformed signature")]

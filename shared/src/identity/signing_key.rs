@@ -52,7 +52,8 @@ impl SigningKey {
                     .await
                     .map_err(|e| IdentityError::Kms {
                         operation: "GetPublicKey",
-                        cause: crate::error::cause_chain(&e),
+                        failure: crate::aws_failure::classify(&e),
+                        source: Box::new(e),
                     })?;
                 let spki = out.public_key.ok_or(IdentityError::WrongKeyType)?.into_inner();
                 let (x, y) = p256_point_from_spki(&spki).ok_or(IdentityError::WrongKeyType)?;
@@ -90,7 +91,8 @@ impl SigningKey {
             .await
             .map_err(|e| IdentityError::Kms {
                 operation: "Sign",
-                cause: crate::error::cause_chain(&e),
+                failure: crate::aws_failure::classify(&e),
+                source: Box::new(e),
             })?;
         let der = out.signature.ok_or(IdentityError::BadSignature)?.into_inner();
         der_signature_to_raw(&der)

@@ -160,7 +160,7 @@ impl UserTokens {
                 "the token is not an access token (an id_token is not a bearer token)",
             ));
         }
-        let key = self.signing_key.public().await.map_err(ApiError::internal)?;
+        let key = self.signing_key.public().await?;
         if header.kid.as_deref() != Some(key.kid.as_str()) {
             return Err(ApiError::Unauthorized(
                 "the token was not signed by a key of this vault",

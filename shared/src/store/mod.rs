@@ -34,13 +34,24 @@ pub enum StoreError {
     ConditionFailed(Option<Box<Item>>),
     #[error("DynamoDB throttled the request")]
     Throttled,
+    /// DynamoDB did not answer usefully (timeout, connection failure, its own 5xx).
+    #[error("DynamoDB {operation} is unavailable")]
+    Unavailable {
+        operation: &'static str,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
     #[error("stored item is malformed: {0}")]
     Malformed(String),
     /// A listing cursor this API never gave out: the caller's mistake, not the store's.
     #[error("the cursor is not one this API gave out")]
     BadCursor,
-    #[error("DynamoDB {operation} failed: {cause}")]
-    Dynamo { operation: &'static str, cause: String },
+    #[error("DynamoDB {operation} failed")]
+    Dynamo {
+        operation: &'static str,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
 }
 
 /// The table and the client, handed to every item module.
@@ -68,21 +79,26 @@ impl Table {
     }
 }
 
-/// Turns an SDK error into a store outcome: throttling and failed conditions keep their meaning.
+/// Turns an SDK error into a store outcome: failed conditions, throttling and unavailability keep
+/// their meaning; the SDK error stays as the source.
 pub(crate) fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let code = err.as_service_error().and_then(|e| e.code()).map(str::to_string);
-    match code.as_deref() {
-        Some("ConditionalCheckFailedException") => StoreError::ConditionFailed(None),
-        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
-            StoreError::Throttled
-        }
-        _ => StoreError::Dynamo {
+    use crate::aws_failure::{Failure, classify as failure};
+    if err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") {
+        return StoreError::ConditionFailed(None);
+    }
+    match failure(&err) {
+        Failure::Throttled => StoreError::Throttled,
+        Failure::Unavailable => StoreError::Unavailable {
             operation,
-            cause: crate::error::cause_chain(&err),
+            source: Box::new(err),
+        },
+        Failure::Other => StoreError::Dynamo {
+            operation,
+            source: Box::new(err),
         },
     }
 }
@@ -151,8 +167,8 @@ pub(crate) fn condition_outcome<T, E, R>(
     result: Result<T, SdkError<E, R>>,
 ) -> Result<bool, StoreError>
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match result {
         Ok(_) => Ok(true),
