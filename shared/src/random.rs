@@ -25,6 +25,14 @@ pub fn unit_fraction() -> f64 {
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Exponential backoff with jitter: `base * 2^step`, capped at `cap`, then a random half to all of it,
+/// so instances that failed together do not retry together. The one backoff of the vault (provider
+/// retries, refresh polls, commit retries).
+pub fn jittered_backoff(base: std::time::Duration, cap: std::time::Duration, step: u32) -> std::time::Duration {
+    let ceiling = (base * 2u32.saturating_pow(step.min(16))).min(cap);
+    ceiling.mul_f64(0.5 + unit_fraction() / 2.0)
+}
+
 /// Could `value` be a `token` this vault made? Base64url, at most 64 characters: checked before an id
 /// from a request reaches a store call.
 pub fn is_token_shaped(value: &str) -> bool {

@@ -462,8 +462,7 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 fn poll_backoff(polls: u32) -> Duration {
-    let ceiling = (POLL_BASE * 2u32.saturating_pow(polls.min(8))).min(POLL_CAP);
-    ceiling.mul_f64(0.5 + crate::random::unit_fraction() / 2.0)
+    crate::random::jittered_backoff(POLL_BASE, POLL_CAP, polls)
 }
 
 #[cfg(test)]

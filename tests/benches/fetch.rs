@@ -24,13 +24,24 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    warm_fetch().await;
+    warm_fetch(None).await;
+    warm_fetch(Some(Duration::from_millis(10))).await;
     warm_service_client_fetch().await;
     concurrent_expired().await;
 }
 
-async fn warm_fetch() {
-    let stack = LocalStack::start(StackOptions::default()).await;
+/// With `latency`, DynamoDB and KMS are reached through the proxy, which adds that much to every call
+/// (and so does the bare GetItem it is compared with): on moto alone, one Python process serves every
+/// call, so calls made at the same time still queue; with a network round trip they overlap.
+async fn warm_fetch(latency: Option<Duration>) {
+    let stack = LocalStack::start(StackOptions {
+        aws_proxy: latency.is_some(),
+        ..StackOptions::default()
+    })
+    .await;
+    if let (Some(latency), Some(proxy)) = (latency, &stack.aws_proxy) {
+        proxy.set_latency(latency);
+    }
     let user = stack.login().await;
     assert_eq!(
         stack
@@ -56,7 +67,7 @@ async fn warm_fetch() {
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                 "t", "t", None, None, "bench",
             ))
-            .endpoint_url(&stack.aws.endpoint)
+            .endpoint_url(stack.aws_proxy.as_ref().map_or(&stack.aws.endpoint, |p| &p.url))
             .build(),
     );
     // Interleaved, so both see the same machine load.
@@ -93,7 +104,13 @@ async fn warm_fetch() {
     }
     let (reads, writes, kms) = stack.counters.snapshot();
     let n = WARM_FETCHES as f64;
-    println!("warm fetch of a valid token ({WARM_FETCHES} fetches, one instance):");
+    match latency {
+        None => println!("warm fetch of a valid token ({WARM_FETCHES} fetches, one instance, moto directly):"),
+        Some(l) => println!(
+            "warm fetch of a valid token ({WARM_FETCHES} fetches, one instance, {} ms network latency to moto):",
+            l.as_millis()
+        ),
+    }
     println!("  DynamoDB reads per fetch:  {:.2}  (target 1)", reads as f64 / n);
     println!(
         "  DynamoDB writes per fetch: {:.2}  (the audit event)",
@@ -107,7 +124,7 @@ async fn warm_fetch() {
     println!("  fetch over the gateway: p50 {:.2} ms, p99 {:.2} ms", ms(f50), ms(f99));
     println!("  bare GetItem on moto:   p50 {:.2} ms, p99 {:.2} ms", ms(b50), ms(b99));
     println!(
-        "  ratio fetch / GetItem:  p50 {:.2}x, p99 {:.2}x  (target <= 1.5x)",
+        "  ratio fetch / GetItem:  p50 {:.2}x, p99 {:.2}x  (target <= 1.2x at p50, 1.5x at p99)",
         ms(f50) / ms(b50),
         ms(f99) / ms(b99)
     );

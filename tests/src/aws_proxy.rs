@@ -34,6 +34,8 @@ struct ThrottleRule {
 struct ProxyState {
     rules: Vec<ThrottleRule>,
     throttled: u64,
+    /// Added before every forwarded call: the network round trip a real AWS endpoint has.
+    latency: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -74,6 +76,11 @@ impl AwsProxy {
             throttle: count,
         };
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.push(rule);
+    }
+
+    /// Every forwarded call waits this long first, as if the service were across a network.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).latency = latency;
     }
 
     pub fn throttled(&self) -> u64 {
@@ -129,6 +136,10 @@ async fn forward(State(proxy): State<AwsProxy>, method: Method, uri: Uri, header
             "application/x-amz-json-1.1"
         };
         return (status, [("content-type", content_type)], body).into_response();
+    }
+    let latency = proxy.state.lock().unwrap_or_else(|p| p.into_inner()).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut req = proxy

@@ -43,14 +43,6 @@ pub struct ConnectionInput {
     pub data: Option<ConnectionData>,
 }
 
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    revocation_endpoint: Option<String>,
-}
-
 /// The connection as the API shows it: everything but the client secret.
 pub fn present(connection: &Connection) -> Value {
     json!({
@@ -242,17 +234,16 @@ async fn build(
             ))
         }
     };
-    let issuer_url = input.issuer_url.map(|u| u.trim_end_matches('/').to_string());
+    let issuer_url = input
+        .issuer_url
+        .map(|u| super::discovery::normalize_issuer(&u).to_string());
     if let Some(issuer) = &issuer_url {
         check_url("issuerUrl", issuer)?;
     }
     let (authentication_url, token_url, discovered_revocation) =
         match (input.authentication_url, input.token_url, &issuer_url) {
             (Some(auth), Some(token), _) => (auth, token, None),
-            (None, None, Some(issuer)) => {
-                let d = discover(services, issuer).await?;
-                (d.authorization_endpoint, d.token_endpoint, d.revocation_endpoint)
-            }
+            (None, None, Some(issuer)) => discover(services, issuer).await?,
             _ => {
                 return Err(bad(
                     "invalid_connection",
@@ -338,24 +329,18 @@ async fn build(
 }
 
 /// OIDC discovery of an issuer the operator configured (never a URL from a login request).
-async fn discover(services: &Services, issuer: &str) -> Result<Discovery, ApiError> {
+async fn discover(services: &Services, issuer: &str) -> Result<(String, String, Option<String>), ApiError> {
     let unavailable =
         |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
-    let resp = services
-        .provider
-        .http()
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .map_err(|_| unavailable("request failed"))?;
-    if !resp.status().is_success() {
-        return Err(unavailable(&format!("HTTP {}", resp.status().as_u16())));
+    let d = super::discovery::discover(
+        services.provider.http(),
+        issuer,
+        services.config.insecure_allow_http_loopback,
+    )
+    .await
+    .map_err(|e| unavailable(&e.to_string()))?;
+    match (d.authorization_endpoint, d.token_endpoint) {
+        (Some(auth), Some(token)) => Ok((auth, token, d.revocation_endpoint)),
+        _ => Err(unavailable("the document names no authorization or token endpoint")),
     }
-    let discovery: Discovery = super::limited_body::json_capped(resp, super::limited_body::MAX_PROVIDER_RESPONSE_BYTES)
-        .await
-        .map_err(|e| unavailable(&e.to_string()))?;
-    if discovery.issuer.trim_end_matches('/') != issuer {
-        return Err(unavailable("the document's issuer is not issuerUrl"));
-    }
-    Ok(discovery)
 }

@@ -53,12 +53,6 @@ pub struct IdClaims {
 }
 
 #[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
-#[derive(Deserialize)]
 struct RawClaims {
     sub: String,
     /// Required here, not by `Validation`: a token without them does not decode.
@@ -165,7 +159,9 @@ impl ProviderKeys {
         }
         let key = self.key_for(issuer, header.kid.as_deref()).await?;
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[issuer]);
+        // Issuers are stored without a trailing `/`; some providers (Auth0) put one in `iss`.
+        let issuer = super::discovery::normalize_issuer(issuer);
+        validation.set_issuer(&[issuer.to_string(), format!("{issuer}/")]);
         validation.set_audience(&[&connection.client_id]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = CLOCK_LEEWAY_SECS;
@@ -221,21 +217,17 @@ impl ProviderKeys {
     }
 
     async fn fetch(&self, issuer: &str) -> Result<JwkSet, IdTokenError> {
-        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        if !is_acceptable_provider_url(&discovery_url, self.insecure_allow_http_loopback) {
-            return Err(IdTokenError::BadIssuerUrl);
-        }
-        let discovery: Discovery = self.get_json(&discovery_url).await?;
-        // RFC 8414 §3.3: the issuer in the document must be the one we asked, or a mix-up is possible.
-        if discovery.issuer != issuer {
-            return Err(IdTokenError::Discovery(
-                "issuer in the discovery document differs from the connection's".into(),
-            ));
-        }
-        if !is_acceptable_provider_url(&discovery.jwks_uri, self.insecure_allow_http_loopback) {
-            return Err(IdTokenError::Discovery("jwks_uri is not an acceptable URL".into()));
-        }
-        self.get_json(&discovery.jwks_uri).await
+        let discovery = super::discovery::discover(&self.http, issuer, self.insecure_allow_http_loopback)
+            .await
+            .map_err(|e| match e {
+                super::discovery::DiscoveryError::BadIssuerUrl => IdTokenError::BadIssuerUrl,
+                other => IdTokenError::Discovery(other.to_string()),
+            })?;
+        let jwks_uri = discovery
+            .jwks_uri
+            .filter(|uri| is_acceptable_provider_url(uri, self.insecure_allow_http_loopback))
+            .ok_or_else(|| IdTokenError::Discovery("jwks_uri is missing or not an acceptable URL".into()))?;
+        self.get_json(&jwks_uri).await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, IdTokenError> {

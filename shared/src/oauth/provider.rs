@@ -355,8 +355,7 @@ fn sanitize_code(code: &str) -> String {
 
 /// Jittered exponential backoff before retry `attempt + 1`.
 fn backoff(attempt: u32) -> Duration {
-    let ceiling = (BACKOFF_BASE * 2u32.saturating_pow(attempt.saturating_sub(1))).min(BACKOFF_CAP);
-    ceiling.mul_f64(0.5 + crate::random::unit_fraction() / 2.0)
+    crate::random::jittered_backoff(BACKOFF_BASE, BACKOFF_CAP, attempt.saturating_sub(1))
 }
 
 /// The most time all backoffs of `attempts` tries can add up to (used to check the lease length).

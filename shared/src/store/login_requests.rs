@@ -3,10 +3,7 @@
 
 use std::fmt;
 
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-
-use super::{Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
+use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
 use crate::crypto::{EncryptionContext, PartitionScope};
 
 /// Every login request's pk is `LOGIN#<digest of its state>`.
@@ -97,37 +94,17 @@ pub async fn consume(
     connection_id: &str,
     now_secs: i64,
 ) -> Result<ConsumeOutcome, StoreError> {
-    let result = table
-        .client
-        .delete_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(state)))
-        .key("sk", s(SK))
-        .condition_expression(CONSUME)
-        .expression_attribute_values(":connection", s(connection_id))
-        .expression_attribute_values(":now", n(now_secs))
-        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .send()
-        .await;
-    match result {
-        Ok(out) => {
-            let item = out
-                .attributes
-                .ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
-            Ok(ConsumeOutcome::Consumed(from_item(state, &item)?))
-        }
-        Err(err) => {
-            if let Some(DeleteItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
-                return Ok(match &failed.item {
-                    None => ConsumeOutcome::Unknown,
-                    Some(old) if get_s(old, "connectionId")? != connection_id => ConsumeOutcome::ForeignConnection,
-                    Some(_) => ConsumeOutcome::Expired,
-                });
+    let values = vec![(":connection", s(connection_id)), (":now", n(now_secs))];
+    Ok(
+        match super::consume_once(table, &pk(state), SK, CONSUME, values).await? {
+            Consumed::Taken(item) => ConsumeOutcome::Consumed(from_item(state, &item)?),
+            Consumed::Refused(None) => ConsumeOutcome::Unknown,
+            Consumed::Refused(Some(old)) if get_s(&old, "connectionId")? != connection_id => {
+                ConsumeOutcome::ForeignConnection
             }
-            Err(classify("DeleteItem", err))
-        }
-    }
+            Consumed::Refused(Some(_)) => ConsumeOutcome::Expired,
+        },
+    )
 }
 
 fn from_item(state: &str, item: &Item) -> Result<LoginRequest, StoreError> {

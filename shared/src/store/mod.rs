@@ -179,6 +179,51 @@ where
     }
 }
 
+/// What a consume-once delete came to.
+pub(crate) enum Consumed {
+    /// The item, deleted by this call: nobody else can have it.
+    Taken(Item),
+    /// The condition did not hold; the item as it is (left in place), or `None` when there is none.
+    Refused(Option<Item>),
+}
+
+/// Deletes a single-use item (a login request, a vault code) if `condition` holds, and returns it:
+/// the one conditional delete that makes each of them usable exactly once.
+pub(crate) async fn consume_once(
+    table: &Table,
+    pk: &str,
+    sk: &str,
+    condition: &str,
+    values: Vec<(&'static str, AttributeValue)>,
+) -> Result<Consumed, StoreError> {
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+    use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+    let mut req = table
+        .client
+        .delete_item()
+        .table_name(&table.name)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .condition_expression(condition)
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    for (name, value) in values {
+        req = req.expression_attribute_values(name, value);
+    }
+    match req.send().await {
+        Ok(out) => out
+            .attributes
+            .map(Consumed::Taken)
+            .ok_or_else(|| StoreError::Malformed("delete returned no item".into())),
+        Err(err) => match err.as_service_error() {
+            Some(DeleteItemError::ConditionalCheckFailedException(failed)) => {
+                Ok(Consumed::Refused(failed.item.clone()))
+            }
+            _ => Err(classify("DeleteItem", err)),
+        },
+    }
+}
+
 /// Deletes an item that must exist. `Ok(false)`: there was none.
 pub(crate) async fn delete_existing(table: &Table, pk: &str, sk: &str) -> Result<bool, StoreError> {
     let result = table

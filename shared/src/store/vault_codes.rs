@@ -1,10 +1,7 @@
 //! The vault code: the one-time code the app exchanges for vault user tokens. Stored under the hash
 //! of the code, bound to the app's code challenge, redirect URL and authentication request.
 
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
-
-use super::{Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, s};
+use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, s};
 
 const SK: &str = "VAULT_CODE";
 
@@ -66,46 +63,26 @@ pub async fn consume(
     redirect_url: &str,
     now_secs: i64,
 ) -> Result<Result<VaultCode, Refusal>, StoreError> {
-    let result = table
-        .client
-        .delete_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(code)))
-        .key("sk", s(SK))
-        .condition_expression(CONSUME)
-        .expression_attribute_values(":rid", s(authentication_request_id))
-        .expression_attribute_values(":challenge", s(computed_challenge))
-        .expression_attribute_values(":redirect", s(redirect_url))
-        .expression_attribute_values(":now", n(now_secs))
-        .return_values(ReturnValue::AllOld)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .send()
-        .await;
-    match result {
-        Ok(out) => {
-            let item = out
-                .attributes
-                .ok_or_else(|| StoreError::Malformed("delete returned no item".into()))?;
-            Ok(Ok(from_item(&item)?))
-        }
-        Err(err) => {
-            if let Some(DeleteItemError::ConditionalCheckFailedException(failed)) = err.as_service_error() {
-                let Some(old) = &failed.item else {
-                    return Ok(Err(Refusal::Unknown));
-                };
-                let old = from_item(old)?;
-                let refusal = if old.authentication_request_id != authentication_request_id {
-                    Refusal::WrongRequest
-                } else if old.app_code_challenge != computed_challenge {
-                    Refusal::WrongVerifier
-                } else if old.redirect_url != redirect_url {
-                    Refusal::WrongRedirect
-                } else {
-                    Refusal::Expired
-                };
-                return Ok(Err(refusal));
-            }
-            Err(classify("DeleteItem", err))
+    let values = vec![
+        (":rid", s(authentication_request_id)),
+        (":challenge", s(computed_challenge)),
+        (":redirect", s(redirect_url)),
+        (":now", n(now_secs)),
+    ];
+    match super::consume_once(table, &pk(code), SK, CONSUME, values).await? {
+        Consumed::Taken(item) => Ok(Ok(from_item(&item)?)),
+        Consumed::Refused(None) => Ok(Err(Refusal::Unknown)),
+        Consumed::Refused(Some(old)) => {
+            let old = from_item(&old)?;
+            Ok(Err(if old.authentication_request_id != authentication_request_id {
+                Refusal::WrongRequest
+            } else if old.app_code_challenge != computed_challenge {
+                Refusal::WrongVerifier
+            } else if old.redirect_url != redirect_url {
+                Refusal::WrongRedirect
+            } else {
+                Refusal::Expired
+            }))
         }
     }
 }
