@@ -20,6 +20,9 @@ use crate::store::{Filter, Item, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n
 /// in each: DynamoDB takes about 1,000 writes a second per partition, so the trail takes 16,000.
 const SHARDS: usize = 16;
 
+/// How deep one listing reads a shard for a filter before it answers with what it has and a cursor.
+const MAX_PAGES_PER_SHARD: usize = 8;
+
 fn partition(event_id: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, event_id.as_bytes());
     format!("AUDIT#{}", usize::from(digest.as_ref()[0]) % SHARDS)
@@ -227,49 +230,74 @@ pub async fn list(services: &Services, query: AuditQuery) -> Result<serde_json::
         names,
         values,
     });
-    // The newest `limit` of every shard, merged: together they hold the newest `limit` of all.
+    // Each shard is read newest first until it has yielded `limit` matches, run out, or been read
+    // `MAX_PAGES_PER_SHARD` pages deep. Where a shard stopped early, everything older than the last
+    // key it examined is unread, so only matches at or above the highest such frontier may be
+    // answered, and the next page starts below it: no match is skipped, however sparse.
     let before = match query.cursor.as_deref() {
         None => None,
         Some(cursor) => Some(decode_cursor(cursor).ok_or(crate::store::StoreError::BadCursor)?),
     };
+    let limit = query.limit.max(1) as usize;
     let mut items = Vec::new();
-    let mut more = false;
+    let mut frontier: Option<String> = None;
     for shard in 0..SHARDS {
-        let mut req = services
-            .table
-            .client
-            .query()
-            .table_name(&services.table.name)
-            .expression_attribute_values(":pk", s(format!("AUDIT#{shard}")))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(query.limit);
-        req = match &before {
-            Some(sk) => req
-                .key_condition_expression("pk = :pk AND sk < :before")
-                .expression_attribute_values(":before", s(sk)),
-            None => req.key_condition_expression("pk = :pk"),
-        };
-        if let Some(filter) = &filter {
-            req = req.filter_expression(&filter.expression);
-            for (placeholder, name) in &filter.names {
-                req = req.expression_attribute_names(*placeholder, *name);
+        let mut start = None;
+        let mut matched = 0;
+        for _ in 0..MAX_PAGES_PER_SHARD {
+            let mut req = services
+                .table
+                .client
+                .query()
+                .table_name(&services.table.name)
+                .expression_attribute_values(":pk", s(format!("AUDIT#{shard}")))
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .limit(query.limit)
+                .set_exclusive_start_key(start.take());
+            req = match &before {
+                Some(sk) => req
+                    .key_condition_expression("pk = :pk AND sk < :before")
+                    .expression_attribute_values(":before", s(sk)),
+                None => req.key_condition_expression("pk = :pk"),
+            };
+            if let Some(filter) = &filter {
+                req = req.filter_expression(&filter.expression);
+                for (placeholder, name) in &filter.names {
+                    req = req.expression_attribute_names(*placeholder, *name);
+                }
+                for (placeholder, value) in &filter.values {
+                    req = req.expression_attribute_values(*placeholder, value.clone());
+                }
             }
-            for (placeholder, value) in &filter.values {
-                req = req.expression_attribute_values(*placeholder, value.clone());
+            let out = req.send().await.map_err(|e| classify("Query", e))?;
+            let page = out.items.unwrap_or_default();
+            matched += page.len();
+            items.extend(page);
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() || matched >= limit {
+                break;
             }
         }
-        let out = req.send().await.map_err(|e| classify("Query", e))?;
-        more |= out.last_evaluated_key.as_ref().is_some_and(|k| !k.is_empty());
-        items.extend(out.items.unwrap_or_default());
+        // This shard has more below its last examined key.
+        if let Some(last) = start.as_ref().and_then(|k| k.get("sk")).and_then(|v| v.as_s().ok())
+            && frontier.as_deref().is_none_or(|f| last.as_str() > f)
+        {
+            frontier = Some(last.clone());
+        }
     }
     let sort_key = |item: &Item| get_s(item, "sk").unwrap_or_default();
     items.sort_by_key(|item| std::cmp::Reverse(sort_key(item)));
-    more |= items.len() > query.limit as usize;
-    items.truncate(query.limit as usize);
-    let next = (more && !items.is_empty())
-        .then(|| items.last().map(|last| encode_cursor(&sort_key(last))))
-        .flatten();
+    if let Some(frontier) = &frontier {
+        items.retain(|item| sort_key(item).as_str() >= frontier.as_str());
+    }
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode_cursor(&sort_key(last)))
+    } else {
+        // Everything above the frontier is answered; the next page starts below it.
+        frontier.as_deref().map(encode_cursor)
+    };
     let events = items
         .iter()
         .map(present)

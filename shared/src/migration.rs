@@ -49,10 +49,10 @@ pub async fn migrate(services: &Services) -> Result<MigrationReport, MigrationEr
     let mut cursor = None;
     loop {
         let (page, next) = connections::list(table, &services.envelope, 100, cursor.as_deref()).await?;
-        for mut connection in page {
-            if connection.generation.is_empty() {
-                connection.generation = crate::random::token(12);
-                connections::put(table, &services.envelope, &connection, false).await?;
+        for connection in page {
+            if connection.generation.is_empty()
+                && connections::assign_generation(table, &connection.connection_id, &crate::random::token(12)).await?
+            {
                 report.connections_given_a_generation += 1;
             }
         }

@@ -225,6 +225,9 @@ impl CredentialRepository for MemoryCredentials {
                 Ok(())
             }
             (Some(prev), Some(stored)) if stored.token_version == prev.token_version => {
+                if tokens.refresh_token.is_none() && stored.issued_under.as_ref() != Some(issued) {
+                    stored.refresh_token = None;
+                }
                 apply_tokens(stored, tokens);
                 stored.token_version += 1;
                 stored.status = CredentialStatus::Active;

@@ -227,6 +227,12 @@ impl LocalStack {
         )
     }
 
+    /// A login of another user of the provider (its subject for this login).
+    pub async fn login_as(&self, subject: &str) -> LoggedIn {
+        self.provider.set_knobs(|k| k.subject = subject.to_string());
+        self.login().await
+    }
+
     /// Runs the whole browser flow and the token exchange.
     pub async fn login(&self) -> LoggedIn {
         let verifier = credvault::random::token(32);

@@ -741,7 +741,8 @@ async fn managing_a_clients_keys_needs_what_the_client_holds() {
     assert_eq!(status, 403, "nor may it lock the administrator out");
     assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
 
-    // A client whose grants the manager could not give is deleted; its id may not be made again by it.
+    // A client whose grants the manager could not give: it may not delete it (an administrator may),
+    // nor make its id again afterwards and so inherit them.
     let (reader_id, _) = stack.new_client("reader").await;
     give(
         stack,
@@ -751,33 +752,37 @@ async fn managing_a_clients_keys_needs_what_the_client_holds() {
         "Connections",
     )
     .await;
-    assert_eq!(
-        stack
-            .call("DELETE", &format!("/v1/clients/{reader_id}"), Some(&manager), None)
-            .await
-            .0,
-        204
-    );
-    let (status, out) = stack
-        .call(
-            "POST",
-            "/v1/clients",
-            Some(&manager),
-            Some(&json!({"clientId": reader_id, "name": "me now"})),
-        )
-        .await;
+    let reader_path = format!("/v1/clients/{reader_id}");
+    let (status, out) = stack.call("DELETE", &reader_path, Some(&manager), None).await;
     assert_eq!(
         (status, out["errorCode"].as_str()),
         (403, Some("cannot_grant")),
         "{out}"
     );
-    // Its own new clients, holding nothing, it manages freely.
-    let (status, mine) = stack
-        .call("POST", "/v1/clients", Some(&manager), Some(&json!({"name": "mine"})))
+    assert_eq!(as_admin(stack, "DELETE", &reader_path, None).await.0, 204);
+    let again = json!({"clientId": reader_id, "name": "me now"});
+    let (status, out) = stack.call("POST", "/v1/clients", Some(&manager), Some(&again)).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("cannot_grant")),
+        "{out}"
+    );
+    // Keys are the power to be a client with whatever it is given later, so a key planted on a new,
+    // empty client would act with an administrator's later grant: only administrators manage keys...
+    let (status, fresh) = stack
+        .call("POST", "/v1/clients", Some(&manager), Some(&json!({"name": "fresh"})))
         .await;
-    assert_eq!(status, 201, "{mine}");
-    let mine_keys = format!("/v1/clients/{}/access-keys", mine["clientId"].as_str().unwrap());
-    assert_eq!(stack.call("POST", &mine_keys, Some(&manager), None).await.0, 201);
+    assert_eq!(status, 201, "{fresh}");
+    let fresh_keys = format!("/v1/clients/{}/access-keys", fresh["clientId"].as_str().unwrap());
+    let (status, out) = stack.call("POST", &fresh_keys, Some(&manager), None).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    // ...and each client its own, to rotate them.
+    let own_keys = format!("/v1/clients/{manager_id}/access-keys");
+    assert_eq!(stack.call("POST", &own_keys, Some(&manager), None).await.0, 201);
 }
 
 /// Review finding: two grant changes that are each allowed alone (a role that gives nothing named in a
@@ -907,6 +912,57 @@ async fn only_administrators_decide_who_a_connections_logins_are() {
         "{out}"
     );
     assert_eq!(stack.state_snapshot().await, before, "nothing stored changed");
+    // An expression that only looks like it starts in the connection's namespace (`{connectionId}o|`
+    // makes `con_demo|...` from a connection `con_dem`), and a chosen connection id (perhaps one a
+    // deleted connection had), are for administrators too.
+    let mut lookalike = outside.clone();
+    lookalike["connectionId"] = json!("con_dem");
+    lookalike["data"]["userIdExpression"] = json!("{connectionId}o|{sub}");
+    let (status, out) = stack
+        .call("POST", "/v1/connections", Some(&editor), Some(&lookalike))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    let mut chosen = outside.clone();
+    chosen["data"]["userIdExpression"] = json!("{connectionId}|{sub}");
+    let (status, out) = stack
+        .call("POST", "/v1/connections", Some(&editor), Some(&chosen))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    // Without an issuer, the token endpoint decides who logs in (its access token is what the user
+    // endpoint is asked about): moving it is for administrators, even with a secret of one's own.
+    let issuer = stack.provider.issuer().to_string();
+    let github_like = json!({"connectionId": "con_gh", "authenticationUrl": format!("{issuer}/authorize"),
+        "tokenUrl": format!("{issuer}/token"), "clientId": "gh-client", "clientSecret": "gh-secret",
+        "data": {"oidcUserEndpointUrl": format!("{issuer}/userinfo")}});
+    assert_eq!(
+        as_admin(stack, "POST", "/v1/connections", Some(&github_like)).await.0,
+        201
+    );
+    let before_move = stack.state_snapshot().await;
+    let mut moved = github_like.clone();
+    moved["tokenUrl"] = json!("https://evil.example/token");
+    moved["clientSecret"] = json!("the attacker's own secret");
+    let (status, out) = stack
+        .call("PUT", "/v1/connections/con_gh", Some(&editor), Some(&moved))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (403, Some("administrators_only")),
+        "{out}"
+    );
+    assert_eq!(
+        stack.state_snapshot().await,
+        before_move,
+        "the refused move changed nothing"
+    );
     // What does not decide identities stays the editor's: scopes, the name, a new secret.
     let mut scopes = connection.clone();
     scopes["defaultConnectionProperties"]["scope"] = json!("openid");
@@ -916,5 +972,67 @@ async fn only_administrators_decide_who_a_connections_logins_are() {
             .await
             .0,
         200
+    );
+}
+
+/// Review findings: a filtered audit listing finds sparse matches under many other events, and an id
+/// that percent-decodes to several segments names no item (nor another item's resource in the trail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_filters_find_sparse_events_and_encoded_ids_name_nothing() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let alice = stack.login().await;
+    let (target_id, target_key) = stack.new_client("target").await;
+    let (noise_id, noise_key) = stack.new_client("noise").await;
+    let path = credentials_path(stack, &alice.user_id);
+    let (target, noise) = (stack.client_token(&target_key), stack.client_token(&noise_key));
+    for _ in 0..3 {
+        assert_eq!(stack.call("GET", &path, Some(&target), None).await.0, 403);
+    }
+    for _ in 0..120 {
+        assert_eq!(stack.call("GET", &path, Some(&noise), None).await.0, 403);
+    }
+    let (status, page) = as_admin(stack, "GET", &format!("/v1/audit?caller={target_id}&limit=3"), None).await;
+    assert_eq!(status, 200, "{page}");
+    let mut found = page["events"].as_array().unwrap().len();
+    let mut cursor = page["pagination"]["next"]["cursor"].as_str().map(String::from);
+    while let Some(c) = cursor {
+        let (_, page) = as_admin(
+            stack,
+            "GET",
+            &format!("/v1/audit?caller={target_id}&limit=3&cursor={c}"),
+            None,
+        )
+        .await;
+        found += page["events"].as_array().unwrap().len();
+        cursor = page["pagination"]["next"]["cursor"].as_str().map(String::from);
+    }
+    assert_eq!(found, 3, "every event of the caller, however many others there are");
+    let _ = noise_id;
+
+    let sneaky = format!(
+        "/v1/connections/con_demo{}",
+        encode(&format!("/Users/{}/Credentials", alice.user_id))
+    );
+    let (status, out) = stack.call("DELETE", &sneaky, Some(&noise), None).await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (404, Some("connection_not_found")),
+        "{out}"
+    );
+    let resource = format!("Connections/con_demo/Users/{}/Credentials", alice.user_id);
+    let (_, events) = as_admin(
+        stack,
+        "GET",
+        &format!("/v1/audit?resource={}&limit=100", encode(&resource)),
+        None,
+    )
+    .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] != "connection.delete"),
+        "{events}"
     );
 }

@@ -252,8 +252,54 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
     );
 }
 
+/// A login under other endpoints that brings no refresh token must not inherit the stored one, or the
+/// old refresh token would be pinned to (and later sent to) endpoints it was never issued for.
+async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
+    repo: &dyn CredentialRepository,
+    connection_id: &str,
+    user_id: &str,
+) {
+    let before = repo
+        .get(connection_id, user_id)
+        .await
+        .unwrap()
+        .expect("seeded credential");
+    assert!(before.refresh_token.is_some());
+    let moved = IssuedUnder {
+        token_url: "https://elsewhere.example/token".into(),
+        ..before.issued_under.clone().expect("pinned")
+    };
+    let login = |n: &str| PlainTokens {
+        access_token: SecretString::from(format!("at-{n}")),
+        refresh_token: None,
+        access_expires_at: 10_000,
+        access_issued_at: 0,
+        token_type: "Bearer".into(),
+        scope: None,
+    };
+    let same = repo.seal(connection_id, user_id, login("same")).await.unwrap();
+    let pinned = before.issued_under.clone().unwrap();
+    repo.save_after_login(connection_id, user_id, Some(&before), same, &pinned, 0)
+        .await
+        .unwrap();
+    let kept = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert!(
+        kept.refresh_token.is_some(),
+        "under the same endpoints a login without one keeps it"
+    );
+    let other = repo.seal(connection_id, user_id, login("moved")).await.unwrap();
+    repo.save_after_login(connection_id, user_id, Some(&kept), other, &moved, 0)
+        .await
+        .unwrap();
+    let after = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert!(after.refresh_token.is_none(), "under other endpoints it is dropped");
+    assert_eq!(after.issued_under, Some(moved));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
+    let p = protocol().await;
+    a_login_under_other_endpoints_drops_the_old_refresh_token(p.credentials.as_ref(), "con_demo", USER).await;
     let p = protocol().await;
     conditional_writes_hold(p.credentials.as_ref(), "con_demo", USER).await;
 
@@ -261,4 +307,6 @@ async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
     let user = stack.login().await;
     let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
     conditional_writes_hold(&dynamo, &stack.connection_id, &user.user_id).await;
+    let other = stack.login_as("bob").await;
+    a_login_under_other_endpoints_drops_the_old_refresh_token(&dynamo, &stack.connection_id, &other.user_id).await;
 }

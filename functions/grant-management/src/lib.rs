@@ -237,7 +237,7 @@ async fn get_connection(
     require(
         &services,
         &caller,
-        &format!("Connections/{connection_id}"),
+        &item_resource("Connections", &connection_id)?,
         "connections:read",
     )
     .await?;
@@ -265,7 +265,7 @@ async fn update_connection(
     caller: Caller,
     body: Result<Json<ConnectionInput>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Connections/{connection_id}");
+    let resource = item_resource("Connections", &connection_id)?;
     audited(&services, "connection.update", &caller, &resource, async {
         require(&services, &caller, &resource, "connections:update").await?;
         let updated = connections::update(&services, Authority::Caller(&caller), &connection_id, body?.0).await?;
@@ -289,7 +289,7 @@ async fn delete_connection(
     Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Connections/{connection_id}");
+    let resource = item_resource("Connections", &connection_id)?;
     audited(&services, "connection.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "connections:delete").await?;
         connections::delete(&services, &connection_id).await?;
@@ -359,7 +359,13 @@ async fn get_client(
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, &format!("Clients/{client_id}"), "clients:read").await?;
+    require(
+        &services,
+        &caller,
+        &item_resource("Clients", &client_id)?,
+        "clients:read",
+    )
+    .await?;
     let client = service_clients::load_client(&services, &client_id)
         .await?
         .ok_or_else(client_not_found)?;
@@ -384,7 +390,7 @@ async fn update_client(
     caller: Caller,
     body: Result<Json<ClientInput>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Clients/{client_id}");
+    let resource = item_resource("Clients", &client_id)?;
     audited(&services, "client.update", &caller, &resource, async {
         require(&services, &caller, &resource, "clients:update").await?;
         let client = service_clients::update_client(&services, &client_id, body?.0).await?;
@@ -408,10 +414,10 @@ async fn delete_client(
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Clients/{client_id}");
+    let resource = item_resource("Clients", &client_id)?;
     audited(&services, "client.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "clients:delete").await?;
-        access_admin::delete_client(&services, &client_id).await?;
+        access_admin::delete_client(&services, Authority::Caller(&caller), &client_id).await?;
         Ok(no_content())
     })
     .await
@@ -437,7 +443,7 @@ async fn create_access_key(
     caller: Caller,
     body: Result<Option<Json<AccessKeyInput>>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Clients/{client_id}");
+    let resource = item_resource("Clients", &client_id)?;
     audited(&services, "client.key.create", &caller, &format!("{resource}/AccessKeys"), async {
         require(&services, &caller, &resource, "clients:update").await?;
         let public_key = body?.and_then(|Json(input)| input.public_key);
@@ -468,7 +474,7 @@ async fn delete_access_key(
     Path(AccessKeyPath { client_id, key_id }): Path<AccessKeyPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Clients/{client_id}");
+    let resource = item_resource("Clients", &client_id)?;
     audited(
         &services,
         "client.key.delete",
@@ -570,7 +576,7 @@ async fn get_role(
     Path(RolePath { role_id }): Path<RolePath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, &format!("Roles/{role_id}"), "roles:read").await?;
+    require(&services, &caller, &item_resource("Roles", &role_id)?, "roles:read").await?;
     let doc = access_admin::get(&services, Kind::Role, &role_id).await?;
     Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
 }
@@ -593,7 +599,7 @@ async fn update_role(
     caller: Caller,
     body: Result<Json<Role>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Roles/{role_id}");
+    let resource = item_resource("Roles", &role_id)?;
     audited(&services, "role.update", &caller, &resource, async {
         require(&services, &caller, &resource, "roles:update").await?;
         let doc = access_admin::update_role(&services, Authority::Caller(&caller), &role_id, body?.0).await?;
@@ -617,7 +623,7 @@ async fn delete_role(
     Path(RolePath { role_id }): Path<RolePath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Roles/{role_id}");
+    let resource = item_resource("Roles", &role_id)?;
     audited(&services, "role.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "roles:delete").await?;
         access_admin::delete_role(&services, &role_id).await?;
@@ -691,7 +697,13 @@ async fn get_record(
     Path(RecordPath { record_id }): Path<RecordPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, &format!("Records/{record_id}"), "records:read").await?;
+    require(
+        &services,
+        &caller,
+        &item_resource("Records", &record_id)?,
+        "records:read",
+    )
+    .await?;
     let doc = access_admin::get(&services, Kind::Record, &record_id).await?;
     Ok(record_response(200, &doc))
 }
@@ -722,7 +734,7 @@ async fn update_record(
     headers: HeaderMap,
     body: Result<Json<AccessRecord, MAX_RECORD_BODY>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Records/{record_id}");
+    let resource = item_resource("Records", &record_id)?;
     audited(&services, "record.update", &caller, &resource, async {
         require(&services, &caller, &resource, "records:update").await?;
         let record = body?.0;
@@ -755,7 +767,7 @@ async fn delete_record(
     Path(RecordPath { record_id }): Path<RecordPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let resource = format!("Records/{record_id}");
+    let resource = item_resource("Records", &record_id)?;
     audited(&services, "record.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "records:delete").await?;
         access_admin::delete_record(&services, &record_id).await?;
@@ -892,4 +904,21 @@ async fn list_audit(
         cursor,
     };
     Ok(json_response(200, &audit::list(&services, query).await?))
+}
+
+/// The resource a management route acts on, `{collection}/{id}`, for an id that is one resource
+/// segment. Path ids arrive percent-decoded, so `con_a%2FUsers%2Fx` would otherwise name, in the
+/// permission check and the audit trail, a resource below another one; such an id names no item.
+fn item_resource(collection: &str, id: &str) -> Result<String, ApiError> {
+    let resource = format!("{collection}/{id}");
+    if !id.contains('/') && access::ResourceUri::parse(&resource).is_some() {
+        return Ok(resource);
+    }
+    let code = match collection {
+        "Connections" => "connection_not_found",
+        "Clients" => "client_not_found",
+        "Roles" => "role_not_found",
+        _ => "record_not_found",
+    };
+    Err(ApiError::not_found(code, format!("no such item in {collection}")))
 }

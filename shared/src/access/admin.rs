@@ -180,8 +180,22 @@ pub async fn is_administrator(services: &Services, caller: &Caller) -> Result<bo
         .is_administrator(caller.subject()))
 }
 
-/// Managing a client's access keys (or re-creating a client id) is becoming that client: allowed
-/// only to a caller who could give, itself, everything the active records naming the client give.
+/// A client's access keys are the power to be that client, now and with whatever it is given later:
+/// only an administrator manages them, or the client its own (rotation).
+pub async fn authorize_key_management(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
+    if matches!(caller, Caller::ServiceClient { client_id: me } if me == client_id)
+        || is_administrator(services, caller).await?
+    {
+        return Ok(());
+    }
+    Err(ApiError::refused(
+        "administrators_only",
+        "a client's access keys are managed by administrators (vault:admin on *) or by the client itself",
+    ))
+}
+
+/// Re-creating a client id (or deleting a client) is acting on what it holds: allowed only to a caller
+/// who could give, itself, everything the active records naming the client give.
 pub async fn authorize_client_identity(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
     let snapshot = services.policies.load_now(&services.table).await?;
     for record in snapshot.records().iter().filter(|r| r.has_user(client_id)) {
@@ -339,8 +353,14 @@ pub async fn delete_record(services: &Services, record_id: &str) -> Result<(), A
     written(Kind::Record, outcome).map(|_| ())
 }
 
-/// Deletes a service client (roles and records have their own deletes above).
-pub async fn delete_client(services: &Services, client_id: &str) -> Result<(), ApiError> {
+/// Deletes a service client (roles and records have their own deletes above); like its keys, only by
+/// a caller who could give what it holds, so nobody can lock an administrator out.
+pub async fn delete_client(services: &Services, authority: Authority<'_>, client_id: &str) -> Result<(), ApiError> {
+    if let Authority::Caller(caller) = authority
+        && crate::identity::service_clients::is_valid_client_id(client_id)
+    {
+        authorize_client_identity(services, caller, client_id).await?;
+    }
     if !crate::identity::service_clients::is_valid_client_id(client_id)
         || !documents::delete(&services.table, Kind::Client, client_id).await?
     {

@@ -334,8 +334,7 @@ pub struct NewAccessKey {
 }
 
 /// Adds a key: made here (the private key is returned once), or the caller's own public key. A new key
-/// is the power to act as the client, so only a caller who could give everything the client holds may
-/// add one (see `admin::authorize_client_identity`).
+/// is the power to act as the client, now and later (see `admin::authorize_key_management`).
 pub async fn add_key(
     services: &Services,
     authority: Authority<'_>,
@@ -343,7 +342,7 @@ pub async fn add_key(
     uploaded_public_key: Option<String>,
 ) -> Result<NewAccessKey, ApiError> {
     if let Authority::Caller(caller) = authority {
-        crate::access::admin::authorize_client_identity(services, caller, client_id).await?;
+        crate::access::admin::authorize_key_management(services, caller, client_id).await?;
     }
     let key_id = crate::random::token(9).replace(['-', '_'], "x");
     let (public_key, access_key) = match uploaded_public_key {
@@ -390,7 +389,7 @@ pub async fn delete_key(
     key_id: &str,
 ) -> Result<(), ApiError> {
     if let Authority::Caller(caller) = authority {
-        crate::access::admin::authorize_client_identity(services, caller, client_id).await?;
+        crate::access::admin::authorize_key_management(services, caller, client_id).await?;
     }
     change_client(services, client_id, |client| {
         let before = client.verification_keys.len();

@@ -72,14 +72,20 @@ pub async fn create(
         .connection_id
         .clone()
         .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
+    let chosen_id = input.connection_id.is_some();
     let mut connection = build(services, &connection_id, input, None).await?;
     if !in_own_namespace(&connection) {
         require_administrator(
             services,
             authority,
-            "a userIdExpression that does not start with {connectionId}",
+            "a userIdExpression that does not start with {connectionId}|",
         )
         .await?;
+    }
+    // A chosen id may be one a deleted connection had: its users' ids, and grants naming ids nobody
+    // has logged in with yet, would be this connection's to make.
+    if chosen_id {
+        require_administrator(services, authority, "choosing the connectionId").await?;
     }
     // A new generation each time the id is created: credentials of an earlier connection with this
     // id never go to this one.
@@ -135,20 +141,24 @@ pub async fn update(
 }
 
 /// What decides which user a login through the connection is: the issuer whose id_tokens are
-/// believed (and as which client), the user endpoint, and the expression over their claims.
-fn identity_source(c: &Connection) -> [Option<&str>; 4] {
+/// believed (and as which client), the user endpoint, and the expression over their claims. Without
+/// an issuer the token endpoint decides too: its access token is what the user endpoint is asked
+/// about, so whoever answers there chooses the user.
+fn identity_source(c: &Connection) -> [Option<&str>; 5] {
     [
         c.issuer_url.as_deref(),
         Some(c.client_id.as_str()),
         c.user_info_url.as_deref(),
         Some(c.user_id_expression.as_str()),
+        c.issuer_url.is_none().then_some(c.token_url.as_str()),
     ]
 }
 
-/// Does the connection's user id expression keep its ids inside its own namespace (`{connectionId}...`)?
+/// Does the connection's user id expression keep its ids inside its own namespace
+/// (`{connectionId}|...`: connection ids cannot hold `|`, so no other connection's ids start so)?
 /// Other expressions can make ids other connections' users or existing grants already name.
 fn in_own_namespace(c: &Connection) -> bool {
-    c.user_id_expression.starts_with("{connectionId}")
+    c.user_id_expression.starts_with("{connectionId}|")
 }
 
 /// Changes that decide identities are for administrators (`vault:admin` on `*`) and the operator.

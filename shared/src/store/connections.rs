@@ -24,8 +24,9 @@ pub enum ConnectionStoreError {
     Crypto(#[from] CryptoError),
 }
 
-/// Creates (`must_be_new`) or replaces a connection. `Ok(false)`: the condition did not hold (it
-/// existed when it had to be new, or was gone when it had to be replaced).
+/// Creates (`must_be_new`) or replaces a connection. A replace lands only on the generation the
+/// connection carries (the one that was read): a connection deleted and made again in between is not
+/// overwritten with the old one's settings. `Ok(false)`: the condition did not hold.
 pub async fn put(
     table: &Table,
     envelope: &Envelope,
@@ -56,12 +57,14 @@ pub async fn put(
             s(connection.token_request_encoding.content_type()),
         )
         .item("userIdExpression", s(&connection.user_id_expression))
-        .item("generation", s(&connection.generation))
-        .condition_expression(if must_be_new {
-            "attribute_not_exists(pk)"
-        } else {
-            "attribute_exists(pk)"
-        });
+        .item("generation", s(&connection.generation));
+    req = match (must_be_new, connection.generation.is_empty()) {
+        (true, _) => req.condition_expression("attribute_not_exists(pk)"),
+        (false, false) => req
+            .condition_expression("attribute_exists(pk) AND generation = :generation")
+            .expression_attribute_values(":generation", s(&connection.generation)),
+        (false, true) => req.condition_expression("attribute_exists(pk) AND attribute_not_exists(generation)"),
+    };
     if let Some(issuer) = &connection.issuer_url {
         req = req.item("issuerUrl", s(issuer));
     }
@@ -92,6 +95,23 @@ pub async fn get(
         Some(item) => Ok(Some(from_item(table, envelope, &item).await?)),
         None => Ok(None),
     }
+}
+
+/// Gives a connection stored before generations its first one (the security migration).
+/// `Ok(false)`: it has one already, or is gone.
+pub async fn assign_generation(table: &Table, connection_id: &str, generation: &str) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(PK))
+        .key("sk", s(sk(connection_id)))
+        .update_expression("SET generation = :generation")
+        .condition_expression("attribute_exists(pk) AND attribute_not_exists(generation)")
+        .expression_attribute_values(":generation", s(generation))
+        .send()
+        .await;
+    super::condition_outcome("UpdateItem", result)
 }
 
 /// The connection's generation, without opening its secret (the self-access check needs only that).

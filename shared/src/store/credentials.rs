@@ -333,9 +333,15 @@ pub async fn save_after_login(
             for (name, value) in pin_values {
                 req = req.expression_attribute_values(name, value);
             }
-            if let Some(rt) = tokens.refresh_token {
-                set.push("refreshToken = :rt");
-                req = req.expression_attribute_values(":rt", b(rt));
+            match tokens.refresh_token {
+                Some(rt) => {
+                    set.push("refreshToken = :rt");
+                    req = req.expression_attribute_values(":rt", b(rt));
+                }
+                // The stored refresh token was issued under other endpoints: it is not re-pinned to
+                // these (a login the new endpoint answered without one must not inherit it).
+                None if prev.issued_under.as_ref() != Some(issued) => remove.push(ATTR_REFRESH_TOKEN),
+                None => {}
             }
             match tokens.scope {
                 Some(scope) => {
