@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod login;
+pub mod management;
 pub mod migration;
 pub mod oauth;
 pub mod openapi;

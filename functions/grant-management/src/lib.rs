@@ -15,7 +15,7 @@ use credvault::audit::{self, AuditEvent, AuditQuery};
 use credvault::http::{Json, Page, Path, Query, json_response, no_content, with_fallbacks};
 use credvault::identity::Caller;
 use credvault::identity::service_clients::{self, ClientInput, ServiceClient};
-use credvault::oauth::connections::{self, ConnectionInput};
+use credvault::management::connections::{self, ConnectionInput};
 use credvault::openapi::{
     AccessKeyBody, AccessRecordBody, AnyRefusal, AuditListBody, CallerRefusals, ClientListBody, ConnectionBody,
     ConnectionListBody, ErrorBody, JwksBody, PermissionBody, RecordListBody, RoleListBody,

@@ -2,7 +2,6 @@
 
 pub mod authorize;
 pub mod connection;
-pub mod connections;
 pub mod discovery;
 pub mod id_token;
 pub mod limited_body;

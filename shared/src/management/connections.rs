@@ -8,11 +8,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
-use super::provider::is_acceptable_provider_url;
-use super::{Connection, TokenRequestEncoding};
 use crate::access::admin::Authority;
 use crate::error::ApiError;
+use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
+use crate::oauth::provider::is_acceptable_provider_url;
+use crate::oauth::{Connection, TokenRequestEncoding};
 use crate::services::Services;
 use crate::store::connections;
 
@@ -246,7 +246,7 @@ async fn build(
     };
     let issuer_url = input
         .issuer_url
-        .map(|u| super::discovery::normalize_issuer(&u).to_string());
+        .map(|u| crate::oauth::discovery::normalize_issuer(&u).to_string());
     if let Some(issuer) = &issuer_url {
         check_url("issuerUrl", issuer)?;
     }
@@ -342,7 +342,7 @@ async fn build(
 async fn discover(services: &Services, issuer: &str) -> Result<(String, String, Option<String>), ApiError> {
     let unavailable =
         |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
-    let d = super::discovery::discover(
+    let d = crate::oauth::discovery::discover(
         services.provider.http(),
         issuer,
         services.config.insecure_allow_http_loopback,
