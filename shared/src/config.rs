@@ -42,6 +42,12 @@ impl RefreshTiming {
         self.provider_timeout * attempts + crate::oauth::provider::max_total_backoff(attempts)
     }
 
+    /// How much lease a holder must have left to call the provider: its worst time, and a sixth of the
+    /// lease for the commit after it (which the lease must also cover).
+    pub fn provider_call_budget(&self) -> Duration {
+        self.worst_provider_time() + self.lease_length / 6
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.provider_attempts == 0 {
             return Err(invalid("CREDVAULT_PROVIDER_ATTEMPTS", "must be at least 1"));

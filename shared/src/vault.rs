@@ -198,6 +198,10 @@ impl RefreshProtocol {
                 self.release(item, owner).await;
                 HolderOutcome::Done(Err(e))
             }
+            Err(RefreshFailure::NoLeaseBudget) => {
+                self.release(item, owner).await;
+                HolderOutcome::Done(self.serve_unexpired_or_unavailable(item, DEFAULT_RETRY_AFTER).await)
+            }
         }
     }
 
@@ -218,6 +222,8 @@ impl RefreshProtocol {
 }
 
 enum RefreshFailure {
+    /// Even a renewed lease would not cover a provider call and the commit: nothing was sent.
+    NoLeaseBudget,
     Permanent(ProviderError),
     /// The connection no longer matches what the credential was issued under.
     EndpointChanged(EndpointChange),
@@ -257,6 +263,12 @@ impl RefreshProtocol {
             .await
             .map_err(|e| internal(e.into()))?
             .ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
+        // The provider is called only with enough lease left to cover it and the commit: otherwise a
+        // second instance could take the lease over and send the same refresh token.
+        let lease_until = match self.ensure_lease_budget(item, owner, lease_until).await? {
+            Some(until) => until,
+            None => return Ok(None),
+        };
 
         let tokens = self
             .provider
@@ -307,6 +319,41 @@ impl RefreshProtocol {
             scope,
             refreshed: true,
         }))
+    }
+
+    /// Enough lease for the worst provider call and the commit after it: `Some(lease end)`, renewing
+    /// once if needed; `None` when the lease is no longer ours (read again); an error when even a
+    /// renewed lease would not cover it (nothing is sent: the answer is 503 or the unexpired token).
+    async fn ensure_lease_budget(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        lease_until: Instant,
+    ) -> Result<Option<Instant>, RefreshFailure> {
+        let needed = self.timing.provider_call_budget();
+        if lease_until.saturating_duration_since(self.clock.instant()) >= needed {
+            return Ok(Some(lease_until));
+        }
+        // The new end is counted from before the renewal is sent, so a slow renewal only shortens it.
+        let renewed_until = self.clock.instant() + self.timing.lease_length;
+        let renewed = self
+            .credentials
+            .renew_lease(
+                item,
+                owner,
+                self.clock.now_millis(),
+                self.timing.lease_length.as_millis() as i64,
+            )
+            .await
+            .map_err(|e| RefreshFailure::Internal(store_error(e)))?;
+        if !renewed {
+            return Ok(None);
+        }
+        if renewed_until.saturating_duration_since(self.clock.instant()) >= needed {
+            return Ok(Some(renewed_until));
+        }
+        tracing::warn!(connection_id = %item.connection_id, "not enough refresh lease left to call the provider safely; giving up this refresh");
+        Err(RefreshFailure::NoLeaseBudget)
     }
 
     /// The commit is the one write that must not be lost: the provider may have rotated the refresh token,

@@ -23,6 +23,10 @@ pub struct MemoryCredentials {
     items: Mutex<HashMap<(String, String), CredentialItem>>,
     /// Every write that landed, in order, for assertions (`claim`, `commit`, ...).
     pub writes: Mutex<Vec<&'static str>>,
+    /// Run once when the next lease claim lands: a test makes the claim "slow" by moving its clock.
+    pub claim_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The same for the next renewal.
+    pub renewal_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl MemoryCredentials {
@@ -97,7 +101,7 @@ impl CredentialRepository for MemoryCredentials {
         lease_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         // The same condition as CLAIM_LEASE: the version read, usable, and no live lease.
-        ready(self.conditional(
+        let claimed = self.conditional(
             item,
             "claim",
             |s| {
@@ -111,7 +115,11 @@ impl CredentialRepository for MemoryCredentials {
                     expires_at_ms: now_ms + lease_ms,
                 })
             },
-        ))
+        );
+        if let Some(advance) = self.claim_takes.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            advance();
+        }
+        ready(claimed)
     }
 
     fn commit_refresh<'a>(
@@ -130,6 +138,30 @@ impl CredentialRepository for MemoryCredentials {
                 apply_tokens(s, tokens);
                 s.token_version += 1;
                 s.lease = None;
+            },
+        ))
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        // RENEW_LEASE: our own lease, on the version we claimed.
+        if let Some(advance) = self.renewal_takes.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            advance();
+        }
+        ready(self.conditional(
+            item,
+            "renew",
+            |s| s.lease.as_ref().is_some_and(|l| l.owner == owner) && s.token_version == item.token_version,
+            |s| {
+                s.lease = Some(RefreshLease {
+                    owner: owner.to_string(),
+                    expires_at_ms: now_ms + lease_ms,
+                })
             },
         ))
     }

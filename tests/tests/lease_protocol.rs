@@ -195,6 +195,62 @@ async fn invalid_grant_marks_the_credential_dead_and_stops_calling_the_provider(
     assert_eq!(p.audit.actions(), ["credential.reauth_required"]);
 }
 
+/// A claim that took most of the lease (a slow store): the holder renews its lease before it calls the
+/// provider, rather than calling with too little left for another instance not to take over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_renews_a_lease_too_short_for_the_provider_call() {
+    let p = protocol().await;
+    let clock = p.clock.clone();
+    // The claim "takes" 4 of the lease's 5 seconds.
+    *p.credentials.claim_takes.lock().unwrap() = Some(Box::new(move || clock.advance(4)));
+    let fresh = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(fresh.refreshed);
+    assert_eq!(p.provider.counters().refreshes, 1);
+    let writes = p.credentials.writes.lock().unwrap().clone();
+    assert_eq!(writes, ["claim", "renew", "commit"], "renewed before the provider call");
+}
+
+/// When even the renewal is too slow to leave enough lease, nothing is sent to the provider: the fetch
+/// answers 503 and the refresh token stays unspent, for a later fetch with a faster store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_enough_lease_the_provider_is_not_called() {
+    let p = protocol().await;
+    let (claim_clock, renewal_clock) = (p.clock.clone(), p.clock.clone());
+    *p.credentials.claim_takes.lock().unwrap() = Some(Box::new(move || claim_clock.advance(4)));
+    *p.credentials.renewal_takes.lock().unwrap() = Some(Box::new(move || renewal_clock.advance(4)));
+    let stored = p.credentials.refresh_token("con_demo", USER).unwrap();
+    let answer = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(answer, Err(credvault::ApiError::ProviderUnavailable { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(
+        p.provider.counters().refreshes,
+        0,
+        "no provider call without the lease to cover it"
+    );
+    assert!(
+        p.credentials.item("con_demo", USER).unwrap().lease.is_none(),
+        "the lease was given back"
+    );
+    assert_eq!(p.credentials.refresh_token("con_demo", USER).unwrap(), stored);
+    // With a fast store again, the next fetch refreshes with the unspent token.
+    let later = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(later.refreshed);
+    assert_eq!(p.provider.counters().reuse_detected, 0);
+}
+
 /// The conditions every race relies on, for both repositories: a holder whose lease was taken over can
 /// no longer commit, release, or declare the credential dead; only the new holder can.
 async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id: &str, user_id: &str) {

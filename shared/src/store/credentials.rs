@@ -17,6 +17,8 @@ const CLAIM_LEASE: &str = "tokenVersion = :v AND #status = :active \
      AND (attribute_not_exists(leaseOwner) OR leaseExpiresAtMs < :now)";
 /// New tokens land only from the lease holder, and only on the version they were refreshed from.
 const COMMIT_REFRESH: &str = "leaseOwner = :me AND tokenVersion = :v";
+/// A holder extends its own lease on the version it claimed, never one another instance took over.
+const RENEW_LEASE: &str = "leaseOwner = :me AND tokenVersion = :v";
 /// Only the owner releases a lease (Nango's lock was released by anyone).
 const RELEASE_LEASE: &str = "leaseOwner = :me";
 /// A credential is declared dead only by the holder that saw the provider refuse this very version.
@@ -431,6 +433,30 @@ pub async fn commit_refresh(
     condition_outcome("UpdateItem", req.update_expression(expr).send().await)
 }
 
+/// Extends our lease to `now_ms + lease_ms`. `Ok(false)`: it is no longer ours on that version.
+pub async fn renew_lease(
+    table: &Table,
+    item: &CredentialItem,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<bool, StoreError> {
+    let result = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression("SET leaseExpiresAtMs = :until")
+        .condition_expression(RENEW_LEASE)
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":until", n(now_ms + lease_ms))
+        .send()
+        .await;
+    condition_outcome("UpdateItem", result)
+}
+
 /// Gives the lease back after a failed refresh so the next fetch can try at once.
 pub async fn release_lease(table: &Table, item: &CredentialItem, owner: &str) -> Result<bool, StoreError> {
     let result = table
@@ -560,6 +586,14 @@ pub trait CredentialRepository: Send + Sync + 'static {
         tokens: NewTokens,
         now_secs: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Extends the holder's own lease (before a provider call the rest of it would not cover).
+    fn renew_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn release_lease<'a>(&'a self, item: &'a CredentialItem, owner: &'a str)
     -> BoxFuture<'a, Result<bool, StoreError>>;
     fn mark_reauth_required<'a>(
@@ -649,6 +683,16 @@ impl CredentialRepository for DynamoCredentials {
         now_secs: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(commit_refresh(&self.table, item, owner, tokens, now_secs))
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(renew_lease(&self.table, item, owner, now_ms, lease_ms))
     }
 
     fn release_lease<'a>(
