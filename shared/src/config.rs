@@ -42,10 +42,16 @@ impl RefreshTiming {
         self.provider_timeout * attempts + crate::oauth::provider::max_total_backoff(attempts)
     }
 
-    /// How much lease a holder must have left to call the provider: its worst time, and a sixth of the
-    /// lease for the commit after it (which the lease must also cover).
+    /// How much lease a holder must have left to send one refresh request: the request's timeout, and
+    /// the sixth of the lease kept for the commit after it. Checked before every attempt;
+    /// `Config::validate` makes sure the DynamoDB write fits that sixth.
     pub fn provider_call_budget(&self) -> Duration {
-        self.worst_provider_time() + self.lease_length / 6
+        self.provider_timeout + self.commit_allowance()
+    }
+
+    /// What a lease keeps for the commit after the provider's answer.
+    pub fn commit_allowance(&self) -> Duration {
+        self.lease_length / 6
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -72,6 +78,26 @@ impl RefreshTiming {
     }
 }
 
+/// Timeouts of the DynamoDB and KMS clients. Without them a stalled call holds a refresh lease as long
+/// as the SDK's defaults allow (unbounded), and another instance could take the lease over while the
+/// holder still has a refresh token in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// One whole call, the SDK's retries included.
+    pub operation: Duration,
+    /// One attempt of it.
+    pub attempt: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            operation: Duration::from_secs(3),
+            attempt: Duration::from_secs(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The DynamoDB table holding every item kind.
@@ -92,6 +118,8 @@ pub struct Config {
     /// Endpoint override for DynamoDB and KMS (the local emulator); `None` on AWS.
     pub aws_endpoint_url: Option<String>,
     pub user_token_lifetime: Duration,
+    /// Timeouts of every DynamoDB and KMS call, checked against the lease at start-up.
+    pub aws_timeouts: AwsTimeouts,
     /// Used when a credentials request names no `minimumValiditySeconds`.
     pub default_minimum_validity: Duration,
     pub login_request_lifetime: Duration,
@@ -140,6 +168,19 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|e| invalid("CREDVAULT_PROVIDER_ATTEMPTS", e.to_string()))?,
         };
+        let millis = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(Duration::from_millis)
+                    .map_err(|e| invalid(name, e.to_string())),
+            }
+        };
+        let aws_timeouts = AwsTimeouts {
+            operation: millis("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", AwsTimeouts::default().operation)?,
+            attempt: millis("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", AwsTimeouts::default().attempt)?,
+        };
         let refresh = RefreshTiming {
             lease_length: secs("CREDVAULT_LEASE_SECONDS", 30)?,
             provider_timeout,
@@ -161,6 +202,7 @@ impl Config {
                 .map(String::from)
                 .collect(),
             aws_endpoint_url: get("CREDVAULT_AWS_ENDPOINT_URL").filter(|v| !v.is_empty()),
+            aws_timeouts,
             user_token_lifetime: secs("CREDVAULT_USER_TOKEN_SECONDS", 3600)?,
             default_minimum_validity: secs("CREDVAULT_MINIMUM_VALIDITY_SECONDS", 300)?,
             login_request_lifetime: secs("CREDVAULT_LOGIN_REQUEST_SECONDS", 600)?,
@@ -181,6 +223,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.refresh.validate()?;
+        self.validate_aws_timeouts()?;
         if self.grant_cache_max_age > Duration::from_secs(30) {
             return Err(invalid(
                 "CREDVAULT_GRANT_CACHE_SECONDS",
@@ -192,6 +235,37 @@ impl Config {
         }
         if self.user_token_lifetime.is_zero() || self.vault_code_lifetime.is_zero() {
             return Err(invalid("CREDVAULT_USER_TOKEN_SECONDS", "lifetimes must be positive"));
+        }
+        Ok(())
+    }
+
+    /// A lease holder makes DynamoDB and KMS calls around its provider call: the commit after it must fit
+    /// in what the lease keeps for it (`RefreshTiming::commit_allowance`), so no stalled write can run
+    /// past the lease while a rotated refresh token exists only in this process.
+    fn validate_aws_timeouts(&self) -> Result<(), ConfigError> {
+        let AwsTimeouts { operation, attempt } = self.aws_timeouts;
+        if operation.is_zero() || attempt.is_zero() {
+            return Err(invalid(
+                "CREDVAULT_AWS_OPERATION_TIMEOUT_MS",
+                "timeouts must be positive",
+            ));
+        }
+        if attempt > operation {
+            return Err(invalid(
+                "CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS",
+                format!("the attempt timeout {attempt:?} is longer than the operation timeout {operation:?}"),
+            ));
+        }
+        if operation > self.refresh.commit_allowance() {
+            return Err(invalid(
+                "CREDVAULT_AWS_OPERATION_TIMEOUT_MS",
+                format!(
+                    "{operation:?} is longer than the {:?} a lease of {:?} keeps for the commit (a sixth); \
+                     raise CREDVAULT_LEASE_SECONDS or lower the timeout",
+                    self.refresh.commit_allowance(),
+                    self.refresh.lease_length
+                ),
+            ));
         }
         Ok(())
     }
@@ -251,8 +325,52 @@ mod tests {
     }
 
     #[test]
-    fn missing_table_is_named() {
-        let err = Config::from_lookup(|_| None).unwrap_err();
-        assert!(matches!(err, ConfigError::Missing(_)));
+    fn each_missing_required_setting_is_named() {
+        let all = [
+            ("CREDVAULT_TABLE", "t"),
+            ("CREDVAULT_DATA_KEY_ID", "k"),
+            ("CREDVAULT_SIGNING_KEY_ID", "s"),
+            ("CREDVAULT_ISSUER", "https://vault.example.com"),
+        ];
+        for (missing, _) in all {
+            let err = Config::from_lookup(|name| {
+                all.iter()
+                    .find(|(k, _)| *k == name && *k != missing)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Missing(name) if name == missing),
+                "{missing}: {err}"
+            );
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+    }
+
+    #[test]
+    fn aws_timeouts_are_read_and_checked_against_the_lease() {
+        let c = base(&[
+            ("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "2500"),
+            ("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", "700"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.aws_timeouts,
+            AwsTimeouts {
+                operation: Duration::from_millis(2500),
+                attempt: Duration::from_millis(700)
+            }
+        );
+        // A 30 s lease keeps 5 s for the commit: a 5 s operation timeout fits, 5.001 s does not.
+        assert!(base(&[("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "5000")]).is_ok());
+        let err = base(&[("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "5001")]).unwrap_err();
+        assert!(err.to_string().contains("CREDVAULT_AWS_OPERATION_TIMEOUT_MS"), "{err}");
+        let err = base(&[
+            ("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "1000"),
+            ("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", "1001"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS"), "{err}");
+        assert!(base(&[("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", "0")]).is_err());
     }
 }

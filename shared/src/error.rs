@@ -246,6 +246,23 @@ impl From<crate::store::credentials::RepositoryError> for ApiError {
     }
 }
 
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(err: crate::vault::VaultError) -> Self {
+        use crate::vault::VaultError;
+        match err {
+            VaultError::NotFound => ApiError::not_found(
+                "credentials_not_found",
+                "no credentials stored for this user and connection",
+            ),
+            VaultError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
+            VaultError::ProviderUnavailable { retry_after } => ApiError::ProviderUnavailable { retry_after },
+            VaultError::Repository(repository) => repository.into(),
+            VaultError::Connections(connections) => connections.into(),
+            kept_changing @ VaultError::KeptChanging => ApiError::internal(kept_changing),
+        }
+    }
+}
+
 /// Writes the full cause chain of an error, by Display only.
 pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();

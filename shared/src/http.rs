@@ -283,8 +283,9 @@ pub fn error_response(err: &ApiError) -> Response {
         }
     }
     let mut resp = json_response(err.status(), &err.body(&error_id));
+    // Whole seconds, rounded up: a caller that waits what it is told is not turned away again.
     if let Some(after) = err.retry_after()
-        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        && let Ok(v) = HeaderValue::from_str(&after.as_millis().div_ceil(1000).max(1).to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }

@@ -324,20 +324,14 @@ async fn save_credential(
     let issued = IssuedUnder::of(connection);
     let repository = &services.credentials;
     let now = services.clock.now_secs();
-    let sealed = repository
-        .seal(
-            connection_id,
-            user_id,
-            PlainTokens {
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token,
-                access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
-                access_issued_at: now,
-                token_type: tokens.token_type,
-                scope: tokens.scope,
-            },
-        )
-        .await?;
+    let sealed = repository.sealer(connection_id, user_id).await?.seal(PlainTokens {
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+        access_issued_at: now,
+        token_type: tokens.token_type,
+        scope: tokens.scope,
+    })?;
     for _ in 0..SAVE_ATTEMPTS {
         let previous = repository.get(connection_id, user_id).await?;
         match repository

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::access::PolicyCache;
 use crate::audit::AuditTrail;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{AwsTimeouts, Config};
 use crate::crypto::{DataKeyCache, Envelope};
 use crate::identity::{SigningKey, UserTokens};
 use crate::oauth::id_token::ProviderKeys;
@@ -30,6 +30,30 @@ pub fn dynamodb_retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
         .with_max_attempts(3)
         .with_initial_backoff(std::time::Duration::from_millis(25))
         .with_max_backoff(std::time::Duration::from_millis(500))
+}
+
+/// Every DynamoDB and KMS call of the vault runs under the configured timeouts, whoever built the
+/// client (tests pass their own, with call counters): a stalled call ends as `Unavailable` well inside
+/// a refresh lease instead of holding it.
+fn with_timeouts(
+    dynamodb: aws_sdk_dynamodb::Client,
+    kms: aws_sdk_kms::Client,
+    timeouts: AwsTimeouts,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let timeout_config = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeouts.operation)
+        .operation_attempt_timeout(timeouts.attempt)
+        .connect_timeout(timeouts.attempt)
+        .build();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        dynamodb
+            .config()
+            .to_builder()
+            .timeout_config(timeout_config.clone())
+            .build(),
+    );
+    let kms = aws_sdk_kms::Client::from_conf(kms.config().to_builder().timeout_config(timeout_config).build());
+    (dynamodb, kms)
 }
 
 pub struct Services {
@@ -73,6 +97,7 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         config.validate()?;
+        let (dynamodb, kms) = with_timeouts(dynamodb, kms, config.aws_timeouts);
         let provider = Arc::new(ProviderClient::new(
             config.refresh.provider_timeout,
             config.refresh.provider_attempts,

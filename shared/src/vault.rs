@@ -13,16 +13,49 @@ use secrecy::SecretString;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::clock::Clock;
 use crate::config::RefreshTiming;
-use crate::error::ApiError;
 use crate::oauth::connection::{EndpointChange, IssuedUnder};
-use crate::oauth::provider::{ProviderClient, ProviderError};
-use crate::services::Services;
+use crate::oauth::provider::{Delivery, ProviderClient, ProviderError};
 use crate::store::StoreError;
-use crate::store::connections::ConnectionDirectory;
-use crate::store::credentials::{CredentialItem, CredentialRepository, CredentialStatus, NewTokens, PlainTokens};
+use crate::store::connections::{ConnectionDirectory, ConnectionStoreError};
+use crate::store::credentials::{
+    CredentialItem, CredentialRepository, CredentialStatus, FailedAttempt, NewTokens, PlainTokens, RepositoryError,
+    TokenSealer,
+};
 
 /// Told to callers when the provider is down and no valid token is left.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The per-credential backoff after transient provider failures: 1 s doubling to 5 minutes. Every
+/// instance honours it (it is stored on the item), so a struggling provider sees one caller per
+/// credential per backoff step, not every waiting request of every instance.
+const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(1);
+const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// The longest the holder waits inside its lease when the provider asks to retry; a longer
+/// `Retry-After` is recorded as the backoff instead.
+const IN_LEASE_RETRY_CAP: Duration = Duration::from_secs(1);
+
+/// Why the vault could not hand out a token. The HTTP edge (error.rs) gives each its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("no credentials stored for this user and connection")]
+    NotFound,
+    #[error("the credential needs the user to log in again")]
+    ReauthenticationRequired,
+    /// The provider is down or backing off, and no unexpired token is stored.
+    #[error("the provider is unavailable")]
+    ProviderUnavailable { retry_after: Duration },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Connections(#[from] ConnectionStoreError),
+    #[error("the credential kept changing during disconnect")]
+    KeptChanging,
+}
+
+impl From<StoreError> for VaultError {
+    fn from(err: StoreError) -> Self {
+        VaultError::Repository(RepositoryError::Store(err))
+    }
+}
 /// Losers poll from 50 ms, doubling to 500 ms: a refresh takes at least one provider round trip, and
 /// every poll is a consistent read someone pays for.
 const POLL_BASE: Duration = Duration::from_millis(50);
@@ -62,27 +95,9 @@ pub struct RefreshProtocol {
     pub audit: Arc<dyn AuditSink>,
 }
 
-/// An access token for (connection, user) valid for at least `min_validity`, refreshing it if needed.
-pub async fn fresh_access_token(
-    services: &Services,
-    connection_id: &str,
-    user_id: &str,
-    min_validity: Duration,
-) -> Result<FreshAccessToken, ApiError> {
-    services
-        .refresh
-        .fresh_access_token(connection_id, user_id, min_validity)
-        .await
-}
-
-/// Disconnect (`DELETE .../credentials`); see `RefreshProtocol::disconnect`.
-pub async fn disconnect(services: &Services, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
-    services.refresh.disconnect(connection_id, user_id).await
-}
-
 /// What the lease holder's attempt came to.
 enum HolderOutcome {
-    Done(Result<FreshAccessToken, ApiError>),
+    Done(Result<FreshAccessToken, VaultError>),
     /// The version moved under us (a lost race): read again.
     ReadAgain,
 }
@@ -94,7 +109,7 @@ impl RefreshProtocol {
         connection_id: &str,
         user_id: &str,
         min_validity: Duration,
-    ) -> Result<FreshAccessToken, ApiError> {
+    ) -> Result<FreshAccessToken, VaultError> {
         let timing = &self.timing;
         let deadline = self.clock.instant() + timing.poll_deadline;
         let mut first_version = None;
@@ -103,18 +118,12 @@ impl RefreshProtocol {
             let item = self
                 .credentials
                 .get(connection_id, user_id)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
-                    ApiError::not_found(
-                        "credentials_not_found",
-                        "no credentials stored for this user and connection",
-                    )
-                })?;
+                .await?
+                .ok_or(VaultError::NotFound)?;
             match item.status {
                 CredentialStatus::Active => {}
-                CredentialStatus::ReauthRequired => return Err(ApiError::ReauthenticationRequired),
-                CredentialStatus::Revoking => return Err(credentials_not_found()),
+                CredentialStatus::ReauthRequired => return Err(VaultError::ReauthenticationRequired),
+                CredentialStatus::Revoking => return Err(VaultError::NotFound),
             }
             let now = self.clock.now_secs();
             if is_fresh_enough(&item, now, min_validity) {
@@ -130,21 +139,21 @@ impl RefreshProtocol {
                 return if item.access_expires_at > now {
                     self.open_access_token(&item, false).await
                 } else {
-                    Err(ApiError::ReauthenticationRequired)
+                    Err(VaultError::ReauthenticationRequired)
                 };
             }
             let now_ms = self.clock.now_millis();
+            // Backing off after provider failures: nobody calls the provider before the stored time.
+            if let Some(next) = item.next_attempt_at_ms.filter(|next| *next > now_ms) {
+                let wait = Duration::from_millis((next - now_ms).unsigned_abs());
+                return self.serve_unexpired_or_unavailable(&item, wait).await;
+            }
             let lease_free = item.lease.as_ref().is_none_or(|lease| lease.expires_at_ms < now_ms);
             if lease_free {
                 let owner = crate::random::token(16);
                 let lease_ms = timing.lease_length.as_millis() as i64;
                 let lease_until = self.clock.instant() + timing.lease_length;
-                if self
-                    .credentials
-                    .claim_lease(&item, &owner, now_ms, lease_ms)
-                    .await
-                    .map_err(store_error)?
-                {
+                if self.credentials.claim_lease(&item, &owner, now_ms, lease_ms).await? {
                     match self.refresh_as_holder(&item, &owner, lease_until).await {
                         HolderOutcome::Done(result) => return result,
                         HolderOutcome::ReadAgain => continue,
@@ -172,27 +181,39 @@ impl RefreshProtocol {
                     Ok(Some(current)) if current.token_version != item.token_version => {
                         return HolderOutcome::ReadAgain;
                     }
-                    Err(err) => return HolderOutcome::Done(Err(store_error(err))),
+                    Err(err) => return HolderOutcome::Done(Err(err.into())),
                     _ => {}
                 }
-                tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "provider refused the refresh token; credential needs re-authentication");
-                self.declare_dead(item, owner, "invalid_grant").await
+                let reason = dead_grant_reason(item);
+                tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, reason, "provider refused the refresh token; credential needs re-authentication");
+                self.declare_dead(item, owner, reason).await
             }
             Err(RefreshFailure::EndpointChanged(change)) => {
                 // Nothing was sent: the refresh token stays away from endpoints it was not issued under.
                 tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, reason = change.reason(), "the connection no longer matches what the credential was issued under; credential needs re-authentication");
                 self.declare_dead(item, owner, change.reason()).await
             }
-            Err(RefreshFailure::Transient(e)) => {
-                tracing::warn!(connection_id = %item.connection_id, error = %e, "provider unavailable for refresh");
-                self.release(item, owner).await;
-                let retry_after = match &e {
-                    ProviderError::Transient {
-                        retry_after: Some(r), ..
-                    } => *r,
-                    _ => DEFAULT_RETRY_AFTER,
+            Err(RefreshFailure::Transient { error, delivery }) => {
+                let may_have_rotated = delivery == Delivery::Unknown;
+                let wait = self.failure_backoff(item, &error);
+                tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %error, may_have_rotated, backoff_ms = wait.as_millis() as u64, "provider unavailable for refresh; backing off");
+                let failed = FailedAttempt {
+                    next_attempt_at_ms: self.clock.now_millis() + wait.as_millis() as i64,
+                    may_have_rotated,
                 };
-                HolderOutcome::Done(self.serve_unexpired_or_unavailable(item, retry_after).await)
+                match self
+                    .credentials
+                    .record_failed_attempt(item, owner, failed, self.clock.now_secs())
+                    .await
+                {
+                    Ok(_) => {}
+                    // The lease then runs out on its own, and whoever takes it over treats the
+                    // rotation as unconfirmed.
+                    Err(e) => {
+                        tracing::warn!(connection_id = %item.connection_id, error = %e, "could not record the failed refresh")
+                    }
+                }
+                HolderOutcome::Done(self.serve_unexpired_or_unavailable(item, wait).await)
             }
             Err(RefreshFailure::Internal(e)) => {
                 self.release(item, owner).await;
@@ -205,6 +226,19 @@ impl RefreshProtocol {
         }
     }
 
+    /// The wait before anyone calls the provider for this credential again: the provider's
+    /// `Retry-After` when it names a longer one, else the credential's exponential backoff.
+    fn failure_backoff(&self, item: &CredentialItem, error: &ProviderError) -> Duration {
+        let backoff = crate::random::jittered_backoff(FAILURE_BACKOFF_BASE, FAILURE_BACKOFF_CAP, item.refresh_failures);
+        match error {
+            ProviderError::Transient {
+                retry_after: Some(asked),
+                ..
+            } => backoff.max((*asked).min(FAILURE_BACKOFF_CAP)),
+            _ => backoff,
+        }
+    }
+
     /// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why.
     async fn declare_dead(&self, item: &CredentialItem, owner: &str, reason: &str) -> HolderOutcome {
         let now = self.clock.now_secs();
@@ -213,11 +247,22 @@ impl RefreshProtocol {
                 let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
                 let event = AuditEvent::new("credential.reauth_required", None, &resource, Ok(())).reason(reason);
                 self.audit.record(event).await;
-                HolderOutcome::Done(Err(ApiError::ReauthenticationRequired))
+                HolderOutcome::Done(Err(VaultError::ReauthenticationRequired))
             }
             Ok(false) => HolderOutcome::ReadAgain,
-            Err(err) => HolderOutcome::Done(Err(store_error(err))),
+            Err(err) => HolderOutcome::Done(Err(err.into())),
         }
+    }
+}
+
+/// Why the provider refused a refresh token: `rotation_lost` when an earlier refresh may have
+/// rotated it without its answer being saved (a lost answer, or a holder that died with the lease:
+/// we took an expired lease over), else `invalid_grant` (revoked by the user or the provider).
+fn dead_grant_reason(item: &CredentialItem) -> &'static str {
+    if item.rotation_unconfirmed_at.is_some() || item.lease.is_some() {
+        "rotation_lost"
+    } else {
+        "invalid_grant"
     }
 }
 
@@ -227,8 +272,12 @@ enum RefreshFailure {
     Permanent(ProviderError),
     /// The connection no longer matches what the credential was issued under.
     EndpointChanged(EndpointChange),
-    Transient(ProviderError),
-    Internal(ApiError),
+    /// The provider did not give new tokens; `delivery` says whether it may have rotated anyway.
+    Transient {
+        error: ProviderError,
+        delivery: Delivery,
+    },
+    Internal(VaultError),
 }
 
 /// Is the stored access token valid long enough? A caller may ask for more validity than the provider
@@ -248,7 +297,7 @@ impl RefreshProtocol {
         owner: &str,
         lease_until: Instant,
     ) -> Result<Option<FreshAccessToken>, RefreshFailure> {
-        let internal = |e: ApiError| RefreshFailure::Internal(e);
+        let internal = |e: VaultError| RefreshFailure::Internal(e);
         let connection = self
             .connections
             .get(&item.connection_id)
@@ -262,47 +311,32 @@ impl RefreshProtocol {
             .open_refresh_token(item)
             .await
             .map_err(|e| internal(e.into()))?
-            .ok_or_else(|| internal(ApiError::ReauthenticationRequired))?;
-        // The provider is called only with enough lease left to cover it and the commit: otherwise a
-        // second instance could take the lease over and send the same refresh token.
-        let lease_until = match self.ensure_lease_budget(item, owner, lease_until).await? {
-            Some(until) => until,
+            .ok_or_else(|| internal(VaultError::ReauthenticationRequired))?;
+        // Keys first: the data keys that seal the answer, before the provider is asked. After it
+        // answers there is nothing left that can fail on KMS.
+        let sealer = self
+            .credentials
+            .sealer(&item.connection_id, &item.user_id)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let (tokens, lease_until) = match self
+            .send_refresh(item, owner, lease_until, &connection, &refresh_token)
+            .await?
+        {
+            Some(answer) => answer,
             None => return Ok(None),
         };
 
-        let tokens = self
-            .provider
-            .refresh(&connection, &refresh_token)
-            .await
-            .map_err(|e| match e {
-                ProviderError::Permanent { .. } => RefreshFailure::Permanent(e),
-                ProviderError::Transient { .. } => RefreshFailure::Transient(e),
-            })?;
-
-        // From here the provider may have rotated the refresh token: keep this window short and commit.
+        // From here the provider may have rotated the refresh token: nothing but sealing (no KMS) and
+        // the commit before the lease runs out.
         let now = self.clock.now_secs();
         let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
         let scope = tokens.scope.clone().or_else(|| item.scope.clone());
-        let new_tokens = self
-            .credentials
-            .seal(
-                &item.connection_id,
-                &item.user_id,
-                PlainTokens {
-                    access_token: tokens.access_token.clone(),
-                    refresh_token: tokens.refresh_token.clone(),
-                    access_expires_at: expires_at,
-                    access_issued_at: now,
-                    token_type: tokens.token_type.clone(),
-                    scope: scope.clone(),
-                },
-            )
-            .await
-            .map_err(|e| internal(e.into()))?;
+        let new_tokens = seal_answer(sealer.as_ref(), &tokens, now, expires_at, scope.clone()).map_err(internal)?;
         let committed = self
             .commit_while_leased(item, owner, new_tokens, now, lease_until)
             .await
-            .map_err(|e| internal(store_error(e)))?;
+            .map_err(|e| internal(e.into()))?;
         if !committed {
             tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
             return Ok(None);
@@ -319,6 +353,50 @@ impl RefreshProtocol {
             scope,
             refreshed: true,
         }))
+    }
+
+    /// Sends the refresh request, again only when the provider provably did not act on it: the
+    /// connection could not be made, or it answered to retry (429, 503 with `Retry-After`) within a
+    /// wait the lease covers. Before every attempt the lease must cover it and the commit.
+    /// `Ok(None)`: the lease is no longer ours.
+    async fn send_refresh(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        mut lease_until: Instant,
+        connection: &crate::oauth::Connection,
+        refresh_token: &SecretString,
+    ) -> Result<Option<(crate::oauth::provider::TokenResponse, Instant)>, RefreshFailure> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            lease_until = match self.ensure_lease_budget(item, owner, lease_until).await? {
+                Some(until) => until,
+                None => return Ok(None),
+            };
+            let error = match self.provider.refresh(connection, refresh_token).await {
+                Ok(tokens) => return Ok(Some((tokens, lease_until))),
+                Err(error) => error,
+            };
+            let Some(delivery) = error.delivery() else {
+                return Err(RefreshFailure::Permanent(error));
+            };
+            let pause = match (&error, delivery) {
+                (_, Delivery::NotSent) => Some(crate::oauth::provider::backoff(attempt)),
+                (ProviderError::Transient { retry_after, .. }, Delivery::RetryLater) => {
+                    Some(retry_after.unwrap_or_else(|| crate::oauth::provider::backoff(attempt)))
+                        .filter(|wait| *wait <= IN_LEASE_RETRY_CAP)
+                }
+                _ => None,
+            };
+            match pause {
+                Some(pause) if attempt < self.timing.provider_attempts => {
+                    tracing::warn!(connection_id = %item.connection_id, attempt, error = %error, "provider refresh not done, trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                _ => return Err(RefreshFailure::Transient { error, delivery }),
+            }
+        }
     }
 
     /// Enough lease for the worst provider call and the commit after it: `Some(lease end)`, renewing
@@ -345,7 +423,7 @@ impl RefreshProtocol {
                 self.timing.lease_length.as_millis() as i64,
             )
             .await
-            .map_err(|e| RefreshFailure::Internal(store_error(e)))?;
+            .map_err(|e| RefreshFailure::Internal(e.into()))?;
         if !renewed {
             return Ok(None);
         }
@@ -399,15 +477,15 @@ impl RefreshProtocol {
         &self,
         item: &CredentialItem,
         retry_after: Duration,
-    ) -> Result<FreshAccessToken, ApiError> {
+    ) -> Result<FreshAccessToken, VaultError> {
         if item.access_expires_at > self.clock.now_secs() {
             self.open_access_token(item, false).await
         } else {
-            Err(ApiError::ProviderUnavailable { retry_after })
+            Err(VaultError::ProviderUnavailable { retry_after })
         }
     }
 
-    async fn open_access_token(&self, item: &CredentialItem, refreshed: bool) -> Result<FreshAccessToken, ApiError> {
+    async fn open_access_token(&self, item: &CredentialItem, refreshed: bool) -> Result<FreshAccessToken, VaultError> {
         let access_token = self.credentials.open_access_token(item).await?;
         Ok(FreshAccessToken {
             access_token,
@@ -419,11 +497,22 @@ impl RefreshProtocol {
     }
 }
 
-fn credentials_not_found() -> ApiError {
-    ApiError::not_found(
-        "credentials_not_found",
-        "no credentials stored for this user and connection",
-    )
+/// The provider's answer, sealed with the keys obtained before it was asked.
+fn seal_answer(
+    sealer: &dyn TokenSealer,
+    tokens: &crate::oauth::provider::TokenResponse,
+    now: i64,
+    expires_at: i64,
+    scope: Option<String>,
+) -> Result<NewTokens, VaultError> {
+    Ok(sealer.seal(PlainTokens {
+        access_token: tokens.access_token.clone(),
+        refresh_token: tokens.refresh_token.clone(),
+        access_expires_at: expires_at,
+        access_issued_at: now,
+        token_type: tokens.token_type.clone(),
+        scope,
+    })?)
 }
 
 /// What a disconnect did at the provider.
@@ -443,23 +532,17 @@ pub enum Revocation {
 /// retry (503 with Retry-After); the retry finishes the revocation. A credential whose connection
 /// changed is deleted without revoking: its refresh token goes nowhere it was not issued for.
 impl RefreshProtocol {
-    pub async fn disconnect(&self, connection_id: &str, user_id: &str) -> Result<Revocation, ApiError> {
+    pub async fn disconnect(&self, connection_id: &str, user_id: &str) -> Result<Revocation, VaultError> {
         for _ in 0..3 {
             let item = self
                 .credentials
                 .get(connection_id, user_id)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(credentials_not_found)?;
+                .await?
+                .ok_or(VaultError::NotFound)?;
             let item = if item.status == CredentialStatus::Revoking {
                 item
             } else {
-                if !self
-                    .credentials
-                    .mark_revoking(&item, self.clock.now_secs())
-                    .await
-                    .map_err(store_error)?
-                {
+                if !self.credentials.mark_revoking(&item, self.clock.now_secs()).await? {
                     continue;
                 }
                 CredentialItem {
@@ -470,15 +553,15 @@ impl RefreshProtocol {
                 }
             };
             let revocation = self.revoke_refresh_token(&item).await?;
-            if self.credentials.delete(&item).await.map_err(store_error)? {
+            if self.credentials.delete(&item).await? {
                 tracing::info!(connection_id = %connection_id, user_id = %user_id, revocation = ?revocation, "credential disconnected");
                 return Ok(revocation);
             }
         }
-        Err(ApiError::internal("the credential kept changing during disconnect"))
+        Err(VaultError::KeptChanging)
     }
 
-    async fn revoke_refresh_token(&self, item: &CredentialItem) -> Result<Revocation, ApiError> {
+    async fn revoke_refresh_token(&self, item: &CredentialItem) -> Result<Revocation, VaultError> {
         if item.refresh_token.is_none() {
             return Ok(Revocation::NotNeeded);
         }
@@ -498,14 +581,10 @@ impl RefreshProtocol {
         };
         self.provider.revoke(&connection, &revocation_url, &refresh_token).await.map_err(|e| {
         tracing::warn!(connection_id = %item.connection_id, error = %e, "revocation at the provider failed; credential stays unusable");
-        ApiError::ProviderUnavailable { retry_after: DEFAULT_RETRY_AFTER }
+        VaultError::ProviderUnavailable { retry_after: DEFAULT_RETRY_AFTER }
     })?;
         Ok(Revocation::Revoked)
     }
-}
-
-fn store_error(e: StoreError) -> ApiError {
-    e.into()
 }
 
 fn poll_backoff(polls: u32) -> Duration {
@@ -530,6 +609,9 @@ mod tests {
             lease: None,
             status: CredentialStatus::Active,
             issued_under: None,
+            next_attempt_at_ms: None,
+            refresh_failures: 0,
+            rotation_unconfirmed_at: None,
         }
     }
 

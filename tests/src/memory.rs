@@ -12,8 +12,8 @@ use credvault::oauth::connection::IssuedUnder;
 use credvault::store::StoreError;
 use credvault::store::connections::{ConnectionDirectory, ConnectionStoreError};
 use credvault::store::credentials::{
-    BoxFuture, CredentialItem, CredentialRepository, CredentialStatus, NewTokens, PlainTokens, RefreshLease,
-    RepositoryError,
+    BoxFuture, CredentialItem, CredentialRepository, CredentialStatus, FailedAttempt, NewTokens, PlainTokens,
+    RefreshLease, RepositoryError, TokenSealer,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -78,6 +78,26 @@ fn apply_tokens(stored: &mut CredentialItem, tokens: NewTokens) {
     if tokens.scope.is_some() {
         stored.scope = tokens.scope;
     }
+    // A saved answer ends any backoff and confirms whatever rotation was in doubt.
+    stored.next_attempt_at_ms = None;
+    stored.refresh_failures = 0;
+    stored.rotation_unconfirmed_at = None;
+}
+
+/// "Seals" by keeping the bytes: these tests are about the protocol, not the encryption.
+struct IdentitySealer;
+
+impl TokenSealer for IdentitySealer {
+    fn seal(&self, tokens: PlainTokens) -> Result<NewTokens, RepositoryError> {
+        Ok(NewTokens {
+            access_token: tokens.access_token.expose_secret().as_bytes().to_vec(),
+            refresh_token: tokens.refresh_token.map(|t| t.expose_secret().as_bytes().to_vec()),
+            access_expires_at: tokens.access_expires_at,
+            access_issued_at: tokens.access_issued_at,
+            token_type: tokens.token_type,
+            scope: tokens.scope,
+        })
+    }
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
@@ -100,7 +120,9 @@ impl CredentialRepository for MemoryCredentials {
         now_ms: i64,
         lease_ms: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        // The same condition as CLAIM_LEASE: the version read, usable, and no live lease.
+        // The same condition as CLAIM_LEASE: the version read, usable, and no live lease. Taking over
+        // an expired lease puts the rotation in doubt, as the DynamoDB claim does.
+        let took_over = item.lease.is_some();
         let claimed = self.conditional(
             item,
             "claim",
@@ -113,7 +135,10 @@ impl CredentialRepository for MemoryCredentials {
                 s.lease = Some(RefreshLease {
                     owner: owner.to_string(),
                     expires_at_ms: now_ms + lease_ms,
-                })
+                });
+                if took_over {
+                    s.rotation_unconfirmed_at.get_or_insert(now_ms / 1000);
+                }
             },
         );
         if let Some(advance) = self.claim_takes.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -176,6 +201,29 @@ impl CredentialRepository for MemoryCredentials {
             "release",
             |s| s.lease.as_ref().is_some_and(|l| l.owner == owner),
             |s| s.lease = None,
+        ))
+    }
+
+    fn record_failed_attempt<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        failed: FailedAttempt,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        // RECORD_FAILURE: our own lease on the version we claimed.
+        ready(self.conditional(
+            item,
+            "record_failure",
+            |s| s.lease.as_ref().is_some_and(|l| l.owner == owner) && s.token_version == item.token_version,
+            |s| {
+                s.next_attempt_at_ms = Some(failed.next_attempt_at_ms);
+                s.refresh_failures = item.refresh_failures.saturating_add(1);
+                if failed.may_have_rotated {
+                    s.rotation_unconfirmed_at.get_or_insert(now_secs);
+                }
+                s.lease = None;
+            },
         ))
     }
 
@@ -252,6 +300,9 @@ impl CredentialRepository for MemoryCredentials {
                         lease: None,
                         status: CredentialStatus::Active,
                         issued_under: Some(issued.clone()),
+                        next_attempt_at_ms: None,
+                        refresh_failures: 0,
+                        rotation_unconfirmed_at: None,
                     },
                 );
                 Ok(())
@@ -272,20 +323,12 @@ impl CredentialRepository for MemoryCredentials {
         ready(result)
     }
 
-    fn seal<'a>(
+    fn sealer<'a>(
         &'a self,
         _connection_id: &'a str,
         _user_id: &'a str,
-        tokens: PlainTokens,
-    ) -> BoxFuture<'a, Result<NewTokens, RepositoryError>> {
-        ready(Ok(NewTokens {
-            access_token: tokens.access_token.expose_secret().as_bytes().to_vec(),
-            refresh_token: tokens.refresh_token.map(|t| t.expose_secret().as_bytes().to_vec()),
-            access_expires_at: tokens.access_expires_at,
-            access_issued_at: tokens.access_issued_at,
-            token_type: tokens.token_type,
-            scope: tokens.scope,
-        }))
+    ) -> BoxFuture<'a, Result<Box<dyn TokenSealer>, RepositoryError>> {
+        ready(Ok(Box::new(IdentitySealer) as Box<dyn TokenSealer>))
     }
 
     fn open_access_token<'a>(

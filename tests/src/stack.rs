@@ -44,7 +44,7 @@ impl Default for StackOptions {
             instances: 1,
             // Short, so fault tests finish fast; still passes the start-up check.
             refresh: RefreshTiming {
-                lease_length: std::time::Duration::from_secs(5),
+                lease_length: std::time::Duration::from_secs(9),
                 provider_timeout: std::time::Duration::from_millis(800),
                 provider_attempts: 3,
                 poll_deadline: std::time::Duration::from_secs(8),
@@ -120,6 +120,12 @@ impl LocalStack {
         ]);
         let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("stack config");
         config.refresh = options.refresh.clone();
+        // A sixth of the stack's short lease: short enough for the start-up check, long enough for a
+        // moto on a busy two-core machine.
+        config.aws_timeouts = credvault::config::AwsTimeouts {
+            operation: options.refresh.commit_allowance(),
+            attempt: options.refresh.commit_allowance() * 2 / 3,
+        };
         (options.configure)(&mut config);
         config.validate().expect("stack refresh timing");
 
@@ -364,6 +370,25 @@ impl LocalStack {
             .collect();
         items.sort();
         items
+    }
+
+    /// The stored credential item as DynamoDB holds it, every attribute, for before/after comparisons.
+    pub async fn raw_credential(&self, user_id: &str) -> Option<credvault::store::Item> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.aws
+            .dynamodb
+            .get_item()
+            .table_name(&self.aws.table)
+            .key(
+                "pk",
+                AttributeValue::S(credvault::store::credentials::pk(&self.connection_id)),
+            )
+            .key("sk", AttributeValue::S(credvault::store::credentials::sk(user_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("read raw credential")
+            .item
     }
 
     /// The stored credential item, decoded.

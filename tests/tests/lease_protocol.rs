@@ -87,7 +87,7 @@ async fn protocol() -> Protocol {
         .unwrap()
         .insert("con_demo".into(), connection.clone());
     let grant = provider_grant(&provider, &connection, &client).await;
-    let sealed = credentials.seal("con_demo", USER, grant).await.unwrap();
+    let sealed = credentials.sealer("con_demo", USER).await.unwrap().seal(grant).unwrap();
     credentials
         .save_after_login("con_demo", USER, None, sealed, &IssuedUnder::of(&connection), 0)
         .await
@@ -151,7 +151,7 @@ async fn a_live_lease_of_another_instance_is_waited_for_and_an_expired_one_is_ta
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
         .await;
     assert!(
-        matches!(waited, Err(credvault::ApiError::ProviderUnavailable { .. })),
+        matches!(waited, Err(credvault::vault::VaultError::ProviderUnavailable { .. })),
         "{waited:?}"
     );
     assert_eq!(p.provider.counters().refreshes, 0);
@@ -175,7 +175,7 @@ async fn invalid_grant_marks_the_credential_dead_and_stops_calling_the_provider(
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
         .await;
     assert!(
-        matches!(first, Err(credvault::ApiError::ReauthenticationRequired)),
+        matches!(first, Err(credvault::vault::VaultError::ReauthenticationRequired)),
         "{first:?}"
     );
     assert_eq!(
@@ -186,7 +186,10 @@ async fn invalid_grant_marks_the_credential_dead_and_stops_calling_the_provider(
         .vault
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
         .await;
-    assert!(matches!(second, Err(credvault::ApiError::ReauthenticationRequired)));
+    assert!(matches!(
+        second,
+        Err(credvault::vault::VaultError::ReauthenticationRequired)
+    ));
     assert_eq!(
         p.provider.counters().refreshes,
         1,
@@ -228,7 +231,7 @@ async fn without_enough_lease_the_provider_is_not_called() {
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
         .await;
     assert!(
-        matches!(answer, Err(credvault::ApiError::ProviderUnavailable { .. })),
+        matches!(answer, Err(credvault::vault::VaultError::ProviderUnavailable { .. })),
         "{answer:?}"
     );
     assert_eq!(
@@ -276,7 +279,12 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         token_type: "Bearer".into(),
         scope: None,
     };
-    let late = repo.seal(connection_id, user_id, tokens("late")).await.unwrap();
+    let late = repo
+        .sealer(connection_id, user_id)
+        .await
+        .unwrap()
+        .seal(tokens("late"))
+        .unwrap();
     assert!(
         !repo.commit_refresh(&item, "a", late, 0).await.unwrap(),
         "the late holder's commit is refused"
@@ -289,7 +297,12 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         !repo.mark_reauth_required(&item, "a", "invalid_grant", 0).await.unwrap(),
         "nor declare it dead"
     );
-    let fresh = repo.seal(connection_id, user_id, tokens("b")).await.unwrap();
+    let fresh = repo
+        .sealer(connection_id, user_id)
+        .await
+        .unwrap()
+        .seal(tokens("b"))
+        .unwrap();
     assert!(
         repo.commit_refresh(&item, "b", fresh, 0).await.unwrap(),
         "the holder commits"
@@ -301,7 +314,12 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         repo.open_refresh_token(&now).await.unwrap().unwrap().expose_secret(),
         "rt-b"
     );
-    let again = repo.seal(connection_id, user_id, tokens("again")).await.unwrap();
+    let again = repo
+        .sealer(connection_id, user_id)
+        .await
+        .unwrap()
+        .seal(tokens("again"))
+        .unwrap();
     assert!(
         !repo.commit_refresh(&item, "b", again, 0).await.unwrap(),
         "never twice onto one version"
@@ -333,7 +351,12 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         token_type: "Bearer".into(),
         scope: None,
     };
-    let same = repo.seal(connection_id, user_id, login("same")).await.unwrap();
+    let same = repo
+        .sealer(connection_id, user_id)
+        .await
+        .unwrap()
+        .seal(login("same"))
+        .unwrap();
     let pinned = before.issued_under.clone().unwrap();
     repo.save_after_login(connection_id, user_id, Some(&before), same, &pinned, 0)
         .await
@@ -343,7 +366,12 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         kept.refresh_token.is_some(),
         "under the same endpoints a login without one keeps it"
     );
-    let other = repo.seal(connection_id, user_id, login("moved")).await.unwrap();
+    let other = repo
+        .sealer(connection_id, user_id)
+        .await
+        .unwrap()
+        .seal(login("moved"))
+        .unwrap();
     repo.save_after_login(connection_id, user_id, Some(&kept), other, &moved, 0)
         .await
         .unwrap();
@@ -365,4 +393,79 @@ async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
     conditional_writes_hold(&dynamo, &stack.connection_id, &user.user_id).await;
     let other = stack.login_as("bob").await;
     a_login_under_other_endpoints_drops_the_old_refresh_token(&dynamo, &stack.connection_id, &other.user_id).await;
+}
+
+/// A holder that stalled past its lease, while another instance took the lease over, must not land
+/// its tokens: DynamoDB itself refuses the commit, and the stored item (tokens, version, the new
+/// holder's lease, every attribute) is exactly as the takeover left it, for the new holder to commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    let login_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
+    let read = dynamo
+        .get(&stack.connection_id, &user.user_id)
+        .await
+        .unwrap()
+        .expect("the login's credential");
+    let now_ms = credvault::clock::Clock::now_millis(&stack.clock);
+    assert!(
+        dynamo.claim_lease(&read, "late-holder", now_ms, 5_000).await.unwrap(),
+        "the late holder claims first"
+    );
+    // Its lease runs out while it waits on the provider; another instance takes the lease over.
+    assert!(
+        dynamo
+            .claim_lease(&read, "successor", now_ms + 6_000, 5_000)
+            .await
+            .unwrap(),
+        "the expired lease is taken over"
+    );
+    let taken_over = stack.raw_credential(&user.user_id).await.unwrap();
+
+    let tokens = |n: &str| PlainTokens {
+        access_token: SecretString::from(format!("at-{n}")),
+        refresh_token: Some(SecretString::from(format!("rt-{n}"))),
+        access_expires_at: 10_000,
+        access_issued_at: 0,
+        token_type: "Bearer".into(),
+        scope: Some(format!("scope-{n}")),
+    };
+    let late = dynamo
+        .sealer(&stack.connection_id, &user.user_id)
+        .await
+        .unwrap()
+        .seal(tokens("late"))
+        .unwrap();
+    assert!(
+        !dynamo.commit_refresh(&read, "late-holder", late, 0).await.unwrap(),
+        "the late holder's commit is refused while another instance holds the lease"
+    );
+    assert_eq!(
+        stack.raw_credential(&user.user_id).await.unwrap(),
+        taken_over,
+        "the refused commit changed no attribute"
+    );
+    let after = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(after.token_version, read.token_version);
+    assert_eq!(after.lease.map(|l| l.owner).as_deref(), Some("successor"));
+    assert_eq!(
+        stack.stored_refresh_token(&user.user_id).await.unwrap(),
+        login_refresh_token,
+        "the login's refresh token is still the stored one"
+    );
+
+    // The new holder commits onto the version both read.
+    let fresh = dynamo
+        .sealer(&stack.connection_id, &user.user_id)
+        .await
+        .unwrap()
+        .seal(tokens("successor"))
+        .unwrap();
+    assert!(dynamo.commit_refresh(&read, "successor", fresh, 0).await.unwrap());
+    let committed = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(committed.token_version, read.token_version + 1);
+    assert!(committed.lease.is_none());
+    assert_eq!(stack.stored_refresh_token(&user.user_id).await.unwrap(), "rt-successor");
 }

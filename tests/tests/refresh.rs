@@ -7,6 +7,20 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use credvault_tests::{Failure, LocalStack, StackOptions};
 use serde_json::Value;
 
+/// The `Retry-After` of a 503, in seconds.
+fn retry_after(resp: &reqwest::Response) -> i64 {
+    resp.headers()["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+/// The credential's stored backoff, as seconds from the stack's clock: what a 503 should tell callers.
+async fn backoff_left_secs(stack: &LocalStack, user_id: &str) -> i64 {
+    let item = stack.credential(user_id).await.unwrap();
+    let next = item.next_attempt_at_ms.expect("a backoff is recorded");
+    let left_ms = next - credvault::clock::Clock::now_millis(&stack.clock);
+    assert!(left_ms > 0, "the backoff lies ahead");
+    (left_ms + 999) / 1000
+}
+
 async fn stack_with_expired_login() -> (LocalStack, credvault_tests::LoggedIn) {
     let stack = LocalStack::start(StackOptions::default()).await;
     // Tokens issued at login are already expired; the refreshed ones live an hour.
@@ -163,41 +177,84 @@ async fn provider_outage_serves_the_old_token_while_it_is_still_valid() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let user = stack.login().await;
     let old = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
-    stack
-        .provider
-        .fail_next(&[Failure::Status(503), Failure::Status(500), Failure::Status(429)]);
+    stack.provider.fail_next(&[Failure::Status(500)]);
 
-    // Under 5 minutes left: a refresh is tried, fails three times, the still-valid old token is served.
+    // Under 5 minutes left: a refresh is tried once. A 500 after the request was sent may come from a
+    // provider that rotated the token, so it is not sent again; the still-valid old token is served.
     stack.clock.advance(3400);
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(access_token_of(resp).await, old);
-    assert_eq!(stack.provider.counters().refreshes, 3, "bounded retries");
-    assert!(
-        stack.credential(&user.user_id).await.unwrap().lease.is_none(),
-        "lease released"
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        1,
+        "no second use of the refresh token"
+    );
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert!(item.lease.is_none(), "lease given back");
+    assert_eq!(item.refresh_failures, 1);
+    assert!(item.rotation_unconfirmed_at.is_some(), "the rotation is in doubt");
+    backoff_left_secs(&stack, &user.user_id).await;
+
+    // Backing off: the next fetches are served the old token and the provider is left alone.
+    for _ in 0..3 {
+        let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+        assert_eq!(access_token_of(resp).await, old);
+    }
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        1,
+        "no provider call during the backoff"
     );
 
-    // Provider back: the next fetch refreshes at once, with the refresh token that was never consumed.
+    // Past the backoff, with the provider back: the refresh token was never spent, and it refreshes.
+    stack.clock.advance(2);
     let fresh = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
     assert_ne!(fresh, old);
+    assert_eq!(stack.provider.counters().refreshes, 2);
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(item.next_attempt_at_ms, None, "a success ends the backoff");
+    assert_eq!(item.refresh_failures, 0);
+    assert_eq!(item.rotation_unconfirmed_at, None, "and confirms the rotation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_outage_with_an_expired_token_is_503_with_retry_after() {
     let (stack, user) = stack_with_expired_login().await;
+    // 429: the provider says it did nothing and to come back, so the holder tries again within its
+    // lease, up to the attempt limit.
     stack
         .provider
-        .fail_next(&[Failure::Status(503), Failure::Status(503), Failure::Status(503)]);
+        .fail_next(&[Failure::Status(429), Failure::Status(429), Failure::Status(429)]);
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(resp.status(), 503);
-    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        3,
+        "429 is retried, up to the limit"
+    );
+    let told = retry_after(&resp);
+    assert_eq!(
+        told,
+        backoff_left_secs(&stack, &user.user_id).await,
+        "callers are told the stored backoff"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errorCode"], "provider_unavailable");
-    assert!(
-        stack.credential(&user.user_id).await.unwrap().lease.is_none(),
-        "lease released"
+    let item = stack.credential(&user.user_id).await.unwrap();
+    assert!(item.lease.is_none(), "lease given back");
+    assert_eq!(
+        item.rotation_unconfirmed_at, None,
+        "a 429 says nothing was done: the rotation is not in doubt"
     );
-    // Once the provider is back, the same credential refreshes normally.
+
+    // During the backoff: 503 again, and no provider call.
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 503);
+    assert!((1..=told).contains(&retry_after(&resp)));
+    assert_eq!(stack.provider.counters().refreshes, 3);
+
+    // Once the backoff has passed and the provider is back, the same credential refreshes normally.
+    stack.clock.advance(told);
     access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
     assert_eq!(stack.provider.counters().refreshes, 4);
 }
@@ -210,7 +267,7 @@ async fn provider_timeout_is_not_retried_and_releases_the_lease() {
     let started = Instant::now();
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(resp.status(), 503);
-    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(retry_after(&resp), backoff_left_secs(&stack, &user.user_id).await);
     // One attempt only: the provider may have rotated the token before the answer was lost.
     assert_eq!(stack.provider.counters().refreshes, 1);
     assert!(

@@ -44,11 +44,11 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     // Refresh with rotation, an outage, a dead grant.
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
-    stack
-        .provider
-        .fail_next(&[Failure::Status(503), Failure::Status(503), Failure::Status(503)]);
+    stack.provider.fail_next(&[Failure::Status(503)]);
     stack.clock.advance(3400);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
+    // Past the backoff that outage set.
+    stack.clock.advance(2);
     stack.provider.fail_next(&[Failure::InvalidGrant]);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 409);
     // A bad bearer token and a replayed callback.

@@ -153,7 +153,7 @@ async fn disconnect(
             "connections:credentials:delete",
         )
         .await?;
-        vault::disconnect(&services, &connection_id, &user_id).await
+        Ok(services.refresh.disconnect(&connection_id, &user_id).await?)
     }
     .await;
     let mut event = AuditEvent::new(
@@ -195,7 +195,14 @@ async fn read(
             audit::while_reading(
                 services,
                 event,
-                vault::fresh_access_token(services, connection_id, user_id, min_validity),
+                async {
+                    Ok::<_, ApiError>(
+                        services
+                            .refresh
+                            .fresh_access_token(connection_id, user_id, min_validity)
+                            .await?,
+                    )
+                },
                 |token| token.refreshed,
             )
             .await

@@ -144,6 +144,45 @@ impl<'a> Binding<'a> {
     }
 }
 
+/// A data key ready to seal values for one encryption context, with no KMS call left to make.
+pub struct Sealer {
+    format: u8,
+    aad: String,
+    wrapped: Vec<u8>,
+    key: Arc<LessSafeKey>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce_bytes = crate::random::random_bytes(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).map_err(|_| CryptoError::Malformed)?;
+        let wrapped_len = u16::try_from(self.wrapped.len()).map_err(|_| CryptoError::Malformed)?;
+        let header_len = 3 + self.wrapped.len() + NONCE_LEN;
+        // Encrypted in the buffer that is returned, sized so it never reallocates: no copy of the
+        // plaintext is left behind, even when sealing fails half-way.
+        let mut out = Zeroizing::new(Vec::with_capacity(header_len + plaintext.len() + AES_256_GCM.tag_len()));
+        out.push(self.format);
+        out.extend_from_slice(&wrapped_len.to_be_bytes());
+        out.extend_from_slice(&self.wrapped);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(self.aad.as_bytes()), &mut out[header_len..])
+            .map_err(|_| CryptoError::Malformed)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(std::mem::take(&mut *out))
+    }
+}
+
 pub struct Envelope {
     kms: aws_sdk_kms::Client,
     key_id: String,
@@ -167,32 +206,28 @@ impl Envelope {
     }
 
     pub async fn seal(&self, ctx: &EncryptionContext, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.seal_bound(&Binding::for_sealing(ctx), plaintext).await
+        self.sealer(ctx).await?.seal(plaintext)
     }
 
-    async fn seal_bound(&self, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Everything sealing a value under `ctx` needs from KMS, obtained now (from the cache or one
+    /// `GenerateDataKey`): the refresh protocol takes it before calling the provider, so nothing
+    /// between the provider's answer and the commit can fail on KMS.
+    pub async fn sealer(&self, ctx: &EncryptionContext) -> Result<Sealer, CryptoError> {
+        self.sealer_bound(&Binding::for_sealing(ctx)).await
+    }
+
+    async fn sealer_bound(&self, binding: &Binding<'_>) -> Result<Sealer, CryptoError> {
         let cache_key = binding.cache_key();
         let (wrapped, key) = match self.cache.for_sealing(&cache_key) {
             Some(found) => found,
             None => self.generate_data_key(binding, &cache_key).await?,
         };
-        let nonce_bytes = crate::random::random_bytes(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).map_err(|_| CryptoError::Malformed)?;
-        let wrapped_len = u16::try_from(wrapped.len()).map_err(|_| CryptoError::Malformed)?;
-        let header_len = 3 + wrapped.len() + NONCE_LEN;
-        // Encrypted in the buffer that is returned, sized so it never reallocates: no copy of the
-        // plaintext is left behind, even when sealing fails half-way.
-        let mut out = Zeroizing::new(Vec::with_capacity(header_len + plaintext.len() + AES_256_GCM.tag_len()));
-        out.push(binding.format());
-        out.extend_from_slice(&wrapped_len.to_be_bytes());
-        out.extend_from_slice(&wrapped);
-        out.extend_from_slice(&nonce_bytes);
-        out.extend_from_slice(plaintext);
-        let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(binding.aad().as_bytes()), &mut out[header_len..])
-            .map_err(|_| CryptoError::Malformed)?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(std::mem::take(&mut *out))
+        Ok(Sealer {
+            format: binding.format(),
+            aad: binding.aad(),
+            wrapped,
+            key,
+        })
     }
 
     /// The plaintext, in a buffer that is zeroed when dropped and redacted in `Debug`.
@@ -506,7 +541,12 @@ mod tests {
         let old = Binding { ctx: &a, scope: None };
         let key = Arc::new(aes_key(&[5; 32]).unwrap());
         envelope.cache.insert(&old.cache_key(), vec![5; 16], key);
-        let sealed = envelope.seal_bound(&old, b"old-verifier").await.unwrap();
+        let sealed = envelope
+            .sealer_bound(&old)
+            .await
+            .unwrap()
+            .seal(b"old-verifier")
+            .unwrap();
         assert_eq!(sealed[0], FORMAT_ITEM_KEY);
         let opened = envelope.open_str(&a, &sealed).await.expect("format 1 opens as before");
         assert_eq!(opened.expose_secret(), "old-verifier");

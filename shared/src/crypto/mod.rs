@@ -11,7 +11,7 @@ mod data_key_cache;
 mod envelope;
 
 pub use data_key_cache::DataKeyCache;
-pub use envelope::{EncryptionContext, Envelope, PartitionScope};
+pub use envelope::{EncryptionContext, Envelope, PartitionScope, Sealer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {

@@ -29,17 +29,53 @@ pub enum ProviderError {
     Transient {
         reason: String,
         retry_after: Option<Duration>,
-        retryable: bool,
+        delivery: Delivery,
     },
 }
 
+/// What a failed request says about the provider's side: whether sending it again is safe. For a
+/// refresh this is the whole question, since a provider with reuse detection revokes the token family
+/// when a rotated refresh token comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It never reached the provider (the connection could not be made): safe to send again.
+    NotSent,
+    /// The provider answered that it did nothing and to try again (429, or 503 with `Retry-After`).
+    RetryLater,
+    /// The provider answered with a refusal that is not a dead grant (another 4xx): it did nothing.
+    Refused,
+    /// Sent, and no trustworthy answer came back (a timeout, a reset, another 5xx, an unreadable
+    /// success): the provider may have acted, for a refresh may have rotated the refresh token.
+    Unknown,
+}
+
 impl ProviderError {
-    fn transient(reason: impl Into<String>, retryable: bool) -> Self {
+    fn transient(reason: impl Into<String>, delivery: Delivery) -> Self {
         ProviderError::Transient {
             reason: reason.into(),
             retry_after: None,
-            retryable,
+            delivery,
         }
+    }
+
+    /// What the failure says about the provider's side (`Unknown` for none: a refusal is an answer).
+    pub fn delivery(&self) -> Option<Delivery> {
+        match self {
+            ProviderError::Permanent { .. } => None,
+            ProviderError::Transient { delivery, .. } => Some(*delivery),
+        }
+    }
+}
+
+/// A send error: a connection that could not be made never reached the provider; anything after
+/// that (a timeout, a reset while waiting) may have.
+fn send_failure(e: &reqwest::Error) -> ProviderError {
+    if e.is_connect() {
+        ProviderError::transient("connection failed", Delivery::NotSent)
+    } else if e.is_timeout() {
+        ProviderError::transient("timeout", Delivery::Unknown)
+    } else {
+        ProviderError::transient("connection lost", Delivery::Unknown)
     }
 }
 
@@ -121,8 +157,9 @@ impl ProviderClient {
         self.token_request(connection, &params).await
     }
 
-    /// Uses a refresh token, retrying 5xx/429/connection failures with jittered backoff. A timeout is not
-    /// retried: the provider may have rotated the token already, and a second use could revoke the family.
+    /// Uses a refresh token, once. Whether to try again is the refresh protocol's decision (vault.rs):
+    /// only a request that provably did not reach the provider, or that it asked to repeat, may be sent
+    /// again, and only while the lease covers it; `ProviderError::delivery` tells which.
     pub async fn refresh(
         &self,
         connection: &Connection,
@@ -134,21 +171,7 @@ impl ProviderClient {
             ("client_id", &connection.client_id),
             ("client_secret", connection.client_secret.expose_secret()),
         ];
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.token_request(connection, &params).await {
-                Err(ProviderError::Transient {
-                    retryable: true,
-                    reason,
-                    ..
-                }) if attempt < self.attempts => {
-                    tracing::warn!(connection_id = %connection.connection_id, attempt, reason = %reason, "provider refresh failed, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        self.token_request(connection, &params).await
     }
 
     async fn token_request(
@@ -170,13 +193,7 @@ impl ProviderClient {
                 req.json(&body)
             }
         };
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ProviderError::transient("timeout", false)
-            } else {
-                ProviderError::transient("connection failed", true)
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| send_failure(&e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -184,7 +201,7 @@ impl ProviderClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        // Never retried: a refused 200 may carry a rotated refresh token the provider now considers used.
+        // An answer that cannot be read may have been a success carrying a rotated refresh token.
         let body = read_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await.map_err(|e| {
             ProviderError::transient(
                 match e {
@@ -192,7 +209,7 @@ impl ProviderClient {
                     BodyError::Timeout => "timeout reading response",
                     BodyError::Interrupted | BodyError::NotJson => "response interrupted",
                 },
-                false,
+                Delivery::Unknown,
             )
         })?;
         if (200..300).contains(&status) {
@@ -202,23 +219,7 @@ impl ProviderClient {
             .ok()
             .and_then(|e| e.error)
             .map(|e| sanitize_code(&e));
-        match (status, error) {
-            (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => {
-                Err(ProviderError::Permanent { status, error })
-            }
-            (429 | 500..=599, error) => Err(ProviderError::Transient {
-                reason: format!("HTTP {status}{}", error.map(|e| format!(" {e}")).unwrap_or_default()),
-                retry_after,
-                retryable: true,
-            }),
-            (_, error) => Err(ProviderError::transient(
-                format!(
-                    "unexpected HTTP {status}{}",
-                    error.map(|e| format!(" {e}")).unwrap_or_default()
-                ),
-                false,
-            )),
-        }
+        Err(failure_answer(status, error, retry_after))
     }
 
     /// Who the user is, for providers without id_tokens: their user endpoint's JSON object, with
@@ -235,13 +236,11 @@ impl ProviderClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| {
-                ProviderError::transient(if e.is_timeout() { "timeout" } else { "connection failed" }, false)
-            })?;
+            .map_err(|e| send_failure(&e))?;
         if !resp.status().is_success() {
             return Err(ProviderError::transient(
                 format!("user endpoint answered HTTP {}", resp.status().as_u16()),
-                false,
+                Delivery::Refused,
             ));
         }
         let mut claims: serde_json::Map<String, serde_json::Value> =
@@ -253,7 +252,7 @@ impl ProviderClient {
                         BodyError::Interrupted => "user endpoint answer interrupted",
                         BodyError::NotJson => "user endpoint did not answer a JSON object",
                     },
-                    false,
+                    Delivery::Unknown,
                 )
             })?;
         if !claims.contains_key("sub")
@@ -265,7 +264,7 @@ impl ProviderClient {
                 _ => {
                     return Err(ProviderError::transient(
                         "user endpoint's id is not a string or number",
-                        false,
+                        Delivery::Refused,
                     ));
                 }
             };
@@ -292,10 +291,7 @@ impl ProviderClient {
         loop {
             attempt += 1;
             let result = match self.http.post(revocation_url).form(&params).send().await {
-                Err(e) => Err(ProviderError::transient(
-                    if e.is_timeout() { "timeout" } else { "connection failed" },
-                    true,
-                )),
+                Err(e) => Err(send_failure(&e)),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     // The status is the whole answer; the body is only drained (capped) so a small
@@ -305,13 +301,20 @@ impl ProviderClient {
                         200..=299 => Ok(()),
                         status => Err(ProviderError::transient(
                             format!("revocation answered HTTP {status}"),
-                            status >= 500 || status == 429,
+                            if status >= 500 || status == 429 {
+                                Delivery::RetryLater
+                            } else {
+                                Delivery::Refused
+                            },
                         )),
                     }
                 }
             };
             match result {
-                Err(ProviderError::Transient { retryable: true, .. }) if attempt < self.attempts => {
+                // Revoking twice is harmless: everything but a refusal is tried again.
+                Err(ProviderError::Transient { delivery, .. })
+                    if delivery != Delivery::Refused && attempt < self.attempts =>
+                {
                     tokio::time::sleep(backoff(attempt)).await
                 }
                 other => return other,
@@ -320,13 +323,38 @@ impl ProviderClient {
     }
 }
 
+/// A non-2xx answer: a dead grant, or a transient failure that says whether the provider acted.
+fn failure_answer(status: u16, error: Option<String>, retry_after: Option<Duration>) -> ProviderError {
+    let reason = format!(
+        "HTTP {status}{}",
+        error.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
+    );
+    let delivery = match (status, error) {
+        (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => {
+            return ProviderError::Permanent { status, error };
+        }
+        // 429 says the request was not processed; a 503 that names when to come back says the same.
+        (429, _) => Delivery::RetryLater,
+        (503, _) if retry_after.is_some() => Delivery::RetryLater,
+        // Any other 5xx may come from a gateway after the provider acted (502, 504), or from the
+        // provider failing after it rotated.
+        (500..=599, _) => Delivery::Unknown,
+        (_, _) => Delivery::Refused,
+    };
+    ProviderError::Transient {
+        reason,
+        retry_after,
+        delivery,
+    }
+}
+
 fn parse_success(body: &[u8]) -> Result<TokenResponse, ProviderError> {
     let raw: RawTokenResponse = serde_json::from_slice(body)
-        .map_err(|_| ProviderError::transient("token response is not the expected JSON", false))?;
+        .map_err(|_| ProviderError::transient("token response is not the expected JSON", Delivery::Unknown))?;
     if raw.access_token.is_empty() {
         return Err(ProviderError::transient(
             "token response has an empty access_token",
-            false,
+            Delivery::Unknown,
         ));
     }
     let expires_in = match raw.expires_in {
@@ -354,7 +382,7 @@ fn sanitize_code(code: &str) -> String {
 }
 
 /// Jittered exponential backoff before retry `attempt + 1`.
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     crate::random::jittered_backoff(BACKOFF_BASE, BACKOFF_CAP, attempt.saturating_sub(1))
 }
 
@@ -406,6 +434,41 @@ mod tests {
         assert!(is_acceptable_provider_url("http://127.0.0.1:8080/token", true));
         assert!(!is_acceptable_provider_url("http://10.0.0.1/token", true));
         assert!(!is_acceptable_provider_url("ftp://x/token", true));
+    }
+
+    #[test]
+    fn only_answers_that_say_nothing_happened_may_be_sent_again() {
+        let delivery = |status, error: Option<&str>, retry_after: Option<u64>| {
+            failure_answer(status, error.map(String::from), retry_after.map(Duration::from_secs)).delivery()
+        };
+        assert_eq!(delivery(429, None, None), Some(Delivery::RetryLater));
+        assert_eq!(delivery(429, None, Some(3)), Some(Delivery::RetryLater));
+        assert_eq!(delivery(503, None, Some(3)), Some(Delivery::RetryLater));
+        // No Retry-After: a 503 may come from a gateway after the provider acted, like 500, 502, 504.
+        for status in [500, 502, 503, 504] {
+            assert_eq!(delivery(status, None, None), Some(Delivery::Unknown), "{status}");
+        }
+        assert_eq!(delivery(502, None, Some(3)), Some(Delivery::Unknown));
+        assert_eq!(delivery(400, Some("invalid_request"), None), Some(Delivery::Refused));
+        assert_eq!(delivery(403, None, None), Some(Delivery::Refused));
+        for error in PERMANENT_ERRORS {
+            assert_eq!(delivery(400, Some(error), None), None, "{error}");
+            assert_eq!(delivery(401, Some(error), None), None, "{error}");
+        }
+        // A dead-grant code on a 5xx is the gateway's or the provider's failure, not an answer.
+        assert_eq!(delivery(500, Some("invalid_grant"), None), Some(Delivery::Unknown));
+        match failure_answer(429, None, Some(Duration::from_secs(7))) {
+            ProviderError::Transient { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_success_may_have_rotated_the_token() {
+        for body in [&b"not json"[..], br#"{"access_token": ""}"#] {
+            let err = parse_success(body).unwrap_err();
+            assert_eq!(err.delivery(), Some(Delivery::Unknown));
+        }
     }
 
     #[test]

@@ -21,6 +21,13 @@ const COMMIT_REFRESH: &str = "leaseOwner = :me AND tokenVersion = :v";
 const RENEW_LEASE: &str = "leaseOwner = :me AND tokenVersion = :v";
 /// Only the owner releases a lease (Nango's lock was released by anyone).
 const RELEASE_LEASE: &str = "leaseOwner = :me";
+/// A failed attempt is recorded by the holder, on the version it tried.
+const RECORD_FAILURE: &str = "leaseOwner = :me AND tokenVersion = :v";
+/// The refresh-protocol state a commit or a login clears: the backoff after failures, and the mark
+/// that a refresh may have rotated the token without its answer being saved.
+const ATTR_NEXT_ATTEMPT: &str = "nextAttemptAtMs";
+const ATTR_FAILURES: &str = "refreshFailures";
+const ATTR_UNCONFIRMED: &str = "rotationUnconfirmedAt";
 /// A credential is declared dead only by the holder that saw the provider refuse this very version.
 const MARK_REAUTH: &str = "leaseOwner = :me AND tokenVersion = :v";
 const CREATE: &str = "attribute_not_exists(pk)";
@@ -72,6 +79,24 @@ pub struct CredentialItem {
     /// The endpoints, client and connection generation its refresh token was issued under; `None`
     /// for items stored before credentials recorded them (until `migrate-security` pins them).
     pub issued_under: Option<IssuedUnder>,
+    /// The refresh backoff: after transient provider failures no instance calls the provider before
+    /// this (epoch ms). The issue's `nextAttemptAt`.
+    pub next_attempt_at_ms: Option<i64>,
+    /// Transient provider failures since the last success: the exponent of the backoff.
+    pub refresh_failures: u32,
+    /// Set (epoch seconds) when a refresh may have reached the provider without its answer being
+    /// saved: a holder lost the answer, or died holding the lease. If the provider then refuses the
+    /// refresh token, the rotation was lost (`rotation_lost`), not revoked by the user.
+    pub rotation_unconfirmed_at: Option<i64>,
+}
+
+/// A transient provider failure, recorded by the lease holder as it gives the lease back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// No provider call before this (epoch ms).
+    pub next_attempt_at_ms: i64,
+    /// The request was sent and no trustworthy answer came back.
+    pub may_have_rotated: bool,
 }
 
 impl fmt::Debug for CredentialItem {
@@ -85,6 +110,9 @@ impl fmt::Debug for CredentialItem {
             .field("lease", &self.lease)
             .field("status", &self.status)
             .field("issued_under", &self.issued_under)
+            .field("next_attempt_at_ms", &self.next_attempt_at_ms)
+            .field("refresh_failures", &self.refresh_failures)
+            .field("rotation_unconfirmed_at", &self.rotation_unconfirmed_at)
             .finish()
     }
 }
@@ -254,6 +282,12 @@ fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
         lease,
         status,
         issued_under: issued_under_from(item)?,
+        next_attempt_at_ms: opt_n(item, ATTR_NEXT_ATTEMPT)?,
+        refresh_failures: opt_n(item, ATTR_FAILURES)?
+            .map(|f| u32::try_from(f).map_err(|_| StoreError::Malformed(format!("{ATTR_FAILURES} out of range"))))
+            .transpose()?
+            .unwrap_or(0),
+        rotation_unconfirmed_at: opt_n(item, ATTR_UNCONFIRMED)?,
     })
 }
 
@@ -311,7 +345,14 @@ pub async fn save_after_login(
                 "#status = :active",
                 "updatedAt = :now",
             ];
-            let mut remove = vec!["leaseOwner", "leaseExpiresAtMs", "reauthReason"];
+            let mut remove = vec![
+                "leaseOwner",
+                "leaseExpiresAtMs",
+                "reauthReason",
+                ATTR_NEXT_ATTEMPT,
+                ATTR_FAILURES,
+                ATTR_UNCONFIRMED,
+            ];
             // A login's tokens were issued under the connection as it is now.
             let (pin_set, pin_remove, pin_values) = pin_values(issued);
             set.extend(pin_set);
@@ -370,23 +411,31 @@ pub async fn claim_lease(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<bool, StoreError> {
-    let result = table
+    // A lease that ran out was neither committed nor given back: its holder died or stalled, maybe
+    // after the provider rotated the token.
+    let update = if item.lease.is_some() {
+        "SET leaseOwner = :me, leaseExpiresAtMs = :until, rotationUnconfirmedAt = if_not_exists(rotationUnconfirmedAt, :now_s)"
+    } else {
+        "SET leaseOwner = :me, leaseExpiresAtMs = :until"
+    };
+    let mut req = table
         .client
         .update_item()
         .table_name(&table.name)
         .key("pk", s(pk(&item.connection_id)))
         .key("sk", s(sk(&item.user_id)))
-        .update_expression("SET leaseOwner = :me, leaseExpiresAtMs = :until")
+        .update_expression(update)
         .condition_expression(CLAIM_LEASE)
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":me", s(owner))
         .expression_attribute_values(":until", n(now_ms + lease_ms))
         .expression_attribute_values(":v", n(item.token_version))
         .expression_attribute_values(":active", s(CredentialStatus::Active.as_str()))
-        .expression_attribute_values(":now", n(now_ms))
-        .send()
-        .await;
-    condition_outcome("UpdateItem", result)
+        .expression_attribute_values(":now", n(now_ms));
+    if item.lease.is_some() {
+        req = req.expression_attribute_values(":now_s", n(now_ms / 1000));
+    }
+    condition_outcome("UpdateItem", req.send().await)
 }
 
 /// Commits refreshed tokens as `version + 1` and drops the lease. `Ok(false)`: we no longer own the
@@ -429,8 +478,46 @@ pub async fn commit_refresh(
         set.push("tokenScope = :scope");
         req = req.expression_attribute_values(":scope", s(scope));
     }
-    let expr = format!("SET {} REMOVE leaseOwner, leaseExpiresAtMs", set.join(", "));
+    let expr = format!(
+        "SET {} REMOVE leaseOwner, leaseExpiresAtMs, {ATTR_NEXT_ATTEMPT}, {ATTR_FAILURES}, {ATTR_UNCONFIRMED}",
+        set.join(", ")
+    );
     condition_outcome("UpdateItem", req.update_expression(expr).send().await)
+}
+
+/// Gives the lease back after a transient provider failure, recording the backoff (one more failure)
+/// and, when the request may have reached the provider, that a rotation may be unconfirmed.
+/// `Ok(false)`: the lease on that version is no longer ours.
+pub async fn record_failed_attempt(
+    table: &Table,
+    item: &CredentialItem,
+    owner: &str,
+    failed: FailedAttempt,
+    now_secs: i64,
+) -> Result<bool, StoreError> {
+    let mut update = format!("SET {ATTR_NEXT_ATTEMPT} = :next, {ATTR_FAILURES} = :failures");
+    if failed.may_have_rotated {
+        update.push_str(&format!(
+            ", {ATTR_UNCONFIRMED} = if_not_exists({ATTR_UNCONFIRMED}, :now)"
+        ));
+    }
+    update.push_str(" REMOVE leaseOwner, leaseExpiresAtMs");
+    let mut req = table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+        .update_expression(update)
+        .condition_expression(RECORD_FAILURE)
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":v", n(item.token_version))
+        .expression_attribute_values(":next", n(failed.next_attempt_at_ms))
+        .expression_attribute_values(":failures", n(i64::from(item.refresh_failures.saturating_add(1))));
+    if failed.may_have_rotated {
+        req = req.expression_attribute_values(":now", n(now_secs));
+    }
+    condition_outcome("UpdateItem", req.send().await)
 }
 
 /// Extends our lease to `now_ms + lease_ms`. `Ok(false)`: it is no longer ours on that version.
@@ -596,6 +683,14 @@ pub trait CredentialRepository: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn release_lease<'a>(&'a self, item: &'a CredentialItem, owner: &'a str)
     -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Gives the lease back after a transient provider failure, recording the backoff.
+    fn record_failed_attempt<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        failed: FailedAttempt,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn mark_reauth_required<'a>(
         &'a self,
         item: &'a CredentialItem,
@@ -615,13 +710,13 @@ pub trait CredentialRepository: Send + Sync + 'static {
         issued: &'a IssuedUnder,
         now_secs: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Seals tokens for the credential of (connection, user), ready to be written.
-    fn seal<'a>(
+    /// The data keys to seal new tokens for the credential of (connection, user), obtained now: the
+    /// refresh protocol takes them before the provider call, so sealing its answer needs no KMS.
+    fn sealer<'a>(
         &'a self,
         connection_id: &'a str,
         user_id: &'a str,
-        tokens: PlainTokens,
-    ) -> BoxFuture<'a, Result<NewTokens, RepositoryError>>;
+    ) -> BoxFuture<'a, Result<Box<dyn TokenSealer>, RepositoryError>>;
     fn open_access_token<'a>(
         &'a self,
         item: &'a CredentialItem,
@@ -641,18 +736,6 @@ pub struct DynamoCredentials {
 impl DynamoCredentials {
     pub fn new(table: Table, envelope: std::sync::Arc<crate::crypto::Envelope>) -> Self {
         Self { table, envelope }
-    }
-
-    async fn seal_one(
-        &self,
-        connection_id: &str,
-        user_id: &str,
-        attribute: &'static str,
-        value: &secrecy::SecretString,
-    ) -> Result<Vec<u8>, RepositoryError> {
-        use secrecy::ExposeSecret;
-        let ctx = context(&self.table, connection_id, user_id, attribute);
-        Ok(self.envelope.seal_str(&ctx, value.expose_secret()).await?)
     }
 }
 
@@ -703,6 +786,16 @@ impl CredentialRepository for DynamoCredentials {
         Box::pin(release_lease(&self.table, item, owner))
     }
 
+    fn record_failed_attempt<'a>(
+        &'a self,
+        item: &'a CredentialItem,
+        owner: &'a str,
+        failed: FailedAttempt,
+        now_secs: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(record_failed_attempt(&self.table, item, owner, failed, now_secs))
+    }
+
     fn mark_reauth_required<'a>(
         &'a self,
         item: &'a CredentialItem,
@@ -741,28 +834,19 @@ impl CredentialRepository for DynamoCredentials {
         ))
     }
 
-    fn seal<'a>(
+    fn sealer<'a>(
         &'a self,
         connection_id: &'a str,
         user_id: &'a str,
-        tokens: PlainTokens,
-    ) -> BoxFuture<'a, Result<NewTokens, RepositoryError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn TokenSealer>, RepositoryError>> {
         Box::pin(async move {
-            let access_token = self
-                .seal_one(connection_id, user_id, ATTR_ACCESS_TOKEN, &tokens.access_token)
-                .await?;
-            let refresh_token = match &tokens.refresh_token {
-                Some(rt) => Some(self.seal_one(connection_id, user_id, ATTR_REFRESH_TOKEN, rt).await?),
-                None => None,
-            };
-            Ok(NewTokens {
-                access_token,
-                refresh_token,
-                access_expires_at: tokens.access_expires_at,
-                access_issued_at: tokens.access_issued_at,
-                token_type: tokens.token_type,
-                scope: tokens.scope,
-            })
+            let access = context(&self.table, connection_id, user_id, ATTR_ACCESS_TOKEN);
+            let refresh = context(&self.table, connection_id, user_id, ATTR_REFRESH_TOKEN);
+            let sealer: Box<dyn TokenSealer> = Box::new(EnvelopeSealer {
+                access: self.envelope.sealer(&access).await?,
+                refresh: self.envelope.sealer(&refresh).await?,
+            });
+            Ok(sealer)
         })
     }
 
@@ -786,6 +870,37 @@ impl CredentialRepository for DynamoCredentials {
             };
             let ctx = context(&self.table, &item.connection_id, &item.user_id, ATTR_REFRESH_TOKEN);
             Ok(Some(self.envelope.open_str(&ctx, sealed).await?))
+        })
+    }
+}
+
+/// Seals a credential's new tokens with data keys obtained beforehand: no KMS call, so nothing
+/// between a provider's answer and the commit can fail on KMS.
+pub trait TokenSealer: Send + Sync {
+    fn seal(&self, tokens: PlainTokens) -> Result<NewTokens, RepositoryError>;
+}
+
+/// The sealers of one credential's two secret attributes.
+struct EnvelopeSealer {
+    access: crate::crypto::Sealer,
+    refresh: crate::crypto::Sealer,
+}
+
+impl TokenSealer for EnvelopeSealer {
+    fn seal(&self, tokens: PlainTokens) -> Result<NewTokens, RepositoryError> {
+        use secrecy::ExposeSecret;
+        let access_token = self.access.seal(tokens.access_token.expose_secret().as_bytes())?;
+        let refresh_token = match &tokens.refresh_token {
+            Some(rt) => Some(self.refresh.seal(rt.expose_secret().as_bytes())?),
+            None => None,
+        };
+        Ok(NewTokens {
+            access_token,
+            refresh_token,
+            access_expires_at: tokens.access_expires_at,
+            access_issued_at: tokens.access_issued_at,
+            token_type: tokens.token_type,
+            scope: tokens.scope,
         })
     }
 }
