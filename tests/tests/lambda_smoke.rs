@@ -132,7 +132,19 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
     );
     let (status, body) = invoker.invoke_event("credential-fetch", &event).await;
     assert_eq!(status, 200, "user fetch through the runtime: {body}");
-    assert!(body["accessToken"].is_string(), "{body}");
+    // The credential the login stored, opened by the runtime's own KMS and DynamoDB clients.
+    let token = body["accessToken"].as_str().unwrap_or_default().to_string();
+    assert!(
+        stack.provider.issued_secrets().contains(&token),
+        "a token the provider issued: {body}"
+    );
+    let through_gateway = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    let through_gateway: Value = through_gateway.json().await.unwrap();
+    assert_eq!(
+        through_gateway["accessToken"],
+        token.as_str(),
+        "the same stored credential"
+    );
 
     // The administrator as a service client: a check on a `%2F`-encoded resource, and a listing
     // asked for with the trailing slash the JS SDK sends.

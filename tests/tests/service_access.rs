@@ -168,6 +168,48 @@ async fn credential_fetch_authorization_matrix() {
     );
 }
 
+/// The revocation bound itself: a grant revoked by another instance (here the stack's own, which no
+/// request is routed to) leaves the serving instance's cached policy alone, so the revoked grant is
+/// still honoured there, but only until the cache is `grant_cache_max_age` old. The test clock ages
+/// the cache; nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_revoked_elsewhere_stops_working_once_the_cache_bound_has_passed() {
+    let stack = LocalStack::start(StackOptions {
+        instances: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let bound = stack.config.grant_cache_max_age;
+    assert!(
+        bound >= Duration::from_secs(2),
+        "the deployed default, long enough to see the cache"
+    );
+    let alice = stack.login().await;
+    let (client_id, key) = stack.new_client("backend").await;
+    reader_role(&stack).await;
+    grant(&stack, "rec_backend", &client_id, "ro_reader", "Connections/con_demo").await;
+    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&alice.user_id));
+    let fetch = || async { stack.call("GET", &path, Some(&stack.client_token(&key)), None).await.0 };
+    // The serving instance made the grant itself, so its next check sees it (and caches the policy).
+    assert_eq!(fetch().await, 200, "granted");
+
+    credvault::access::admin::delete_record(&stack.services, "rec_backend")
+        .await
+        .expect("revoke through another instance");
+    assert_eq!(
+        fetch().await,
+        200,
+        "premise: the serving instance still answers from the policy it cached before the revocation"
+    );
+    stack.clock.advance(bound.as_secs() as i64 + 1);
+    assert_eq!(fetch().await, 403, "past the bound the revocation holds");
+    assert_eq!(
+        stack.call("GET", &path, Some(&alice.access_token), None).await.0,
+        200,
+        "the user keeps access to their own"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_client_tokens_are_verified_strictly() {
     let stack = LocalStack::start(options()).await;
