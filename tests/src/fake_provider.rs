@@ -2,19 +2,24 @@
 //! (authorization_code, refresh_token), revocation, discovery and JWKS, with signed id_tokens.
 //!
 //! Knobs: refresh-token rotation, reuse detection (a reused rotated token revokes its whole family, as
-//! Salesforce and Auth0 do), access-token lifetime, injected failures, latency, oversized answers.
-//! Counters record every call served, and every secret it issued is remembered so tests can look for
-//! leaks.
+//! Salesforce and Auth0 do), access-token lifetime, injected failures (before acting, or after the
+//! refresh was performed so the answer is lost), random failures for chaos runs, latency, oversized
+//! answers, secret-echoing error bodies, and a strict JSON dialect. Counters record every call served,
+//! and every secret it issued is remembered so tests can look for leaks; issued access tokens are
+//! remembered with their lifetime so a test can ask whether one is accepted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +38,30 @@ pub enum Failure {
     /// Never answers in time (sleeps far past any client timeout).
     Hang,
     InvalidGrant,
+    /// Answers this status with `Retry-After: secs` (429, or 503: the provider says when to come back).
+    StatusRetryAfter(u16, u64),
+    /// Resets the connection without acting: nothing was spent.
+    Reset,
+    /// Performs the grant (the refresh token is spent, a new pair minted), then answers this status
+    /// instead: the answer, and the new refresh token in it, are lost.
+    RotateThenStatus(u16),
+    /// Performs the grant, then resets the connection.
+    RotateThenReset,
+    /// Waits this long, then serves the call, whether or not the client is still waiting: a real
+    /// provider finishes what it received.
+    Slow(Duration),
+}
+
+/// Failures drawn at random for a share of refresh-token calls (code exchanges are left alone, so
+/// logins keep working), up to a budget: the chaos suite's provider faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomFailures {
+    /// Share of refresh calls that fail, 0.0 to 1.0.
+    pub rate: f64,
+    /// At most this many failures in all; then the provider behaves.
+    pub budget: u32,
+    /// One is picked at random for each failing call.
+    pub failures: Vec<Failure>,
 }
 
 /// Ways the id_token of the next logins is wrong.
@@ -104,6 +133,13 @@ pub struct Knobs {
     pub oversized: Option<(Answer, Oversize)>,
     /// The id_token's `email_verified` claim; `None` leaves it out (as providers that never verify do).
     pub email_verified: Option<bool>,
+    /// Drawn for refresh calls, after the `fail_next` queue is empty.
+    pub random_failures: Option<RandomFailures>,
+    /// Token-endpoint error bodies quote the refresh token and client secret they were sent, as some
+    /// providers' debugging output does: whatever the vault logs or returns of them leaks.
+    pub echo_secrets_in_errors: bool,
+    /// Token requests that are not JSON are refused with 400 (a provider with a JSON-only dialect).
+    pub strict_json_token_requests: bool,
 }
 
 impl Default for Knobs {
@@ -119,6 +155,9 @@ impl Default for Knobs {
             failing_revocations: 0,
             oversized: None,
             email_verified: Some(true),
+            random_failures: None,
+            echo_secrets_in_errors: false,
+            strict_json_token_requests: false,
         }
     }
 }
@@ -134,6 +173,10 @@ pub struct Counters {
     pub jwks: u64,
     /// Bytes of inflated answers handed to the connection (padding and all).
     pub oversized_bytes_sent: u64,
+    /// Grants performed whose answer was then dropped on purpose (`RotateThen*`).
+    pub answers_lost: u64,
+    /// Connections reset on purpose.
+    pub resets: u64,
 }
 
 struct CodeGrant {
@@ -151,6 +194,12 @@ struct RefreshGrant {
     used: bool,
 }
 
+struct AccessGrant {
+    family: u64,
+    issued_at: SystemTime,
+    expires_at: SystemTime,
+}
+
 #[derive(Default)]
 struct ProviderState {
     knobs: Knobs,
@@ -165,6 +214,15 @@ struct ProviderState {
     issued_secrets: Vec<String>,
     /// The refresh tokens presented to the token endpoint, in order.
     refresh_tokens_presented: Vec<String>,
+    access_tokens: HashMap<String, AccessGrant>,
+    /// When each revoked family was revoked.
+    family_revoked_at: HashMap<u64, SystemTime>,
+    /// Reuses of rotated-away refresh tokens, by the subject they belong to.
+    reuse_by_subject: HashMap<String, u64>,
+    /// Told the peer address of every refresh call as it arrives.
+    refresh_watchers: Vec<tokio::sync::mpsc::UnboundedSender<SocketAddr>>,
+    /// `Slow` calls still being served.
+    slow_in_flight: u64,
 }
 
 struct Inner {
@@ -213,8 +271,13 @@ impl FakeProvider {
             .route("/jwks", get(jwks))
             .route("/userinfo", get(userinfo))
             .with_state(provider.clone());
+        let listener = ResettableListener(listener);
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<ProviderConnection>(),
+            )
+            .await;
         });
         provider
     }
@@ -258,6 +321,35 @@ impl FakeProvider {
             .refresh_tokens
             .get(token)
             .is_some_and(|g| !g.used && !state.revoked_families.contains(&g.family))
+    }
+
+    /// Was `token` an access token this provider accepted at some moment between `from` and `to`
+    /// (issued by then, not yet expired, its family not yet revoked)? A client that sent a request at
+    /// `from` and had the answer at `to` can ask this of the token it was given.
+    pub fn access_token_accepted_during(&self, token: &str, from: SystemTime, to: SystemTime) -> bool {
+        let state = self.state();
+        let Some(grant) = state.access_tokens.get(token) else {
+            return false;
+        };
+        let revoked_at = state.family_revoked_at.get(&grant.family);
+        grant.issued_at <= to && grant.expires_at > from && revoked_at.is_none_or(|at| *at > from)
+    }
+
+    /// Reuses of rotated-away refresh tokens, by the subject they were issued to.
+    pub fn reuse_by_subject(&self) -> HashMap<String, u64> {
+        self.state().reuse_by_subject.clone()
+    }
+
+    /// Every refresh call, as it arrives (before any latency or failure), sends its peer address here.
+    pub fn watch_refreshes(&self) -> tokio::sync::mpsc::UnboundedReceiver<SocketAddr> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state().refresh_watchers.push(tx);
+        rx
+    }
+
+    /// `Slow` calls not finished yet: they may still spend a refresh token.
+    pub fn slow_calls_in_flight(&self) -> u64 {
+        self.state().slow_in_flight
     }
 
     /// The refresh tokens that can still be used, newest last.
@@ -363,6 +455,42 @@ fn oauth_error(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({"error": error}))).into_response()
 }
 
+/// A token-endpoint error, quoting the secrets it was sent when the echo knob is on.
+fn token_error(
+    status: StatusCode,
+    error: &str,
+    params: &HashMap<String, String>,
+    echo: bool,
+    retry_after: Option<u64>,
+) -> Response {
+    let mut body = json!({"error": error});
+    if echo {
+        let quote = |name: &str| params.get(name).cloned().unwrap_or_default();
+        body["error_description"] = json!(format!(
+            "refused refresh_token={} client_secret={}",
+            quote("refresh_token"),
+            quote("client_secret")
+        ));
+    }
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// Takes one failure from the random knob, if this refresh call draws one.
+fn draw_random_failure(knobs: &mut Knobs) -> Option<Failure> {
+    let random = knobs.random_failures.as_mut()?;
+    if random.budget == 0 || random.failures.is_empty() || credvault::random::unit_fraction() >= random.rate {
+        return None;
+    }
+    random.budget -= 1;
+    let pick = (credvault::random::unit_fraction() * random.failures.len() as f64) as usize;
+    random.failures.get(pick.min(random.failures.len() - 1)).copied()
+}
+
 async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut state = p.state();
     state.counters.authorize += 1;
@@ -404,37 +532,68 @@ async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String
     (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
 }
 
-/// Reads a token request sent as a form or as JSON.
-fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
-    let is_json = headers
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Reads a token request sent as a form or as JSON.
+fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
+    if is_json(headers) {
         serde_json::from_slice::<HashMap<String, String>>(body).unwrap_or_default()
     } else {
         url::form_urlencoded::parse(body).into_owned().collect()
     }
 }
 
-async fn token(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(p): State<FakeProvider>,
+    ConnectInfo(conn): ConnectInfo<ProviderConnection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = token_params(&headers, &body);
-    let (latency, failure) = {
+    let is_refresh = params.get("grant_type").map(String::as_str) == Some("refresh_token");
+    let (latency, failure, echo, strict) = {
         let mut state = p.state();
-        match params.get("grant_type").map(String::as_str) {
-            Some("refresh_token") => state.counters.refreshes += 1,
-            _ => state.counters.code_exchanges += 1,
+        if is_refresh {
+            state.counters.refreshes += 1;
+            state.refresh_watchers.retain(|w| w.send(conn.peer).is_ok());
+        } else {
+            state.counters.code_exchanges += 1;
         }
-        (state.knobs.latency, state.failures.pop_front())
+        let mut failure = state.failures.pop_front();
+        if failure.is_none() && is_refresh {
+            failure = draw_random_failure(&mut state.knobs);
+        }
+        let knobs = &state.knobs;
+        (
+            knobs.latency,
+            failure,
+            knobs.echo_secrets_in_errors,
+            knobs.strict_json_token_requests,
+        )
     };
+    if strict && !is_json(&headers) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_request", &params, echo, None);
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let unavailable = |status: u16| StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match failure {
         Some(Failure::Status(status)) => {
-            return oauth_error(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            return token_error(unavailable(status), "temporarily_unavailable", &params, echo, None);
+        }
+        Some(Failure::StatusRetryAfter(status, secs)) => {
+            return token_error(
+                unavailable(status),
                 "temporarily_unavailable",
+                &params,
+                echo,
+                Some(secs),
             );
         }
         Some(Failure::Hang) => {
@@ -442,32 +601,77 @@ async fn token(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -
             return oauth_error(StatusCode::GATEWAY_TIMEOUT, "temporarily_unavailable");
         }
         Some(Failure::InvalidGrant) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            return token_error(StatusCode::BAD_REQUEST, "invalid_grant", &params, echo, None);
+        }
+        Some(Failure::Reset) => return reset(&p, &conn),
+        Some(Failure::RotateThenStatus(status)) => {
+            lose_answer(&p, serve_grant(&p, &params, echo));
+            return token_error(unavailable(status), "temporarily_unavailable", &params, echo, None);
+        }
+        Some(Failure::RotateThenReset) => {
+            lose_answer(&p, serve_grant(&p, &params, echo));
+            return reset(&p, &conn);
+        }
+        Some(Failure::Slow(delay)) => {
+            p.state().slow_in_flight += 1;
+            // Spawned, so the grant is performed even if the client gives up and this handler is dropped.
+            let provider = p.clone();
+            let served = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let resp = serve_grant(&provider, &params, echo);
+                provider.state().slow_in_flight -= 1;
+                resp
+            });
+            return served
+                .await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
         }
         None => {}
     }
-    if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+    serve_grant(&p, &params, echo)
+}
+
+/// The answer to a token request: the grant performed, or the error it ends in.
+fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool) -> Response {
+    let result = if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
         || params.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
     {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    }
-    match params.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => exchange_code(&p, &params),
-        Some("refresh_token") => refresh(&p, &params),
-        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        Err((StatusCode::UNAUTHORIZED, "invalid_client"))
+    } else {
+        match params.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => exchange_code(p, params),
+            Some("refresh_token") => refresh(p, params),
+            _ => Err((StatusCode::BAD_REQUEST, "unsupported_grant_type")),
+        }
+    };
+    result.unwrap_or_else(|(status, error)| token_error(status, error, params, echo, None))
+}
+
+/// Counts a performed grant whose answer is being thrown away.
+fn lose_answer(p: &FakeProvider, served: Response) {
+    if served.status().is_success() {
+        p.state().counters.answers_lost += 1;
     }
 }
 
-fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
+/// Marks the connection for a reset: the answer returned here is never written, the client sees
+/// the connection torn down instead.
+fn reset(p: &FakeProvider, conn: &ProviderConnection) -> Response {
+    p.state().counters.resets += 1;
+    conn.reset.store(true, Ordering::SeqCst);
+    StatusCode::BAD_GATEWAY.into_response()
+}
+
+fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Result<Response, (StatusCode, &'static str)> {
     let mut state = p.state();
     let Some(grant) = params.get("code").and_then(|c| state.codes.remove(c)) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     };
     let verifier = params.get("code_verifier").map(String::as_str).unwrap_or("");
     if credvault::oauth::pkce::s256_challenge(verifier) != grant.code_challenge
         || params.get("redirect_uri") != Some(&grant.redirect_uri)
     {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     }
     let family = state.next_family;
     state.next_family += 1;
@@ -486,29 +690,30 @@ fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Response
     state.issued_secrets.push(id_token);
     let oversized = state.knobs.oversized;
     drop(state);
-    answer(p, oversized, Answer::Token, body)
+    Ok(answer(p, oversized, Answer::Token, body))
 }
 
-fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
+fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Result<Response, (StatusCode, &'static str)> {
     let mut state = p.state();
     let Some(presented) = params.get("refresh_token").cloned() else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+        return Err((StatusCode::BAD_REQUEST, "invalid_request"));
     };
     state.refresh_tokens_presented.push(presented.clone());
     let knobs = state.knobs.clone();
     let Some(grant) = state.refresh_tokens.get(&presented) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     };
     let (family, subject, used) = (grant.family, grant.subject.clone(), grant.used);
     if state.revoked_families.contains(&family) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     }
     if used {
         state.counters.reuse_detected += 1;
+        *state.reuse_by_subject.entry(subject.clone()).or_default() += 1;
         if knobs.reuse_detection {
-            state.revoked_families.insert(family);
+            revoke_family(&mut state, family);
         }
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     }
     if knobs.rotate_refresh_tokens
         && let Some(g) = state.refresh_tokens.get_mut(&presented)
@@ -517,13 +722,23 @@ fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Response {
     }
     let body = issue_tokens(&mut state, family, &subject, knobs.rotate_refresh_tokens);
     drop(state);
-    answer(p, knobs.oversized, Answer::Token, body)
+    Ok(answer(p, knobs.oversized, Answer::Token, body))
 }
 
 fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refresh_token: bool) -> Value {
     let access = secret("at");
     state.issued_secrets.push(access.clone());
     state.access_token_subjects.insert(access.clone(), subject.to_string());
+    let issued_at = SystemTime::now();
+    let lifetime = Duration::from_secs(state.knobs.access_token_lifetime_secs.max(0) as u64);
+    state.access_tokens.insert(
+        access.clone(),
+        AccessGrant {
+            family,
+            issued_at,
+            expires_at: issued_at + lifetime,
+        },
+    );
     let mut body =
         json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
     if with_refresh_token {
@@ -542,6 +757,13 @@ fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refr
     body
 }
 
+/// A revoked family: its refresh tokens and the access tokens issued with them stop working now.
+fn revoke_family(state: &mut ProviderState, family: u64) {
+    if state.revoked_families.insert(family) {
+        state.family_revoked_at.insert(family, SystemTime::now());
+    }
+}
+
 async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
     let params = token_params(&headers, &body);
     let mut state = p.state();
@@ -555,7 +777,7 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
         .and_then(|t| state.refresh_tokens.get(t))
         .map(|g| g.family)
     {
-        state.revoked_families.insert(family);
+        revoke_family(&mut state, family);
     }
     let oversized = state.knobs.oversized;
     drop(state);
@@ -676,4 +898,99 @@ fn inflate(p: &FakeProvider, body: Value, how: Oversize) -> Response {
         headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
     }
     resp
+}
+
+/// The provider's listener: every connection can be reset from its handler (`Failure::Reset`), which
+/// plain `axum::serve` over a `TcpListener` cannot do.
+struct ResettableListener(tokio::net::TcpListener);
+
+/// What a handler knows of its connection: who is calling, and the switch that resets it.
+#[derive(Clone, Debug)]
+struct ProviderConnection {
+    peer: SocketAddr,
+    reset: Arc<AtomicBool>,
+}
+
+impl axum::serve::Listener for ResettableListener {
+    type Io = ResettableStream;
+    type Addr = ProviderConnection;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, peer)) => {
+                    let reset = Arc::new(AtomicBool::new(false));
+                    let conn = ProviderConnection {
+                        peer,
+                        reset: reset.clone(),
+                    };
+                    return (ResettableStream { inner: stream, reset }, conn);
+                }
+                // Out of file descriptors and the like: wait, as axum's own listener does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(ProviderConnection {
+            peer: self.0.local_addr()?,
+            reset: Arc::default(),
+        })
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, ResettableListener>> for ProviderConnection {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ResettableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP stream that, once its switch is set, fails every read and write and closes with a RST (zero
+/// linger), so the client sees "connection reset" and not an answer.
+struct ResettableStream {
+    inner: tokio::net::TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl ResettableStream {
+    fn check(&self) -> std::io::Result<()> {
+        if self.reset.load(Ordering::SeqCst) {
+            let _ = self.inner.set_zero_linger();
+            return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncRead for ResettableStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ResettableStream {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
 }
