@@ -78,6 +78,11 @@ impl AwsProxy {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.push(rule);
     }
 
+    /// Ends every fault still pending: the services are back.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.clear();
+    }
+
     /// Every forwarded call waits this long first, as if the service were across a network.
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).latency = latency;
