@@ -20,6 +20,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod random;
 pub mod services;
+pub mod single_flight;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

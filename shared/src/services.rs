@@ -134,6 +134,7 @@ impl Services {
             clock: clock.clone(),
             timing: config.refresh.clone(),
             audit: audit.clone(),
+            fetches: Default::default(),
         };
         Ok(Self {
             table,

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::RefreshTiming;
 use crate::oauth::connection::{EndpointChange, IssuedUnder};
 use crate::oauth::provider::{Delivery, ProviderClient, ProviderError};
+use crate::single_flight::{SingleFlight, Turn};
 use crate::store::StoreError;
 use crate::store::connections::{ConnectionDirectory, ConnectionStoreError};
 use crate::store::credentials::{
@@ -64,10 +65,13 @@ const POLL_CAP: Duration = Duration::from_millis(500);
 const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// An access token ready to hand out. Never carries the refresh token.
+#[derive(Clone)]
 pub struct FreshAccessToken {
     pub access_token: SecretString,
     /// Epoch seconds.
     pub expires_at: i64,
+    /// Epoch seconds when the provider issued it: with `expires_at`, its lifetime.
+    pub issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
     /// Whether this request made the provider call.
@@ -93,6 +97,9 @@ pub struct RefreshProtocol {
     pub clock: Arc<dyn Clock>,
     pub timing: RefreshTiming,
     pub audit: Arc<dyn AuditSink>,
+    /// Concurrent fetches of one credential in this process: one reads and refreshes, the rest wait
+    /// for its token (single_flight.rs).
+    pub fetches: SingleFlight<(String, String), FreshAccessToken>,
 }
 
 /// What the lease holder's attempt came to.
@@ -104,7 +111,36 @@ enum HolderOutcome {
 
 impl RefreshProtocol {
     /// An access token for (connection, user) valid for at least `min_validity`, refreshing it if needed.
+    /// Concurrent calls for one credential in this process share one read and one refresh: followers
+    /// take the leader's token when it is valid long enough for them, and otherwise (it failed, or is
+    /// too short for what they ask) run the protocol themselves.
     pub async fn fresh_access_token(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+        min_validity: Duration,
+    ) -> Result<FreshAccessToken, VaultError> {
+        let key = (connection_id.to_string(), user_id.to_string());
+        match self.fetches.join_or_lead(key).await {
+            Turn::Lead(leader) => {
+                let result = self.read_or_refresh(connection_id, user_id, min_validity).await;
+                leader.finish(result.as_ref().ok().cloned());
+                result
+            }
+            Turn::Joined(Some(token))
+                if is_fresh_enough(token.issued_at, token.expires_at, self.clock.now_secs(), min_validity) =>
+            {
+                Ok(FreshAccessToken {
+                    refreshed: false,
+                    ..token
+                })
+            }
+            Turn::Joined(_) => self.read_or_refresh(connection_id, user_id, min_validity).await,
+        }
+    }
+
+    /// The lease protocol itself, for one caller.
+    async fn read_or_refresh(
         &self,
         connection_id: &str,
         user_id: &str,
@@ -126,7 +162,7 @@ impl RefreshProtocol {
                 CredentialStatus::Revoking => return Err(VaultError::NotFound),
             }
             let now = self.clock.now_secs();
-            if is_fresh_enough(&item, now, min_validity) {
+            if is_fresh_enough(item.access_issued_at, item.access_expires_at, now, min_validity) {
                 return self.open_access_token(&item, false).await;
             }
             // Someone refreshed while we waited: theirs is as fresh as the provider makes them; take it
@@ -282,9 +318,9 @@ enum RefreshFailure {
 
 /// Is the stored access token valid long enough? A caller may ask for more validity than the provider
 /// grants at all; that request is capped at half the token's lifetime, or every fetch would refresh.
-fn is_fresh_enough(item: &CredentialItem, now: i64, min_validity: Duration) -> bool {
-    let remaining = item.access_expires_at - now;
-    let half_lifetime = (item.access_expires_at - item.access_issued_at) / 2;
+fn is_fresh_enough(issued_at: i64, expires_at: i64, now: i64, min_validity: Duration) -> bool {
+    let remaining = expires_at - now;
+    let half_lifetime = (expires_at - issued_at) / 2;
     let wanted = (min_validity.as_secs() as i64).min(half_lifetime);
     remaining > 0 && remaining >= wanted
 }
@@ -349,6 +385,7 @@ impl RefreshProtocol {
         Ok(Some(FreshAccessToken {
             access_token: tokens.access_token,
             expires_at,
+            issued_at: now,
             token_type: tokens.token_type,
             scope,
             refreshed: true,
@@ -490,6 +527,7 @@ impl RefreshProtocol {
         Ok(FreshAccessToken {
             access_token,
             expires_at: item.access_expires_at,
+            issued_at: item.access_issued_at,
             token_type: item.token_type.clone(),
             scope: item.scope.clone(),
             refreshed,
@@ -615,19 +653,23 @@ mod tests {
         }
     }
 
+    fn fresh(item: &CredentialItem, now: i64, min_validity: Duration) -> bool {
+        is_fresh_enough(item.access_issued_at, item.access_expires_at, now, min_validity)
+    }
+
     #[test]
     fn minimum_validity_is_honoured_up_to_half_the_token_lifetime() {
         let secs = Duration::from_secs;
         // A one-hour token issued at 0.
         let token = item(0, 3600);
-        assert!(is_fresh_enough(&token, 0, secs(300)));
-        assert!(is_fresh_enough(&token, 3300, secs(300)));
-        assert!(!is_fresh_enough(&token, 3301, secs(300)));
+        assert!(fresh(&token, 0, secs(300)));
+        assert!(fresh(&token, 3300, secs(300)));
+        assert!(!fresh(&token, 3301, secs(300)));
         // Asking for two hours of a one-hour token is asking for all it can give: half its lifetime.
-        assert!(is_fresh_enough(&token, 0, secs(7200)));
-        assert!(!is_fresh_enough(&token, 1801, secs(7200)));
+        assert!(fresh(&token, 0, secs(7200)));
+        assert!(!fresh(&token, 1801, secs(7200)));
         // An expired token is never fresh, whatever was asked.
-        assert!(!is_fresh_enough(&token, 3600, secs(0)));
-        assert!(!is_fresh_enough(&item(100, 100), 100, secs(0)));
+        assert!(!fresh(&token, 3600, secs(0)));
+        assert!(!fresh(&item(100, 100), 100, secs(0)));
     }
 }

@@ -63,3 +63,39 @@ async fn fifty_concurrent_fetches_of_an_expired_credential_make_one_refresh() {
         "the vault holds the live rotated token"
     );
 }
+
+/// Inside one instance the concurrent fetches of one credential share its work: one of them reads
+/// the item and refreshes, the others take its token, and none of them reads DynamoDB on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_fetches_in_one_instance_share_one_read_and_one_refresh() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);
+    let user = stack.login().await;
+    stack.provider.set_knobs(|k| {
+        k.access_token_lifetime_secs = 3600;
+        // Long enough that every fetch arrives while the first one is still at the provider.
+        k.latency = Duration::from_millis(500);
+    });
+    stack.counters.reset();
+    let fetches: Vec<_> = (0..30)
+        .map(|_| stack.fetch_credentials(&user.access_token, &user.user_id, None))
+        .collect();
+    let answers = credvault_tests::join_all(fetches).await;
+    let mut tokens = HashSet::new();
+    for resp in answers {
+        assert_eq!(resp.status(), 200);
+        tokens.insert(
+            resp.json::<Value>().await.unwrap()["accessToken"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(tokens.len(), 1, "everyone got the one refreshed token");
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    let (reads, _, _) = stack.counters.snapshot();
+    assert!(
+        reads <= 3,
+        "the leader's reads only (credential, connection), not one per fetch: {reads} reads for 30 fetches"
+    );
+}

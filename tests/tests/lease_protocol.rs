@@ -101,6 +101,7 @@ async fn protocol() -> Protocol {
         clock: Arc::new(clock.clone()),
         timing: timing(),
         audit: Arc::new(audit.clone()),
+        fetches: Default::default(),
     };
     Protocol {
         provider,
