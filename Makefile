@@ -13,8 +13,8 @@ test:
 	@bash scripts/test.sh
 
 # The figures of the README's "Numbers" section.
-bench: bootstrap
-	cargo bench -p credvault-tests
+bench:
+	@bash scripts/bench.sh
 
 # The Lambda binaries (arm64, release) with their sizes and start-up times.
 build:

@@ -6,7 +6,8 @@
 //!   against as many concurrent bare GetItems.
 //!
 //! Call counts are deterministic, so the run exits non-zero when one misses its target; latencies are
-//! reported only (this machine is shared).
+//! reported only (this machine is shared). Every latency sample is also written to `bench-output/` as
+//! CSV, which `tests/scripts/plot_bench.py` draws (`make bench` does both).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Writes one series of latency samples (milliseconds, one per line) for the plot.
+fn save_samples(series: &str, samples: &[Duration]) {
+    let dir = credvault_tests::workspace_root().join("bench-output");
+    let lines: String = samples.iter().map(|d| format!("{:.3}\n", ms(*d))).collect();
+    let written = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(format!("{series}.csv")), lines));
+    if let Err(e) = written {
+        eprintln!("could not write the {series} samples: {e}");
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +142,9 @@ async fn warm_fetch(latency: Option<Duration>) -> bool {
     println!("  KMS calls per fetch:       {:.2}  (target 0)", kms as f64 / n);
     fetch.sort();
     bare.sort();
+    let tag = latency.map_or("moto".to_string(), |l| format!("latency{}ms", l.as_millis()));
+    save_samples(&format!("warm-fetch-{tag}"), &fetch);
+    save_samples(&format!("warm-getitem-{tag}"), &bare);
     let (f50, b50) = (percentile(&fetch, 0.5), percentile(&bare, 0.5));
     let (f99, b99) = (percentile(&fetch, 0.99), percentile(&bare, 0.99));
     println!("  fetch over the gateway: p50 {:.2} ms, p99 {:.2} ms", ms(f50), ms(f99));
@@ -269,6 +283,8 @@ async fn concurrent_expired(concurrent: usize) -> bool {
         bare_latencies.push(h.await.unwrap());
     }
     bare_latencies.sort();
+    save_samples(&format!("herd-{concurrent}-fetch"), &latencies);
+    save_samples(&format!("herd-{concurrent}-getitem"), &bare_latencies);
     let (b50, b99) = (percentile(&bare_latencies, 0.5), percentile(&bare_latencies, 0.99));
     println!(
         "  {concurrent} concurrent bare GetItems on moto: p50 {:.0} ms, p99 {:.0} ms",
