@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{StoreError, Table, b, classify, condition_outcome, get_b, get_n, get_s, n, opt_b, opt_n, opt_s, s};
+use super::{StoreError, Table, b, classify, condition_outcome, n, opt_n, s};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::crypto::EncryptionContext;
@@ -129,28 +129,95 @@ pub struct NewTokens {
     pub scope: Option<String>,
 }
 
-const ATTR_TOKEN_URL: &str = "issuedTokenUrl";
-const ATTR_REVOCATION_URL: &str = "issuedRevocationUrl";
-const ATTR_CLIENT_ID: &str = "issuedClientId";
-const ATTR_GENERATION: &str = "connectionGeneration";
+/// The credential item exactly as DynamoDB holds it: the one place its attribute names are spelled.
+/// Reads and first writes go through serde_dynamo; the update expressions of this module name the same
+/// attributes, and a unit test checks that every name they use is one of these.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredCredential {
+    pk: String,
+    sk: String,
+    connection_id: String,
+    user_id: String,
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
+    access_token: Vec<u8>,
+    access_expires_at: i64,
+    access_issued_at: i64,
+    token_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_scope: Option<String>,
+    token_version: i64,
+    status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reauth_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_expires_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_attempt_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotation_unconfirmed_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_revocation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connection_generation: Option<String>,
+    #[serde(default)]
+    created_at: i64,
+    #[serde(default)]
+    updated_at: i64,
+}
 
-fn issued_under_from(item: &super::Item) -> Result<Option<IssuedUnder>, StoreError> {
-    Ok(
-        match (
-            opt_s(item, ATTR_TOKEN_URL)?,
-            opt_s(item, ATTR_CLIENT_ID)?,
-            opt_s(item, ATTR_GENERATION)?,
-        ) {
+impl StoredCredential {
+    fn into_credential(self) -> Result<CredentialItem, StoreError> {
+        let status = match self.status.as_str() {
+            "ACTIVE" => CredentialStatus::Active,
+            "REAUTH_REQUIRED" => CredentialStatus::ReauthRequired,
+            "REVOKING" => CredentialStatus::Revoking,
+            other => return Err(StoreError::Malformed(format!("unknown status {other}"))),
+        };
+        let lease = match (self.lease_owner, self.lease_expires_at_ms) {
+            (Some(owner), Some(expires_at_ms)) => Some(RefreshLease { owner, expires_at_ms }),
+            _ => None,
+        };
+        let issued_under = match (self.issued_token_url, self.issued_client_id, self.connection_generation) {
             (Some(token_url), Some(client_id), Some(connection_generation)) => Some(IssuedUnder {
                 token_url,
-                revocation_url: opt_s(item, ATTR_REVOCATION_URL)?,
+                revocation_url: self.issued_revocation_url,
                 client_id,
                 connection_generation,
             }),
             _ => None,
-        },
-    )
+        };
+        Ok(CredentialItem {
+            connection_id: self.connection_id,
+            user_id: self.user_id,
+            refresh_token: self.refresh_token,
+            access_token: self.access_token,
+            access_expires_at: self.access_expires_at,
+            access_issued_at: self.access_issued_at,
+            token_type: self.token_type,
+            scope: self.token_scope,
+            token_version: self.token_version,
+            lease,
+            status,
+            issued_under,
+            next_attempt_at_ms: self.next_attempt_at_ms,
+            refresh_failures: self.refresh_failures.unwrap_or(0),
+            rotation_unconfirmed_at: self.rotation_unconfirmed_at,
+        })
+    }
 }
+
+const ATTR_REVOCATION_URL: &str = "issuedRevocationUrl";
 
 /// The `SET` clauses and values that pin a credential to what its tokens were issued under.
 fn pin_values(
@@ -259,36 +326,9 @@ pub async fn scan_all(table: &Table) -> Result<Vec<(i64, CredentialItem)>, Store
 }
 
 fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
-    let status = match get_s(item, "status")?.as_str() {
-        "ACTIVE" => CredentialStatus::Active,
-        "REAUTH_REQUIRED" => CredentialStatus::ReauthRequired,
-        "REVOKING" => CredentialStatus::Revoking,
-        other => return Err(StoreError::Malformed(format!("unknown status {other}"))),
-    };
-    let lease = match (opt_s(item, "leaseOwner")?, opt_n(item, "leaseExpiresAtMs")?) {
-        (Some(owner), Some(expires_at_ms)) => Some(RefreshLease { owner, expires_at_ms }),
-        _ => None,
-    };
-    Ok(CredentialItem {
-        connection_id: get_s(item, "connectionId")?,
-        user_id: get_s(item, "userId")?,
-        refresh_token: opt_b(item, ATTR_REFRESH_TOKEN)?,
-        access_token: get_b(item, ATTR_ACCESS_TOKEN)?,
-        access_expires_at: get_n(item, "accessExpiresAt")?,
-        access_issued_at: get_n(item, "accessIssuedAt")?,
-        token_type: get_s(item, "tokenType")?,
-        scope: opt_s(item, "tokenScope")?,
-        token_version: get_n(item, "tokenVersion")?,
-        lease,
-        status,
-        issued_under: issued_under_from(item)?,
-        next_attempt_at_ms: opt_n(item, ATTR_NEXT_ATTEMPT)?,
-        refresh_failures: opt_n(item, ATTR_FAILURES)?
-            .map(|f| u32::try_from(f).map_err(|_| StoreError::Malformed(format!("{ATTR_FAILURES} out of range"))))
-            .transpose()?
-            .unwrap_or(0),
-        rotation_unconfirmed_at: opt_n(item, ATTR_UNCONFIRMED)?,
-    })
+    serde_dynamo::from_item::<_, StoredCredential>(item.clone())
+        .map_err(|e| StoreError::Malformed(format!("credential item: {e}")))?
+        .into_credential()
 }
 
 /// Stores the tokens of a login. Creates the item, or replaces the tokens of the version `previous`
@@ -304,35 +344,40 @@ pub async fn save_after_login(
 ) -> Result<(), StoreError> {
     match previous {
         None => {
-            let mut req = table
+            let stored = StoredCredential {
+                pk: pk(connection_id),
+                sk: sk(user_id),
+                connection_id: connection_id.to_string(),
+                user_id: user_id.to_string(),
+                refresh_token: tokens.refresh_token,
+                access_token: tokens.access_token,
+                access_expires_at: tokens.access_expires_at,
+                access_issued_at: tokens.access_issued_at,
+                token_type: tokens.token_type,
+                token_scope: tokens.scope,
+                token_version: 1,
+                status: CredentialStatus::Active.as_str().to_string(),
+                reauth_reason: None,
+                lease_owner: None,
+                lease_expires_at_ms: None,
+                next_attempt_at_ms: None,
+                refresh_failures: None,
+                rotation_unconfirmed_at: None,
+                issued_token_url: Some(issued.token_url.clone()),
+                issued_revocation_url: issued.revocation_url.clone(),
+                issued_client_id: Some(issued.client_id.clone()),
+                connection_generation: Some(issued.connection_generation.clone()),
+                created_at: now_secs,
+                updated_at: now_secs,
+            };
+            let item =
+                serde_dynamo::to_item(stored).map_err(|e| StoreError::Malformed(format!("credential item: {e}")))?;
+            let req = table
                 .client
                 .put_item()
                 .table_name(&table.name)
-                .item("pk", s(pk(connection_id)))
-                .item("sk", s(sk(user_id)))
-                .item("connectionId", s(connection_id))
-                .item("userId", s(user_id))
-                .item(ATTR_ACCESS_TOKEN, b(tokens.access_token))
-                .item("accessExpiresAt", n(tokens.access_expires_at))
-                .item("accessIssuedAt", n(tokens.access_issued_at))
-                .item("tokenType", s(tokens.token_type))
-                .item("tokenVersion", n(1))
-                .item("status", s(CredentialStatus::Active.as_str()))
-                .item("createdAt", n(now_secs))
-                .item("updatedAt", n(now_secs))
-                .item(ATTR_TOKEN_URL, s(&issued.token_url))
-                .item(ATTR_CLIENT_ID, s(&issued.client_id))
-                .item(ATTR_GENERATION, s(&issued.connection_generation))
+                .set_item(Some(item))
                 .condition_expression(CREATE);
-            if let Some(url) = &issued.revocation_url {
-                req = req.item(ATTR_REVOCATION_URL, s(url));
-            }
-            if let Some(rt) = tokens.refresh_token {
-                req = req.item(ATTR_REFRESH_TOKEN, b(rt));
-            }
-            if let Some(scope) = tokens.scope {
-                req = req.item("tokenScope", s(scope));
-            }
             req.send().await.map_err(|e| classify("PutItem", e))?;
         }
         Some(prev) => {
@@ -902,5 +947,134 @@ impl TokenSealer for EnvelopeSealer {
             token_type: tokens.token_type,
             scope: tokens.scope,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attribute a credential item can have, as serde_dynamo writes it.
+    fn attribute_names() -> std::collections::BTreeSet<String> {
+        let full = StoredCredential {
+            pk: "p".into(),
+            sk: "s".into(),
+            connection_id: "c".into(),
+            user_id: "u".into(),
+            refresh_token: Some(vec![1]),
+            access_token: vec![2],
+            access_expires_at: 3,
+            access_issued_at: 4,
+            token_type: "Bearer".into(),
+            token_scope: Some("x".into()),
+            token_version: 1,
+            status: "ACTIVE".into(),
+            reauth_reason: Some("r".into()),
+            lease_owner: Some("o".into()),
+            lease_expires_at_ms: Some(5),
+            next_attempt_at_ms: Some(6),
+            refresh_failures: Some(7),
+            rotation_unconfirmed_at: Some(8),
+            issued_token_url: Some("t".into()),
+            issued_revocation_url: Some("v".into()),
+            issued_client_id: Some("i".into()),
+            connection_generation: Some("g".into()),
+            created_at: 9,
+            updated_at: 10,
+        };
+        let item: super::super::Item = serde_dynamo::to_item(full).unwrap();
+        item.into_keys().collect()
+    }
+
+    #[test]
+    fn the_named_conditions_and_attribute_constants_name_only_attributes_of_the_item() {
+        let names = attribute_names();
+        let keywords = ["AND", "OR", "NOT", "attribute_not_exists", "attribute_exists"];
+        for expression in [
+            CLAIM_LEASE,
+            COMMIT_REFRESH,
+            RENEW_LEASE,
+            RELEASE_LEASE,
+            RECORD_FAILURE,
+            MARK_REAUTH,
+            CREATE,
+            SAME_VERSION,
+            REPLACE_AFTER_LOGIN,
+        ] {
+            let words = expression
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '#'))
+                .filter(|w| !w.is_empty() && !w.starts_with(':') && !w.starts_with('#'))
+                .filter(|w| !keywords.contains(w));
+            for word in words {
+                assert!(
+                    names.contains(word),
+                    "{word:?} in {expression:?} is no attribute of the item"
+                );
+            }
+        }
+        for constant in [
+            ATTR_REFRESH_TOKEN,
+            ATTR_ACCESS_TOKEN,
+            ATTR_NEXT_ATTEMPT,
+            ATTR_FAILURES,
+            ATTR_UNCONFIRMED,
+            ATTR_REVOCATION_URL,
+        ] {
+            assert!(names.contains(constant), "{constant:?} is no attribute of the item");
+        }
+    }
+
+    #[test]
+    fn an_item_reads_back_as_it_was_written_and_a_bad_status_is_refused() {
+        let stored = |status: &str| StoredCredential {
+            pk: pk("con_a"),
+            sk: sk("con_a|u"),
+            connection_id: "con_a".into(),
+            user_id: "con_a|u".into(),
+            refresh_token: None,
+            access_token: vec![0, 159, 255],
+            access_expires_at: 100,
+            access_issued_at: 40,
+            token_type: "Bearer".into(),
+            token_scope: None,
+            token_version: 3,
+            status: status.into(),
+            reauth_reason: None,
+            lease_owner: Some("me".into()),
+            lease_expires_at_ms: Some(1_000),
+            next_attempt_at_ms: None,
+            refresh_failures: Some(2),
+            rotation_unconfirmed_at: None,
+            issued_token_url: Some("https://p.example/token".into()),
+            issued_revocation_url: None,
+            issued_client_id: Some("client".into()),
+            connection_generation: Some("gen".into()),
+            created_at: 1,
+            updated_at: 2,
+        };
+        let item: super::super::Item = serde_dynamo::to_item(stored("REAUTH_REQUIRED")).unwrap();
+        assert!(
+            matches!(item.get(ATTR_ACCESS_TOKEN), Some(AttributeValue::B(_))),
+            "binary, not a list"
+        );
+        assert!(!item.contains_key(ATTR_REFRESH_TOKEN), "absent, not null");
+        let read = from_item(&item).unwrap();
+        assert_eq!(read.access_token, vec![0, 159, 255]);
+        assert_eq!(read.status, CredentialStatus::ReauthRequired);
+        assert_eq!(
+            read.lease,
+            Some(RefreshLease {
+                owner: "me".into(),
+                expires_at_ms: 1_000
+            })
+        );
+        assert_eq!(read.refresh_failures, 2);
+        assert_eq!(
+            read.issued_under.map(|i| i.connection_generation).as_deref(),
+            Some("gen")
+        );
+
+        let bad: super::super::Item = serde_dynamo::to_item(stored("ACTIVE-ish")).unwrap();
+        assert!(matches!(from_item(&bad), Err(StoreError::Malformed(_))));
     }
 }
