@@ -231,7 +231,7 @@ impl RefreshProtocol {
             }
             Err(RefreshFailure::Transient { error, delivery }) => {
                 let may_have_rotated = delivery == Delivery::Unknown;
-                let wait = self.failure_backoff(item, &error);
+                let wait = self.failure_backoff(item, &error, delivery);
                 tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %error, may_have_rotated, backoff_ms = wait.as_millis() as u64, "provider unavailable for refresh; backing off");
                 let failed = FailedAttempt {
                     next_attempt_at_ms: self.clock.now_millis() + wait.as_millis() as i64,
@@ -263,9 +263,16 @@ impl RefreshProtocol {
     }
 
     /// The wait before anyone calls the provider for this credential again: the provider's
-    /// `Retry-After` when it names a longer one, else the credential's exponential backoff.
-    fn failure_backoff(&self, item: &CredentialItem, error: &ProviderError) -> Duration {
-        let backoff = crate::random::jittered_backoff(FAILURE_BACKOFF_BASE, FAILURE_BACKOFF_CAP, item.refresh_failures);
+    /// `Retry-After` when it names a longer one, else the credential's exponential backoff. After a
+    /// request whose outcome is unknown (a timeout, a reset, a 502) the provider may still be working
+    /// on it: the next refresh, which sends the same refresh token, waits at least a lease length, the
+    /// time the vault allows any refresh, so it is not sent while the first may still be in flight.
+    fn failure_backoff(&self, item: &CredentialItem, error: &ProviderError, delivery: Delivery) -> Duration {
+        let mut backoff =
+            crate::random::jittered_backoff(FAILURE_BACKOFF_BASE, FAILURE_BACKOFF_CAP, item.refresh_failures);
+        if delivery == Delivery::Unknown {
+            backoff = backoff.max(self.timing.lease_length);
+        }
         match error {
             ProviderError::Transient {
                 retry_after: Some(asked),

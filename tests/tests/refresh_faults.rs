@@ -348,3 +348,48 @@ async fn a_holder_that_died_after_the_provider_rotated_is_detected_as_rotation_l
     let item = stack.credential(&user.user_id).await.unwrap();
     assert!(item.lease.is_none(), "no lease left behind");
 }
+
+/// A refresh the vault gave up on may still be running at the provider, which finishes it (and
+/// rotates) whether or not anyone waits. The next refresh sends the same refresh token, so it waits a
+/// whole lease length first: it never reaches the provider while the first request is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_refresh_still_at_the_provider_is_not_raced_by_the_next_one() {
+    let (stack, user) = stack_with_expired_login(StackOptions::default()).await;
+    let lease = stack.config.refresh.lease_length;
+    // 3 s at the provider: well past the vault's 800 ms timeout, well inside its 9 s lease.
+    stack.provider.fail_next(&[Failure::Slow(Duration::from_secs(3))]);
+    let first = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(first.status(), 503);
+    assert!(
+        stack.provider.slow_calls_in_flight() > 0,
+        "premise: the provider is still working on it"
+    );
+    let item = stack.credential(&user.user_id).await.unwrap();
+    let waits_ms = item.next_attempt_at_ms.unwrap() - credvault::clock::Clock::now_millis(&stack.clock);
+    assert!(
+        waits_ms >= lease.as_millis() as i64 - 100,
+        "an unknown outcome holds refreshes back a lease length: {waits_ms} ms"
+    );
+
+    // Fetches while the provider still works on it: none reaches the provider.
+    stack.clock.advance(2);
+    let second = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(second.status(), 503);
+    assert!(retry_after(&second) >= 1);
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    while stack.provider.slow_calls_in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The provider did rotate: the refresh after the backoff is the one probe that finds the loss.
+    pass_the_backoff(&stack, &user.user_id).await;
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(stack.provider.counters().refreshes, 2);
+    assert_eq!(
+        stack.provider.counters().reuse_detected,
+        1,
+        "the probe, sent after the first had finished"
+    );
+    assert_eq!(reauth_reasons(&stack).await, ["rotation_lost"]);
+}
