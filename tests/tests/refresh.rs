@@ -208,7 +208,9 @@ async fn provider_outage_serves_the_old_token_while_it_is_still_valid() {
 
     // Past the backoff (a 500's outcome is unknown: at least a lease length), with the provider back:
     // the refresh token was never spent, and it refreshes.
-    stack.clock.advance(stack.config.refresh.lease_length.as_secs() as i64 + 1);
+    stack
+        .clock
+        .advance(stack.config.refresh.lease_length.as_secs() as i64 + 1);
     let fresh = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
     assert_ne!(fresh, old);
     assert_eq!(stack.provider.counters().refreshes, 2);

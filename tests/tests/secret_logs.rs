@@ -48,7 +48,9 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     stack.clock.advance(3400);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
     // Past the backoff that outage set (its outcome was unknown: a lease length).
-    stack.clock.advance(stack.config.refresh.lease_length.as_secs() as i64 + 1);
+    stack
+        .clock
+        .advance(stack.config.refresh.lease_length.as_secs() as i64 + 1);
     stack.provider.fail_next(&[Failure::InvalidGrant]);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 409);
     // A bad bearer token and a replayed callback.

@@ -326,9 +326,7 @@ pub async fn scan_all(table: &Table) -> Result<Vec<(i64, CredentialItem)>, Store
 }
 
 fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
-    serde_dynamo::from_item::<_, StoredCredential>(item.clone())
-        .map_err(|e| StoreError::Malformed(format!("credential item: {e}")))?
-        .into_credential()
+    super::parse_item::<StoredCredential>(item)?.into_credential()
 }
 
 /// Stores the tokens of a login. Creates the item, or replaces the tokens of the version `previous`

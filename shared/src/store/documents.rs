@@ -3,7 +3,7 @@
 //! optimistic updates (`If-Unmodified-Since`) are conditional on. Roles and records are written
 //! through `policy.rs`, which counts and versions them; clients are written here.
 
-use super::{Item, PageQuery, StoreError, Table, classify, get_n, get_s, n, s};
+use super::{Item, PageQuery, StoreError, Table, classify, n, s};
 
 const CREATE: &str = "attribute_not_exists(pk)";
 const REPLACE: &str = "attribute_exists(pk)";
@@ -50,13 +50,46 @@ impl Document {
     }
 }
 
+/// The stored shape of a document (serde_dynamo, camelCase attributes). The body is kept as JSON
+/// text: a document is read and written whole, never queried inside.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredDocument {
+    pk: String,
+    sk: String,
+    id: String,
+    body: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+/// The item of document `id` of `kind`, in partition `pk` (the kind's own, or a tombstone partition).
+pub(crate) fn item(
+    pk: &str,
+    kind: Kind,
+    id: &str,
+    body_text: &str,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+) -> Result<Item, StoreError> {
+    super::to_item(StoredDocument {
+        pk: pk.to_string(),
+        sk: kind.sort_key(id),
+        id: id.to_string(),
+        body: body_text.to_string(),
+        created_at_ms,
+        updated_at_ms,
+    })
+}
+
 pub(crate) fn from_item(item: &Item) -> Result<Document, StoreError> {
-    let body = serde_json::from_str(&get_s(item, "body")?).map_err(|e| StoreError::Malformed(format!("body: {e}")))?;
+    let stored: StoredDocument = super::parse_item(item)?;
+    let body = serde_json::from_str(&stored.body).map_err(|e| StoreError::Malformed(format!("body: {e}")))?;
     Ok(Document {
-        id: get_s(item, "id")?,
+        id: stored.id,
         body,
-        created_at_ms: get_n(item, "createdAtMs")?,
-        updated_at_ms: get_n(item, "updatedAtMs")?,
+        created_at_ms: stored.created_at_ms,
+        updated_at_ms: stored.updated_at_ms,
     })
 }
 
@@ -72,12 +105,14 @@ pub async fn create(
         .client
         .put_item()
         .table_name(&table.name)
-        .item("pk", s(kind.partition()))
-        .item("sk", s(kind.sort_key(id)))
-        .item("id", s(id))
-        .item("body", s(body.to_string()))
-        .item("createdAtMs", n(now_ms))
-        .item("updatedAtMs", n(now_ms))
+        .set_item(Some(item(
+            kind.partition(),
+            kind,
+            id,
+            &body.to_string(),
+            now_ms,
+            now_ms,
+        )?))
         .condition_expression(CREATE)
         .send()
         .await;

@@ -103,6 +103,17 @@ where
     }
 }
 
+/// An item from its serde shape (serde_dynamo): the shape's field names are the attribute names, so
+/// each item kind spells its attributes once, in its shape struct.
+pub(crate) fn to_item<T: serde::Serialize>(shape: T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(shape).map_err(|e| StoreError::Malformed(format!("item: {e}")))
+}
+
+/// The serde shape of a stored item; a missing or mistyped attribute is `Malformed`.
+pub(crate) fn parse_item<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item.clone()).map_err(|e| StoreError::Malformed(format!("item: {e}")))
+}
+
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

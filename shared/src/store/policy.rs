@@ -191,12 +191,14 @@ pub async fn create(
     let put = built(
         Put::builder()
             .table_name(&table.name)
-            .item("pk", s(kind.partition()))
-            .item("sk", s(kind.sort_key(id)))
-            .item("id", s(id))
-            .item("body", s(&body_text))
-            .item("createdAtMs", n(now_ms))
-            .item("updatedAtMs", n(now_ms))
+            .set_item(Some(documents::item(
+                kind.partition(),
+                kind,
+                id,
+                &body_text,
+                now_ms,
+                now_ms,
+            )?))
             .condition_expression(CREATE)
             .build(),
     )?;
@@ -331,12 +333,14 @@ pub async fn retire_record(
     let tombstone = built(
         Put::builder()
             .table_name(&table.name)
-            .item("pk", s(DELETED_RECORDS))
-            .item("sk", s(Kind::Record.sort_key(id)))
-            .item("id", s(id))
-            .item("body", s(body.to_string()))
-            .item("createdAtMs", n(current.created_at_ms))
-            .item("updatedAtMs", n(now_ms))
+            .set_item(Some(documents::item(
+                DELETED_RECORDS,
+                Kind::Record,
+                id,
+                &body.to_string(),
+                current.created_at_ms,
+                now_ms,
+            )?))
             .item(TTL_ATTRIBUTE, n(now_ms / 1000 + DELETED_RECORD_RETENTION_SECS))
             .build(),
     )?;

@@ -1,7 +1,7 @@
 //! The vault code: the one-time code the app exchanges for vault user tokens. Stored under the hash
 //! of the code, bound to the app's code challenge, redirect URL and authentication request.
 
-use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, s};
+use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, classify, n, s};
 
 const SK: &str = "VAULT_CODE";
 
@@ -9,7 +9,9 @@ const SK: &str = "VAULT_CODE";
 const CONSUME: &str = "attribute_exists(pk) AND authenticationRequestId = :rid \
      AND appCodeChallenge = :challenge AND redirectUrl = :redirect AND expiresAt > :now";
 
-#[derive(Debug, Clone)]
+/// Also the item's shape (serde_dynamo, camelCase attributes), beside its keys and TTL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VaultCode {
     pub authentication_request_id: String,
     pub app_code_challenge: String,
@@ -24,19 +26,15 @@ fn pk(code: &str) -> String {
 }
 
 pub async fn put(table: &Table, code: &str, record: &VaultCode) -> Result<(), StoreError> {
+    let mut item = super::to_item(record)?;
+    item.insert("pk".into(), s(pk(code)));
+    item.insert("sk".into(), s(SK));
+    item.insert(TTL_ATTRIBUTE.into(), n(record.expires_at));
     table
         .client
         .put_item()
         .table_name(&table.name)
-        .item("pk", s(pk(code)))
-        .item("sk", s(SK))
-        .item("authenticationRequestId", s(&record.authentication_request_id))
-        .item("appCodeChallenge", s(&record.app_code_challenge))
-        .item("redirectUrl", s(&record.redirect_url))
-        .item("connectionId", s(&record.connection_id))
-        .item("userId", s(&record.user_id))
-        .item("expiresAt", n(record.expires_at))
-        .item(TTL_ATTRIBUTE, n(record.expires_at))
+        .set_item(Some(item))
         .condition_expression("attribute_not_exists(pk)")
         .send()
         .await
@@ -88,12 +86,5 @@ pub async fn consume(
 }
 
 fn from_item(item: &Item) -> Result<VaultCode, StoreError> {
-    Ok(VaultCode {
-        authentication_request_id: get_s(item, "authenticationRequestId")?,
-        app_code_challenge: get_s(item, "appCodeChallenge")?,
-        redirect_url: get_s(item, "redirectUrl")?,
-        connection_id: get_s(item, "connectionId")?,
-        user_id: get_s(item, "userId")?,
-        expires_at: get_n(item, "expiresAt")?,
-    })
+    super::parse_item(item)
 }
