@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use secrecy::ExposeSecret;
 
-use super::{Item, PageQuery, StoreError, Table, b, classify, get_b, get_s, opt_s, s};
+use super::{Item, PageQuery, StoreError, Table, classify, opt_s, s};
 use crate::crypto::{CryptoError, Envelope};
 use crate::oauth::{Connection, TokenRequestEncoding};
 
@@ -14,6 +14,35 @@ const ATTR_CLIENT_SECRET: &str = "clientSecret";
 
 fn sk(connection_id: &str) -> String {
     format!("CONNECTION#{connection_id}")
+}
+
+/// The connection item as DynamoDB holds it (serde_dynamo, camelCase attributes): the one place its
+/// attribute names are spelled. The client secret is the envelope's ciphertext; properties are JSON
+/// text.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredConnection {
+    pk: String,
+    sk: String,
+    connection_id: String,
+    name: String,
+    authentication_url: String,
+    token_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_info_url: Option<String>,
+    client_id: String,
+    #[serde(with = "serde_bytes")]
+    client_secret: Vec<u8>,
+    default_connection_properties: String,
+    supported_content_type: String,
+    user_id_expression: String,
+    /// Absent on connections stored before generations, until `migrate-security` gives them one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,25 +68,24 @@ pub async fn put(
         .await?;
     let properties = serde_json::to_string(&connection.default_connection_properties)
         .map_err(|e| StoreError::Malformed(e.to_string()))?;
-    let mut req = table
-        .client
-        .put_item()
-        .table_name(&table.name)
-        .item("pk", s(PK))
-        .item("sk", s(sk(&connection.connection_id)))
-        .item("connectionId", s(&connection.connection_id))
-        .item("name", s(&connection.name))
-        .item("authenticationUrl", s(&connection.authentication_url))
-        .item("tokenUrl", s(&connection.token_url))
-        .item("clientId", s(&connection.client_id))
-        .item(ATTR_CLIENT_SECRET, b(sealed_secret))
-        .item("defaultConnectionProperties", s(properties))
-        .item(
-            "supportedContentType",
-            s(connection.token_request_encoding.content_type()),
-        )
-        .item("userIdExpression", s(&connection.user_id_expression))
-        .item("generation", s(&connection.generation));
+    let item = super::to_item(StoredConnection {
+        pk: PK.to_string(),
+        sk: sk(&connection.connection_id),
+        connection_id: connection.connection_id.clone(),
+        name: connection.name.clone(),
+        authentication_url: connection.authentication_url.clone(),
+        token_url: connection.token_url.clone(),
+        issuer_url: connection.issuer_url.clone(),
+        revocation_url: connection.revocation_url.clone(),
+        user_info_url: connection.user_info_url.clone(),
+        client_id: connection.client_id.clone(),
+        client_secret: sealed_secret,
+        default_connection_properties: properties,
+        supported_content_type: connection.token_request_encoding.content_type().to_string(),
+        user_id_expression: connection.user_id_expression.clone(),
+        generation: Some(connection.generation.clone()),
+    })?;
+    let mut req = table.client.put_item().table_name(&table.name).set_item(Some(item));
     req = match (must_be_new, connection.generation.is_empty()) {
         (true, _) => req.condition_expression("attribute_not_exists(pk)"),
         (false, false) => req
@@ -65,15 +93,6 @@ pub async fn put(
             .expression_attribute_values(":generation", s(&connection.generation)),
         (false, true) => req.condition_expression("attribute_exists(pk) AND attribute_not_exists(generation)"),
     };
-    if let Some(issuer) = &connection.issuer_url {
-        req = req.item("issuerUrl", s(issuer));
-    }
-    if let Some(revocation) = &connection.revocation_url {
-        req = req.item("revocationUrl", s(revocation));
-    }
-    if let Some(user_info) = &connection.user_info_url {
-        req = req.item("userInfoUrl", s(user_info));
-    }
     Ok(super::condition_outcome("PutItem", req.send().await)?)
 }
 
@@ -158,28 +177,27 @@ pub async fn list(
 }
 
 async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Connection, ConnectionStoreError> {
-    let connection_id = get_s(item, "connectionId")?;
-    let ctx = table.context(PK, &sk(&connection_id), ATTR_CLIENT_SECRET);
-    let client_secret = envelope.open_str(&ctx, &get_b(item, ATTR_CLIENT_SECRET)?).await?;
-    let properties: BTreeMap<String, String> = serde_json::from_str(&get_s(item, "defaultConnectionProperties")?)
+    let stored: StoredConnection = super::parse_item(item)?;
+    let ctx = table.context(PK, &stored.sk, ATTR_CLIENT_SECRET);
+    let client_secret = envelope.open_str(&ctx, &stored.client_secret).await?;
+    let properties: BTreeMap<String, String> = serde_json::from_str(&stored.default_connection_properties)
         .map_err(|e| StoreError::Malformed(format!("defaultConnectionProperties: {e}")))?;
-    let encoding = TokenRequestEncoding::from_content_type(&get_s(item, "supportedContentType")?)
+    let encoding = TokenRequestEncoding::from_content_type(&stored.supported_content_type)
         .ok_or_else(|| StoreError::Malformed("supportedContentType".into()))?;
     Ok(Connection {
-        connection_id,
-        name: get_s(item, "name")?,
-        authentication_url: get_s(item, "authenticationUrl")?,
-        token_url: get_s(item, "tokenUrl")?,
-        issuer_url: opt_s(item, "issuerUrl")?,
-        revocation_url: opt_s(item, "revocationUrl")?,
-        user_info_url: opt_s(item, "userInfoUrl")?,
-        client_id: get_s(item, "clientId")?,
+        connection_id: stored.connection_id,
+        name: stored.name,
+        authentication_url: stored.authentication_url,
+        token_url: stored.token_url,
+        issuer_url: stored.issuer_url,
+        revocation_url: stored.revocation_url,
+        user_info_url: stored.user_info_url,
+        client_id: stored.client_id,
         client_secret,
         default_connection_properties: properties,
         token_request_encoding: encoding,
-        user_id_expression: get_s(item, "userIdExpression")?,
-        // Connections stored before generations have none until `migrate-security` gives them one.
-        generation: opt_s(item, "generation")?.unwrap_or_default(),
+        user_id_expression: stored.user_id_expression,
+        generation: stored.generation.unwrap_or_default(),
     })
 }
 
