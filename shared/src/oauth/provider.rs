@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -287,39 +288,40 @@ impl ProviderClient {
             ("client_id", &connection.client_id),
             ("client_secret", connection.client_secret.expose_secret()),
         ];
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = match self.http.post(revocation_url).form(&params).send().await {
-                Err(e) => Err(send_failure(&e)),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    // The status is the whole answer; the body is only drained (capped) so a small
-                    // one leaves the connection reusable, and a huge one is cut off.
-                    let _ = read_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await;
-                    match status {
-                        200..=299 => Ok(()),
-                        status => Err(ProviderError::transient(
-                            format!("revocation answered HTTP {status}"),
-                            if status >= 500 || status == 429 {
-                                Delivery::RetryLater
-                            } else {
-                                Delivery::Refused
-                            },
-                        )),
-                    }
-                }
-            };
-            match result {
-                // Revoking twice is harmless: everything but a refusal is tried again.
-                Err(ProviderError::Transient { delivery, .. })
-                    if delivery != Delivery::Refused && attempt < self.attempts =>
-                {
-                    tokio::time::sleep(backoff(attempt)).await
-                }
-                other => return other,
+        let revoke_once = || async {
+            let resp = self
+                .http
+                .post(revocation_url)
+                .form(&params)
+                .send()
+                .await
+                .map_err(|e| send_failure(&e))?;
+            let status = resp.status().as_u16();
+            // The status is the whole answer; the body is only drained (capped) so a small one leaves
+            // the connection reusable, and a huge one is cut off.
+            let _ = read_capped(resp, MAX_PROVIDER_RESPONSE_BYTES).await;
+            match status {
+                200..=299 => Ok(()),
+                status => Err(ProviderError::transient(
+                    format!("revocation answered HTTP {status}"),
+                    if status >= 500 || status == 429 {
+                        Delivery::RetryLater
+                    } else {
+                        Delivery::Refused
+                    },
+                )),
             }
-        }
+        };
+        let backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_BASE)
+            .with_max_delay(BACKOFF_CAP)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        // Revoking twice is harmless: everything but a refusal is tried again.
+        revoke_once
+            .retry(backoff)
+            .when(|e| matches!(e, ProviderError::Transient { delivery, .. } if *delivery != Delivery::Refused))
+            .await
     }
 }
 
