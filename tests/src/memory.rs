@@ -130,6 +130,7 @@ impl CredentialRepository for MemoryCredentials {
                 s.token_version == item.token_version
                     && s.status == CredentialStatus::Active
                     && s.lease.as_ref().is_none_or(|l| l.expires_at_ms < now_ms)
+                    && s.next_attempt_at_ms.is_none_or(|next| next <= now_ms)
             },
             |s| {
                 s.lease = Some(RefreshLease {

@@ -11,7 +11,9 @@ use credvault::oauth::Connection;
 use credvault::oauth::connection::IssuedUnder;
 use credvault::oauth::pkce::PkceVerifier;
 use credvault::oauth::provider::ProviderClient;
-use credvault::store::credentials::{CredentialRepository, CredentialStatus, DynamoCredentials, PlainTokens};
+use credvault::store::credentials::{
+    CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, PlainTokens,
+};
 use credvault::vault::RefreshProtocol;
 use credvault_tests::clock::TestClock;
 use credvault_tests::fake_provider::Failure;
@@ -327,6 +329,48 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
     );
 }
 
+/// A backoff recorded by one instance holds for a claimer that read the item before it was recorded:
+/// the stale read's claim is refused until the backoff ends, and the failure also put the rotation in
+/// doubt and counted the streak.
+async fn a_recorded_backoff_holds_for_stale_readers(
+    repo: &dyn CredentialRepository,
+    connection_id: &str,
+    user_id: &str,
+) {
+    let stale = repo
+        .get(connection_id, user_id)
+        .await
+        .unwrap()
+        .expect("seeded credential");
+    assert!(repo.claim_lease(&stale, "a", 1_000, 5_000).await.unwrap(), "a claims");
+    let failed = FailedAttempt {
+        next_attempt_at_ms: 10_000,
+        may_have_rotated: true,
+    };
+    assert!(
+        !repo.record_failed_attempt(&stale, "b", failed, 1).await.unwrap(),
+        "only the holder records a failure"
+    );
+    assert!(repo.record_failed_attempt(&stale, "a", failed, 1).await.unwrap());
+    let after = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert!(after.lease.is_none(), "the lease is given back");
+    assert_eq!(after.next_attempt_at_ms, Some(10_000));
+    assert_eq!(after.refresh_failures, stale.refresh_failures + 1);
+    assert_eq!(after.rotation_unconfirmed_at, Some(1));
+    assert!(
+        !repo.claim_lease(&stale, "c", 9_999, 5_000).await.unwrap(),
+        "a claim from a read taken before the failure waits out the backoff"
+    );
+    assert!(
+        !repo.claim_lease(&after, "c", 9_999, 5_000).await.unwrap(),
+        "so does one from a fresh read"
+    );
+    assert!(
+        repo.claim_lease(&after, "c", 10_000, 5_000).await.unwrap(),
+        "then it may claim"
+    );
+}
+
 /// A login under other endpoints that brings no refresh token must not inherit the stored one, or the
 /// old refresh token would be pinned to (and later sent to) endpoints it was never issued for.
 async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
@@ -387,11 +431,15 @@ async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
     a_login_under_other_endpoints_drops_the_old_refresh_token(p.credentials.as_ref(), "con_demo", USER).await;
     let p = protocol().await;
     conditional_writes_hold(p.credentials.as_ref(), "con_demo", USER).await;
+    let p = protocol().await;
+    a_recorded_backoff_holds_for_stale_readers(p.credentials.as_ref(), "con_demo", USER).await;
 
     let stack = LocalStack::start(StackOptions::default()).await;
     let user = stack.login().await;
     let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
     conditional_writes_hold(&dynamo, &stack.connection_id, &user.user_id).await;
+    let carol = stack.login_as("carol").await;
+    a_recorded_backoff_holds_for_stale_readers(&dynamo, &stack.connection_id, &carol.user_id).await;
     let other = stack.login_as("bob").await;
     a_login_under_other_endpoints_drops_the_old_refresh_token(&dynamo, &stack.connection_id, &other.user_id).await;
 }

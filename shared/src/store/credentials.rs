@@ -12,9 +12,12 @@ use crate::oauth::connection::IssuedUnder;
 pub const ATTR_REFRESH_TOKEN: &str = "refreshToken";
 pub const ATTR_ACCESS_TOKEN: &str = "accessToken";
 
-/// A lease may be claimed when it is the version we read, the credential is usable, and no live lease exists.
+/// A lease may be claimed when it is the version we read, the credential is usable, no live lease
+/// exists, and no backoff is running: a claimer that read the item before another instance recorded a
+/// failed refresh must not call the provider right after it.
 const CLAIM_LEASE: &str = "tokenVersion = :v AND #status = :active \
-     AND (attribute_not_exists(leaseOwner) OR leaseExpiresAtMs < :now)";
+     AND (attribute_not_exists(leaseOwner) OR leaseExpiresAtMs < :now) \
+     AND (attribute_not_exists(nextAttemptAtMs) OR nextAttemptAtMs <= :now)";
 /// New tokens land only from the lease holder, and only on the version they were refreshed from.
 const COMMIT_REFRESH: &str = "leaseOwner = :me AND tokenVersion = :v";
 /// A holder extends its own lease on the version it claimed, never one another instance took over.
