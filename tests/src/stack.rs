@@ -25,6 +25,7 @@ pub struct StackOptions {
     pub instances: usize,
     pub refresh: RefreshTiming,
     pub token_request_encoding: TokenRequestEncoding,
+    pub token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod,
     pub extra_redirect_urls: Vec<String>,
     pub demo_page: bool,
     /// Gateway port; 0 picks a free one.
@@ -50,6 +51,7 @@ impl Default for StackOptions {
                 poll_deadline: std::time::Duration::from_secs(8),
             },
             token_request_encoding: TokenRequestEncoding::Form,
+            token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod::ClientSecretPost,
             extra_redirect_urls: Vec::new(),
             demo_page: false,
             port: 0,
@@ -419,6 +421,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         client_secret: SecretString::from(CLIENT_SECRET),
         default_connection_properties: options.default_connection_properties.clone(),
         token_request_encoding: options.token_request_encoding,
+        token_endpoint_auth_method: options.token_endpoint_auth_method,
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
         generation: credvault::random::token(9),
     }

@@ -35,12 +35,14 @@ async fn dynamodb_outages_are_503_on_every_path_and_change_nothing() {
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_503(resp, "service_unavailable", "2", "credential fetch").await;
 
+    proxy.clear_faults();
     proxy.fault("PutItem", Fault::Unavailable, 0, OUTLASTS_RETRIES);
     let resp = stack
         .start_login(&stack.start_body(&credvault::random::token(32)))
         .await;
     assert_503(resp, "service_unavailable", "2", "login start").await;
 
+    proxy.clear_faults();
     proxy.fault("Query", Fault::Unavailable, 0, OUTLASTS_RETRIES);
     let resp = stack
         .http
@@ -51,6 +53,7 @@ async fn dynamodb_outages_are_503_on_every_path_and_change_nothing() {
         .unwrap();
     assert_503(resp, "service_unavailable", "2", "management listing").await;
 
+    proxy.clear_faults();
     proxy.fault("TransactWriteItems", Fault::Unavailable, 0, OUTLASTS_RETRIES);
     let role = json!({"roleId": "ro_outage", "name": "x", "permissions": [{"action": "x:read", "allow": true}]});
     let resp = stack
@@ -85,6 +88,8 @@ async fn kms_outages_and_throttling_are_503_and_change_nothing() {
         .start_login(&stack.start_body(&credvault::random::token(32)))
         .await;
     assert_503(resp, "service_unavailable", "2", "KMS down at login start").await;
+    // What the first case's retries left of its faults must not answer the second case.
+    proxy.clear_faults();
     proxy.fault("Decrypt", Fault::Throttle, 0, OUTLASTS_RETRIES);
     let resp = stack
         .start_login(&stack.start_body(&credvault::random::token(32)))

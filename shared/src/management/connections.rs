@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::access::admin::Authority;
 use crate::error::ApiError;
+use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
@@ -38,6 +39,9 @@ pub struct ConnectionInput {
     pub revocation_url: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// `client_secret_basic` or `client_secret_post`. Unset: what discovery lists (Basic first),
+    /// else `client_secret_post`.
+    pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
     #[serde(default)]
     pub default_connection_properties: BTreeMap<String, String>,
     pub data: Option<ConnectionData>,
@@ -53,6 +57,7 @@ pub fn present(connection: &Connection) -> Value {
         "issuerUrl": connection.issuer_url,
         "revocationUrl": connection.revocation_url,
         "clientId": connection.client_id,
+        "tokenEndpointAuthMethod": connection.token_endpoint_auth_method,
         "defaultConnectionProperties": connection.default_connection_properties,
         "data": {
             "name": connection.name,
@@ -250,10 +255,13 @@ async fn build(
     if let Some(issuer) = &issuer_url {
         check_url("issuerUrl", issuer)?;
     }
-    let (authentication_url, token_url, discovered_revocation) =
+    let (authentication_url, token_url, discovered_revocation, discovered_auth_method) =
         match (input.authentication_url, input.token_url, &issuer_url) {
-            (Some(auth), Some(token), _) => (auth, token, None),
-            (None, None, Some(issuer)) => discover(services, issuer).await?,
+            (Some(auth), Some(token), _) => (auth, token, None, None),
+            (None, None, Some(issuer)) => {
+                let d = discover(services, issuer).await?;
+                (d.authentication_url, d.token_url, d.revocation_url, Some(d.auth_method))
+            }
             _ => {
                 return Err(bad(
                     "invalid_connection",
@@ -264,6 +272,16 @@ async fn build(
     check_url("authenticationUrl", &authentication_url)?;
     check_url("tokenUrl", &token_url)?;
     let revocation_url = input.revocation_url.or(discovered_revocation);
+    let token_endpoint_auth_method = match (input.token_endpoint_auth_method, discovered_auth_method) {
+        (Some(chosen), _) => chosen,
+        (None, Some(discovered)) => discovered.ok_or_else(|| {
+            bad(
+                "unsupported_auth_method",
+                "the provider's discovery lists neither client_secret_basic nor client_secret_post",
+            )
+        })?,
+        (None, None) => TokenEndpointAuthMethod::ClientSecretPost,
+    };
     if let Some(revocation) = &revocation_url {
         check_url("revocationUrl", revocation)?;
     }
@@ -332,14 +350,24 @@ async fn build(
         client_secret,
         default_connection_properties: input.default_connection_properties,
         token_request_encoding,
+        token_endpoint_auth_method,
         user_id_expression,
         // Set by `create` (a new one) or `update` (the stored one).
         generation: String::new(),
     })
 }
 
+/// What an issuer's discovery document says about a new connection.
+struct Discovered {
+    authentication_url: String,
+    token_url: String,
+    revocation_url: Option<String>,
+    /// `None`: it supports neither of the methods the vault speaks.
+    auth_method: Option<TokenEndpointAuthMethod>,
+}
+
 /// OIDC discovery of an issuer the operator configured (never a URL from a login request).
-async fn discover(services: &Services, issuer: &str) -> Result<(String, String, Option<String>), ApiError> {
+async fn discover(services: &Services, issuer: &str) -> Result<Discovered, ApiError> {
     let unavailable =
         |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
     let d = crate::oauth::discovery::discover(
@@ -350,7 +378,12 @@ async fn discover(services: &Services, issuer: &str) -> Result<(String, String, 
     .await
     .map_err(|e| unavailable(&e.to_string()))?;
     match (d.authorization_endpoint, d.token_endpoint) {
-        (Some(auth), Some(token)) => Ok((auth, token, d.revocation_endpoint)),
+        (Some(authentication_url), Some(token_url)) => Ok(Discovered {
+            authentication_url,
+            token_url,
+            revocation_url: d.revocation_endpoint,
+            auth_method: TokenEndpointAuthMethod::from_discovery(d.token_endpoint_auth_methods_supported.as_deref()),
+        }),
         _ => Err(unavailable("the document names no authorization or token endpoint")),
     }
 }

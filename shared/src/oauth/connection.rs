@@ -47,6 +47,8 @@ pub struct Connection {
     pub client_secret: SecretString,
     pub default_connection_properties: BTreeMap<String, String>,
     pub token_request_encoding: TokenRequestEncoding,
+    /// How the vault authenticates as the client at the token and revocation endpoints.
+    pub token_endpoint_auth_method: super::client_auth::TokenEndpointAuthMethod,
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
@@ -253,6 +255,7 @@ mod tests {
             client_secret: SecretString::from("planted-client-secret"),
             default_connection_properties: BTreeMap::new(),
             token_request_encoding: TokenRequestEncoding::Form,
+            token_endpoint_auth_method: super::super::client_auth::TokenEndpointAuthMethod::ClientSecretBasic,
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),
         };

@@ -16,6 +16,8 @@ pub struct Discovery {
     pub token_endpoint: Option<String>,
     pub revocation_endpoint: Option<String>,
     pub jwks_uri: Option<String>,
+    /// How clients may authenticate at the token endpoint; absent means `client_secret_basic`.
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Talking OAuth/OIDC to providers: connections, PKCE, authorize URLs, the token endpoint and id_tokens.
 
 pub mod authorize;
+pub mod client_auth;
 pub mod connection;
 pub mod discovery;
 pub mod id_token;

@@ -11,6 +11,7 @@ use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::client_auth::{ClientCredentials, client_credentials};
 use super::limited_body::{BodyError, MAX_PROVIDER_RESPONSE_BYTES, json_capped, read_capped};
 use super::pkce::PkceVerifier;
 use super::{Connection, TokenRequestEncoding};
@@ -152,8 +153,6 @@ impl ProviderClient {
             ("code", code.expose_secret()),
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier.secret()),
-            ("client_id", &connection.client_id),
-            ("client_secret", connection.client_secret.expose_secret()),
         ];
         self.token_request(connection, &params).await
     }
@@ -169,8 +168,6 @@ impl ProviderClient {
         let params = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
-            ("client_id", &connection.client_id),
-            ("client_secret", connection.client_secret.expose_secret()),
         ];
         self.token_request(connection, &params).await
     }
@@ -180,12 +177,10 @@ impl ProviderClient {
         connection: &Connection,
         params: &[(&str, &str)],
     ) -> Result<TokenResponse, ProviderError> {
-        let req = self
-            .http
-            .post(&connection.token_url)
-            .header(reqwest::header::ACCEPT, "application/json");
+        let (req, params) = authenticated(self.http.post(&connection.token_url), connection, params);
+        let req = req.header(reqwest::header::ACCEPT, "application/json");
         let req = match connection.token_request_encoding {
-            TokenRequestEncoding::Form => req.form(params),
+            TokenRequestEncoding::Form => req.form(&params),
             TokenRequestEncoding::Json => {
                 let body: serde_json::Map<String, serde_json::Value> = params
                     .iter()
@@ -282,20 +277,10 @@ impl ProviderClient {
         revocation_url: &str,
         token: &SecretString,
     ) -> Result<(), ProviderError> {
-        let params = [
-            ("token", token.expose_secret()),
-            ("token_type_hint", "refresh_token"),
-            ("client_id", &connection.client_id),
-            ("client_secret", connection.client_secret.expose_secret()),
-        ];
+        let params = [("token", token.expose_secret()), ("token_type_hint", "refresh_token")];
         let revoke_once = || async {
-            let resp = self
-                .http
-                .post(revocation_url)
-                .form(&params)
-                .send()
-                .await
-                .map_err(|e| send_failure(&e))?;
+            let (req, params) = authenticated(self.http.post(revocation_url), connection, &params);
+            let resp = req.form(&params).send().await.map_err(|e| send_failure(&e))?;
             let status = resp.status().as_u16();
             // The status is the whole answer; the body is only drained (capped) so a small one leaves
             // the connection reusable, and a huge one is cut off.
@@ -322,6 +307,23 @@ impl ProviderClient {
             .retry(backoff)
             .when(|e| matches!(e, ProviderError::Transient { delivery, .. } if *delivery != Delivery::Refused))
             .await
+    }
+}
+
+/// The request with the client's credentials, the way the connection authenticates (client_auth.rs):
+/// an `Authorization` header, or two more body parameters.
+fn authenticated<'a>(
+    req: reqwest::RequestBuilder,
+    connection: &'a Connection,
+    params: &[(&'a str, &'a str)],
+) -> (reqwest::RequestBuilder, Vec<(&'a str, &'a str)>) {
+    let mut params = params.to_vec();
+    match client_credentials(connection) {
+        ClientCredentials::Header(value) => (req.header(reqwest::header::AUTHORIZATION, value), params),
+        ClientCredentials::Body(credentials) => {
+            params.extend(credentials);
+            (req, params)
+        }
     }
 }
 

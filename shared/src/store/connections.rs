@@ -7,6 +7,7 @@ use secrecy::ExposeSecret;
 
 use super::{Item, PageQuery, StoreError, Table, classify, opt_s, s};
 use crate::crypto::{CryptoError, Envelope};
+use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::{Connection, TokenRequestEncoding};
 
 const PK: &str = "CONNECTIONS";
@@ -39,6 +40,9 @@ struct StoredConnection {
     client_secret: Vec<u8>,
     default_connection_properties: String,
     supported_content_type: String,
+    /// Absent on connections stored before the setting: they sent the secret in the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_endpoint_auth_method: Option<String>,
     user_id_expression: String,
     /// Absent on connections stored before generations, until `migrate-security` gives them one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +86,7 @@ pub async fn put(
         client_secret: sealed_secret,
         default_connection_properties: properties,
         supported_content_type: connection.token_request_encoding.content_type().to_string(),
+        token_endpoint_auth_method: Some(connection.token_endpoint_auth_method.as_str().to_string()),
         user_id_expression: connection.user_id_expression.clone(),
         generation: Some(connection.generation.clone()),
     })?;
@@ -184,6 +189,11 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         .map_err(|e| StoreError::Malformed(format!("defaultConnectionProperties: {e}")))?;
     let encoding = TokenRequestEncoding::from_content_type(&stored.supported_content_type)
         .ok_or_else(|| StoreError::Malformed("supportedContentType".into()))?;
+    let token_endpoint_auth_method = match stored.token_endpoint_auth_method.as_deref() {
+        None => TokenEndpointAuthMethod::ClientSecretPost,
+        Some(method) => TokenEndpointAuthMethod::parse(method)
+            .ok_or_else(|| StoreError::Malformed(format!("tokenEndpointAuthMethod {method}")))?,
+    };
     Ok(Connection {
         connection_id: stored.connection_id,
         name: stored.name,
@@ -196,6 +206,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         client_secret,
         default_connection_properties: properties,
         token_request_encoding: encoding,
+        token_endpoint_auth_method,
         user_id_expression: stored.user_id_expression,
         generation: stored.generation.unwrap_or_default(),
     })
