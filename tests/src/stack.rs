@@ -422,6 +422,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         default_connection_properties: options.default_connection_properties.clone(),
         token_request_encoding: options.token_request_encoding,
         token_endpoint_auth_method: options.token_endpoint_auth_method,
+        dialect: credvault::oauth::dialect::Dialect::Standard,
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
         generation: credvault::random::token(9),
     }

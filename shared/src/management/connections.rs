@@ -12,6 +12,7 @@ use crate::access::admin::Authority;
 use crate::error::ApiError;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
+use crate::oauth::dialect::Dialect;
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
 use crate::services::Services;
@@ -42,6 +43,8 @@ pub struct ConnectionInput {
     /// `client_secret_basic` or `client_secret_post`. Unset: what discovery lists (Basic first),
     /// else `client_secret_post`.
     pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
+    /// How the token endpoint's answers are read: `standard` (RFC 6749), `github`, `slack`, `atlassian`.
+    pub dialect: Option<Dialect>,
     #[serde(default)]
     pub default_connection_properties: BTreeMap<String, String>,
     pub data: Option<ConnectionData>,
@@ -58,6 +61,7 @@ pub fn present(connection: &Connection) -> Value {
         "revocationUrl": connection.revocation_url,
         "clientId": connection.client_id,
         "tokenEndpointAuthMethod": connection.token_endpoint_auth_method,
+        "dialect": connection.dialect,
         "defaultConnectionProperties": connection.default_connection_properties,
         "data": {
             "name": connection.name,
@@ -351,6 +355,7 @@ async fn build(
         default_connection_properties: input.default_connection_properties,
         token_request_encoding,
         token_endpoint_auth_method,
+        dialect: input.dialect.unwrap_or_default(),
         user_id_expression,
         // Set by `create` (a new one) or `update` (the stored one).
         generation: String::new(),

@@ -49,6 +49,8 @@ pub struct Connection {
     pub token_request_encoding: TokenRequestEncoding,
     /// How the vault authenticates as the client at the token and revocation endpoints.
     pub token_endpoint_auth_method: super::client_auth::TokenEndpointAuthMethod,
+    /// How its token endpoint's answers are read (dialect.rs).
+    pub dialect: super::dialect::Dialect,
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
@@ -256,6 +258,7 @@ mod tests {
             default_connection_properties: BTreeMap::new(),
             token_request_encoding: TokenRequestEncoding::Form,
             token_endpoint_auth_method: super::super::client_auth::TokenEndpointAuthMethod::ClientSecretBasic,
+            dialect: super::super::dialect::Dialect::Standard,
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),
         };

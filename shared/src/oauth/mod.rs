@@ -3,6 +3,7 @@
 pub mod authorize;
 pub mod client_auth;
 pub mod connection;
+pub mod dialect;
 pub mod discovery;
 pub mod id_token;
 pub mod limited_body;

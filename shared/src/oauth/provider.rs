@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use super::client_auth::{ClientCredentials, client_credentials};
 use super::limited_body::{BodyError, MAX_PROVIDER_RESPONSE_BYTES, json_capped, read_capped};
 use super::pkce::PkceVerifier;
 use super::{Connection, TokenRequestEncoding};
 
-/// OAuth `error` codes that mean the grant or client is dead: retrying cannot help (lessons §4).
-const PERMANENT_ERRORS: &[&str] = &["invalid_grant", "unauthorized_client", "invalid_client"];
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_millis(1000);
 
@@ -52,7 +49,7 @@ pub enum Delivery {
 }
 
 impl ProviderError {
-    fn transient(reason: impl Into<String>, delivery: Delivery) -> Self {
+    pub(crate) fn transient(reason: impl Into<String>, delivery: Delivery) -> Self {
         ProviderError::Transient {
             reason: reason.into(),
             retry_after: None,
@@ -100,21 +97,6 @@ impl fmt::Debug for TokenResponse {
             .field("token_type", &self.token_type)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Deserialize)]
-struct RawTokenResponse {
-    access_token: String,
-    refresh_token: Option<String>,
-    expires_in: Option<serde_json::Value>,
-    token_type: Option<String>,
-    scope: Option<String>,
-    id_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawErrorResponse {
-    error: Option<String>,
 }
 
 pub struct ProviderClient {
@@ -208,14 +190,8 @@ impl ProviderClient {
                 Delivery::Unknown,
             )
         })?;
-        if (200..300).contains(&status) {
-            return parse_success(&body);
-        }
-        let error = serde_json::from_slice::<RawErrorResponse>(&body)
-            .ok()
-            .and_then(|e| e.error)
-            .map(|e| sanitize_code(&e));
-        Err(failure_answer(status, error, retry_after))
+        // What the answer means is the connection's dialect's to say (dialect.rs).
+        super::dialect::interpret(connection.dialect, status, &body, retry_after)
     }
 
     /// Who the user is, for providers without id_tokens: their user endpoint's JSON object, with
@@ -327,64 +303,6 @@ fn authenticated<'a>(
     }
 }
 
-/// A non-2xx answer: a dead grant, or a transient failure that says whether the provider acted.
-fn failure_answer(status: u16, error: Option<String>, retry_after: Option<Duration>) -> ProviderError {
-    let reason = format!(
-        "HTTP {status}{}",
-        error.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-    );
-    let delivery = match (status, error) {
-        (400 | 401, Some(error)) if PERMANENT_ERRORS.contains(&error.as_str()) => {
-            return ProviderError::Permanent { status, error };
-        }
-        // 429 says the request was not processed; a 503 that names when to come back says the same.
-        (429, _) => Delivery::RetryLater,
-        (503, _) if retry_after.is_some() => Delivery::RetryLater,
-        // Any other 5xx may come from a gateway after the provider acted (502, 504), or from the
-        // provider failing after it rotated.
-        (500..=599, _) => Delivery::Unknown,
-        (_, _) => Delivery::Refused,
-    };
-    ProviderError::Transient {
-        reason,
-        retry_after,
-        delivery,
-    }
-}
-
-fn parse_success(body: &[u8]) -> Result<TokenResponse, ProviderError> {
-    let raw: RawTokenResponse = serde_json::from_slice(body)
-        .map_err(|_| ProviderError::transient("token response is not the expected JSON", Delivery::Unknown))?;
-    if raw.access_token.is_empty() {
-        return Err(ProviderError::transient(
-            "token response has an empty access_token",
-            Delivery::Unknown,
-        ));
-    }
-    let expires_in = match raw.expires_in {
-        None => None,
-        Some(serde_json::Value::Number(n)) => n.as_i64(),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        Some(_) => None,
-    };
-    Ok(TokenResponse {
-        access_token: SecretString::from(raw.access_token),
-        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(SecretString::from),
-        expires_in,
-        token_type: raw.token_type.unwrap_or_else(|| "Bearer".to_string()),
-        scope: raw.scope,
-        id_token: raw.id_token.map(SecretString::from),
-    })
-}
-
-/// OAuth error codes are short ASCII words; anything else is cut, so a hostile body cannot write to logs.
-fn sanitize_code(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(64)
-        .collect()
-}
-
 /// Jittered exponential backoff before retry `attempt + 1`.
 pub fn backoff(attempt: u32) -> Duration {
     crate::random::jittered_backoff(BACKOFF_BASE, BACKOFF_CAP, attempt.saturating_sub(1))
@@ -438,58 +356,5 @@ mod tests {
         assert!(is_acceptable_provider_url("http://127.0.0.1:8080/token", true));
         assert!(!is_acceptable_provider_url("http://10.0.0.1/token", true));
         assert!(!is_acceptable_provider_url("ftp://x/token", true));
-    }
-
-    #[test]
-    fn only_answers_that_say_nothing_happened_may_be_sent_again() {
-        let delivery = |status, error: Option<&str>, retry_after: Option<u64>| {
-            failure_answer(status, error.map(String::from), retry_after.map(Duration::from_secs)).delivery()
-        };
-        assert_eq!(delivery(429, None, None), Some(Delivery::RetryLater));
-        assert_eq!(delivery(429, None, Some(3)), Some(Delivery::RetryLater));
-        assert_eq!(delivery(503, None, Some(3)), Some(Delivery::RetryLater));
-        // No Retry-After: a 503 may come from a gateway after the provider acted, like 500, 502, 504.
-        for status in [500, 502, 503, 504] {
-            assert_eq!(delivery(status, None, None), Some(Delivery::Unknown), "{status}");
-        }
-        assert_eq!(delivery(502, None, Some(3)), Some(Delivery::Unknown));
-        assert_eq!(delivery(400, Some("invalid_request"), None), Some(Delivery::Refused));
-        assert_eq!(delivery(403, None, None), Some(Delivery::Refused));
-        for error in PERMANENT_ERRORS {
-            assert_eq!(delivery(400, Some(error), None), None, "{error}");
-            assert_eq!(delivery(401, Some(error), None), None, "{error}");
-        }
-        // A dead-grant code on a 5xx is the gateway's or the provider's failure, not an answer.
-        assert_eq!(delivery(500, Some("invalid_grant"), None), Some(Delivery::Unknown));
-        match failure_answer(429, None, Some(Duration::from_secs(7))) {
-            ProviderError::Transient { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(7))),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn an_unreadable_success_may_have_rotated_the_token() {
-        for body in [&b"not json"[..], br#"{"access_token": ""}"#] {
-            let err = parse_success(body).unwrap_err();
-            assert_eq!(err.delivery(), Some(Delivery::Unknown));
-        }
-    }
-
-    #[test]
-    fn hostile_error_codes_are_cut() {
-        assert_eq!(
-            sanitize_code("invalid_grant\nFAKE LOG LINE"),
-            "invalid_grantFAKELOGLINE"
-        );
-    }
-
-    #[test]
-    fn token_response_debug_shows_no_token() {
-        let r = parse_success(br#"{"access_token":"planted-at","refresh_token":"planted-rt","expires_in":"3600"}"#)
-            .unwrap();
-        let shown = format!("{r:?}");
-        assert!(!shown.contains("planted"), "{shown}");
-        assert_eq!(r.expires_in, Some(3600));
-        assert_eq!(r.token_type, "Bearer");
     }
 }

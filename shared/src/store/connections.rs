@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use super::{Item, PageQuery, StoreError, Table, classify, opt_s, s};
 use crate::crypto::{CryptoError, Envelope};
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
+use crate::oauth::dialect::Dialect;
 use crate::oauth::{Connection, TokenRequestEncoding};
 
 const PK: &str = "CONNECTIONS";
@@ -43,6 +44,9 @@ struct StoredConnection {
     /// Absent on connections stored before the setting: they sent the secret in the body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_endpoint_auth_method: Option<String>,
+    /// Absent on connections stored before dialects: standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dialect: Option<String>,
     user_id_expression: String,
     /// Absent on connections stored before generations, until `migrate-security` gives them one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,7 @@ pub async fn put(
         default_connection_properties: properties,
         supported_content_type: connection.token_request_encoding.content_type().to_string(),
         token_endpoint_auth_method: Some(connection.token_endpoint_auth_method.as_str().to_string()),
+        dialect: Some(connection.dialect.as_str().to_string()),
         user_id_expression: connection.user_id_expression.clone(),
         generation: Some(connection.generation.clone()),
     })?;
@@ -194,6 +199,10 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         Some(method) => TokenEndpointAuthMethod::parse(method)
             .ok_or_else(|| StoreError::Malformed(format!("tokenEndpointAuthMethod {method}")))?,
     };
+    let dialect = match stored.dialect.as_deref() {
+        None => Dialect::Standard,
+        Some(name) => Dialect::parse(name).ok_or_else(|| StoreError::Malformed(format!("dialect {name}")))?,
+    };
     Ok(Connection {
         connection_id: stored.connection_id,
         name: stored.name,
@@ -207,6 +216,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Co
         default_connection_properties: properties,
         token_request_encoding: encoding,
         token_endpoint_auth_method,
+        dialect,
         user_id_expression: stored.user_id_expression,
         generation: stored.generation.unwrap_or_default(),
     })
