@@ -215,7 +215,7 @@ pub async fn callback(
             tracing::warn!(connection_id = %connection_id, "the login request's verifier does not belong to it");
             return fail("invalid_request");
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(e.into()),
     };
     let tokens = match services
         .provider
