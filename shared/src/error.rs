@@ -205,16 +205,16 @@ impl From<crate::crypto::CryptoError> for ApiError {
     }
 }
 
-impl From<crate::identity::IdentityError> for ApiError {
-    fn from(err: crate::identity::IdentityError) -> Self {
+impl From<crate::identity::SigningKeyError> for ApiError {
+    fn from(err: crate::identity::SigningKeyError) -> Self {
         use crate::aws_failure::Failure;
-        use crate::identity::IdentityError;
+        use crate::identity::SigningKeyError;
         match err {
-            IdentityError::Kms {
+            SigningKeyError::Kms {
                 failure: Failure::Throttled,
                 ..
             } => ApiError::Throttled,
-            unavailable @ IdentityError::Kms {
+            unavailable @ SigningKeyError::Kms {
                 failure: Failure::Unavailable,
                 ..
             } => {
@@ -222,6 +222,18 @@ impl From<crate::identity::IdentityError> for ApiError {
                 ApiError::Unavailable
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::identity::AuthenticationError> for ApiError {
+    fn from(err: crate::identity::AuthenticationError) -> Self {
+        use crate::identity::AuthenticationError;
+        match err {
+            AuthenticationError::Refused(why) => ApiError::Unauthorized(why),
+            AuthenticationError::SigningKey(key) => key.into(),
+            AuthenticationError::Store(store) => store.into(),
+            stored_key @ AuthenticationError::StoredKey(_) => ApiError::internal(stored_key),
         }
     }
 }
@@ -259,6 +271,38 @@ impl From<crate::vault::VaultError> for ApiError {
             VaultError::Repository(repository) => repository.into(),
             VaultError::Connections(connections) => connections.into(),
             kept_changing @ VaultError::KeptChanging => ApiError::internal(kept_changing),
+        }
+    }
+}
+
+impl From<crate::access::AccessError> for ApiError {
+    fn from(err: crate::access::AccessError) -> Self {
+        use crate::access::AccessError;
+        match err {
+            AccessError::Forbidden => ApiError::forbidden(),
+            AccessError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::access::model::ValidationError> for ApiError {
+    fn from(err: crate::access::model::ValidationError) -> Self {
+        use crate::access::model::ValidationError;
+        match err {
+            ValidationError::Invalid { code, detail } => ApiError::bad_request(code, detail),
+            ValidationError::TooLarge => ApiError::PayloadTooLarge,
+        }
+    }
+}
+
+/// A grant change refused by the delegation rules: an unknown role is the caller's 400, every other
+/// rule a 403 under its own code.
+impl From<crate::access::delegation::Refusal> for ApiError {
+    fn from(refusal: crate::access::delegation::Refusal) -> Self {
+        use crate::access::delegation::Refusal;
+        match refusal {
+            Refusal::UnknownRole { .. } => ApiError::bad_request(refusal.error_code(), refusal.to_string()),
+            other => ApiError::refused(other.error_code(), other.to_string()),
         }
     }
 }

@@ -275,10 +275,9 @@ pub async fn callback(
     let resource = crate::access::credentials_resource(connection_id, &user_id);
     if !identities::claim_for_login(&services.table, &user_id, connection_id, &connection.generation, now).await? {
         tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
-        let refusal = ApiError::refused("identity_conflict", "the user id belongs to another connection");
-        let event =
-            AuditEvent::new("login.refused", Some(&user_id), &resource, Err(&refusal)).reason("identity_conflict");
-        crate::audit::record(services, event).await;
+        let event = AuditEvent::new("login.refused", Some(&user_id), &resource, Err("identity_conflict"))
+            .reason("identity_conflict");
+        services.audit.write(event).await;
         return fail("identity_conflict");
     }
     save_credential(services, connection_id, &user_id, &connection, tokens).await?;
@@ -298,11 +297,10 @@ pub async fn callback(
     )
     .await?;
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
-    crate::audit::record(
-        services,
-        crate::audit::AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())),
-    )
-    .await;
+    services
+        .audit
+        .write(AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())))
+        .await;
     app_redirect(
         &request.redirect_url,
         &[

@@ -160,7 +160,7 @@ pub fn user_id_for_login(
         return Err(UserIdRefusal::UnverifiedEmail);
     }
     let user_id = user_id_from_claims(expression, connection_id, claims).ok_or(UserIdRefusal::DoesNotFit)?;
-    if user_id.starts_with(crate::identity::service_clients::CLIENT_ID_PREFIX) {
+    if user_id.starts_with(crate::ids::CLIENT_ID_PREFIX) {
         return Err(UserIdRefusal::ReservedPrefix);
     }
     Ok(user_id)
