@@ -307,6 +307,33 @@ impl From<crate::access::delegation::Refusal> for ApiError {
     }
 }
 
+impl From<crate::oauth::authorize::AuthorizeError> for ApiError {
+    fn from(err: crate::oauth::authorize::AuthorizeError) -> Self {
+        use crate::oauth::authorize::AuthorizeError;
+        match err {
+            AuthorizeError::Properties(detail) => ApiError::bad_request("invalid_connection_properties", detail),
+            bad_url @ AuthorizeError::AuthenticationUrl { .. } => ApiError::internal(bad_url),
+        }
+    }
+}
+
+impl From<crate::login::LoginError> for ApiError {
+    fn from(err: crate::login::LoginError) -> Self {
+        use crate::login::LoginError;
+        match err {
+            LoginError::Invalid { code, detail } => ApiError::bad_request(code, detail),
+            LoginError::ConnectionNotFound => ApiError::not_found("connection_not_found", "no such connection"),
+            LoginError::Store(store) => store.into(),
+            LoginError::Connections(connections) => connections.into(),
+            LoginError::Crypto(crypto) => crypto.into(),
+            LoginError::Repository(repository) => repository.into(),
+            LoginError::SigningKey(key) => key.into(),
+            LoginError::Authorize(authorize) => authorize.into(),
+            other @ (LoginError::KeptChanging | LoginError::RedirectUrl(_)) => ApiError::internal(other),
+        }
+    }
+}
+
 /// Writes the full cause chain of an error, by Display only.
 pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();

@@ -180,16 +180,6 @@ fn repeated_parameter(name: &str) -> ApiError {
     ApiError::bad_request("invalid_request", detail)
 }
 
-/// The value of a query parameter given exactly once; a repeated parameter is refused as ambiguous.
-pub fn single_query_param(params: &[(String, String)], name: &str) -> Result<Option<String>, ApiError> {
-    let mut found = params.iter().filter(|(k, _)| k == name);
-    let first = found.next().map(|(_, v)| v.clone());
-    if found.next().is_some() {
-        return Err(repeated_parameter(name));
-    }
-    Ok(first)
-}
-
 /// `limit` and `cursor` of a listing. Kept as text so a bad `limit` is the API's `invalid_limit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
