@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::aws_failure::Failure;
+
 /// The whole cause of an internal failure, kept for the log line.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -173,18 +175,34 @@ impl ApiError {
     }
 }
 
-/// The one place store failures become answers: throttling is a 503 with Retry-After, a bad cursor is
-/// the caller's 400, anything else is a 500 whose cause goes to the log only.
+/// The one place a DynamoDB or KMS failure becomes an answer: throttling is a 503 `throttled`
+/// (Retry-After 1 s), unavailability (timeouts, connection failures, their own 5xx) a 503
+/// `service_unavailable` (Retry-After 2 s) whose cause goes to the log, and anything else a 500 whose
+/// cause goes to the log only. Every `From` below that carries an AWS failure ends here.
+fn answer_aws_failure(
+    failure: Failure,
+    service: &'static str,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> ApiError {
+    match failure {
+        Failure::Throttled => ApiError::Throttled,
+        // The cause goes to the log, where the answer points with its errorId.
+        Failure::Unavailable => {
+            tracing::warn!(error = %cause_chain(&err), "{service} unavailable");
+            ApiError::Unavailable
+        }
+        Failure::Other => ApiError::internal(err),
+    }
+}
+
+/// Store failures: AWS failures as above; a bad cursor is the caller's 400; a failed condition or a
+/// malformed item that reaches the edge is a 500.
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::Throttled => ApiError::Throttled,
-            // The cause goes to the log, where the answer points with its errorId.
-            unavailable @ StoreError::Unavailable { .. } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "DynamoDB unavailable");
-                ApiError::Unavailable
-            }
+            StoreError::Throttled => answer_aws_failure(Failure::Throttled, "DynamoDB", err),
+            StoreError::Unavailable { .. } => answer_aws_failure(Failure::Unavailable, "DynamoDB", err),
             StoreError::BadCursor => ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"),
             other => ApiError::internal(other),
         }
@@ -195,11 +213,8 @@ impl From<crate::crypto::CryptoError> for ApiError {
     fn from(err: crate::crypto::CryptoError) -> Self {
         use crate::crypto::CryptoError;
         match err {
-            CryptoError::KmsUnavailable { throttled: true, .. } => ApiError::Throttled,
-            unavailable @ CryptoError::KmsUnavailable { .. } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
-                ApiError::Unavailable
-            }
+            CryptoError::KmsUnavailable { throttled: true, .. } => answer_aws_failure(Failure::Throttled, "KMS", err),
+            CryptoError::KmsUnavailable { .. } => answer_aws_failure(Failure::Unavailable, "KMS", err),
             other => ApiError::internal(other),
         }
     }
@@ -207,20 +222,9 @@ impl From<crate::crypto::CryptoError> for ApiError {
 
 impl From<crate::identity::SigningKeyError> for ApiError {
     fn from(err: crate::identity::SigningKeyError) -> Self {
-        use crate::aws_failure::Failure;
         use crate::identity::SigningKeyError;
         match err {
-            SigningKeyError::Kms {
-                failure: Failure::Throttled,
-                ..
-            } => ApiError::Throttled,
-            unavailable @ SigningKeyError::Kms {
-                failure: Failure::Unavailable,
-                ..
-            } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
-                ApiError::Unavailable
-            }
+            SigningKeyError::Kms { failure, .. } => answer_aws_failure(failure, "KMS", err),
             other => ApiError::internal(other),
         }
     }
