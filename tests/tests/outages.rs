@@ -121,6 +121,12 @@ async fn login_and_management_outages_are_503_and_change_nothing() {
     let resp = stack.http.get(&callback).send().await.unwrap();
     assert_503(resp, "service_unavailable", "2", "login callback, DynamoDB down").await;
     assert_eq!(stack.state_snapshot().await, before, "the callback changed nothing");
+    // Stalled: the vault's own timeouts end the wait.
+    proxy.fault("DeleteItem", Fault::Stall, 0, OUTLASTS_RETRIES);
+    let resp = stack.http.get(&callback).send().await.unwrap();
+    assert_503(resp, "service_unavailable", "2", "login callback, DynamoDB stalled").await;
+    proxy.clear_faults();
+    assert_eq!(stack.state_snapshot().await, before, "the callback changed nothing");
 
     // KMS down while the callback opens the login's own PKCE verifier (consumed by then: a login
     // request is single-use, so only the answer is checked here). Past the data-key cache's age the
@@ -161,6 +167,7 @@ async fn login_and_management_outages_are_503_and_change_nothing() {
     for (fault, code, after) in [
         (Fault::Throttle, "throttled", "1"),
         (Fault::Unavailable, "service_unavailable", "2"),
+        (Fault::Stall, "service_unavailable", "2"),
     ] {
         proxy.fault("TransactWriteItems", fault, 0, OUTLASTS_RETRIES);
         let resp = stack
@@ -172,6 +179,7 @@ async fn login_and_management_outages_are_503_and_change_nothing() {
             .await
             .unwrap();
         assert_503(resp, code, after, "record create").await;
+        proxy.clear_faults();
         proxy.fault("PutItem", fault, 0, OUTLASTS_RETRIES);
         let resp = stack
             .http
@@ -182,6 +190,7 @@ async fn login_and_management_outages_are_503_and_change_nothing() {
             .await
             .unwrap();
         assert_503(resp, code, after, "client create").await;
+        proxy.clear_faults();
     }
     assert_eq!(stack.state_snapshot().await, before, "no management write landed");
 }
