@@ -273,7 +273,7 @@ pub async fn authorize_client_identity(services: &Services, caller: &Caller, cli
     Ok(())
 }
 
-/// Deletes a service client (roles and records have their own deletes above); like its keys, only by
+/// Deletes a service client (roles and records have theirs in `management/access.rs`); like its keys, only by
 /// a caller who could give what it holds, so nobody can lock an administrator out.
 pub async fn delete_client(services: &Services, authority: Authority<'_>, client_id: &str) -> Result<(), ApiError> {
     if let Authority::Caller(caller) = authority
