@@ -11,10 +11,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::error::ApiError;
-use crate::services::Services;
 use crate::store::credentials::BoxFuture;
-use crate::store::{Filter, Item, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, opt_s, s};
+use crate::store::{Filter, Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, opt_s, s};
 
 /// Events are spread over this many partitions (`AUDIT#0` .. `AUDIT#15`), newest last by sort key
 /// in each: DynamoDB takes about 1,000 writes a second per partition, so the trail takes 16,000.
@@ -51,14 +49,15 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(action: &str, caller: Option<&str>, resource: &str, outcome: Result<(), &ApiError>) -> Self {
+    /// `outcome` is `Ok(())`, or `Err` with the `errorCode` the request was refused with.
+    pub fn new(action: &str, caller: Option<&str>, resource: &str, outcome: Result<(), &str>) -> Self {
         Self {
             event_id: crate::random::token(9),
             time: String::new(),
             action: action.to_string(),
             caller: caller.map(String::from),
             resource: resource.to_string(),
-            outcome: outcome.err().map_or("ok".to_string(), |e| e.error_code().to_string()),
+            outcome: outcome.err().unwrap_or("ok").to_string(),
             refreshed: None,
             reason: None,
         }
@@ -112,11 +111,6 @@ impl AuditSink for AuditTrail {
     }
 }
 
-/// Records an event in the services' trail.
-pub async fn record(services: &Services, event: AuditEvent) {
-    services.audit.write(event).await;
-}
-
 /// Whether a table write makes a new event or settles the outcome of one written before it was known.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Write {
@@ -167,36 +161,39 @@ impl AuditTrail {
     }
 }
 
-/// Runs `work` (a credential read the caller was allowed) with its audit event written at the same
-/// time rather than after it, so a warm read costs the latency of one DynamoDB call, not two in a row.
-/// The event is written as the read usually ends (`ok`, not refreshed); a read that ends otherwise
-/// (refreshed, refused by the store, failed) settles it with its real outcome before it answers. If
-/// the instance dies in between, the event stands as written: the access was granted.
-pub async fn while_reading<T>(
-    services: &Services,
-    mut event: AuditEvent,
-    work: impl Future<Output = Result<T, ApiError>>,
-    refreshed: impl Fn(&T) -> bool,
-) -> Result<T, ApiError> {
-    let trail = &services.audit;
-    let now_ms = trail.clock.now_millis();
-    event.time = crate::clock::iso8601_millis(now_ms);
-    event.outcome = EXPECTED_OUTCOME.to_string();
-    event.refreshed = Some(false);
-    let ((), result) = tokio::join!(trail.put(&event, now_ms, Write::New), work);
-    let settled = AuditEvent {
-        outcome: result
-            .as_ref()
-            .err()
-            .map_or(EXPECTED_OUTCOME.to_string(), |e| e.error_code().to_string()),
-        refreshed: Some(result.as_ref().is_ok_and(&refreshed)),
-        ..event
-    };
-    tracing::info!(audit = %json!(settled), "audit event");
-    if settled.outcome != EXPECTED_OUTCOME || settled.refreshed == Some(true) {
-        trail.put(&settled, now_ms, Write::Settle).await;
+impl AuditTrail {
+    /// Runs `work` (a credential read the caller was allowed) with its audit event written at the same
+    /// time rather than after it, so a warm read costs the latency of one DynamoDB call, not two in a
+    /// row. The event is written as the read usually ends (`ok`, not refreshed); a read that ends
+    /// otherwise (refreshed, refused by the store, failed) settles it with its real outcome, the
+    /// `error_code` of its error, before it answers. If the instance dies in between, the event stands
+    /// as written: the access was granted.
+    pub async fn while_reading<T, E>(
+        &self,
+        mut event: AuditEvent,
+        work: impl Future<Output = Result<T, E>>,
+        refreshed: impl Fn(&T) -> bool,
+        error_code: impl Fn(&E) -> &'static str,
+    ) -> Result<T, E> {
+        let now_ms = self.clock.now_millis();
+        event.time = crate::clock::iso8601_millis(now_ms);
+        event.outcome = EXPECTED_OUTCOME.to_string();
+        event.refreshed = Some(false);
+        let ((), result) = tokio::join!(self.put(&event, now_ms, Write::New), work);
+        let settled = AuditEvent {
+            outcome: result
+                .as_ref()
+                .err()
+                .map_or(EXPECTED_OUTCOME.to_string(), |e| error_code(e).to_string()),
+            refreshed: Some(result.as_ref().is_ok_and(&refreshed)),
+            ..event
+        };
+        tracing::info!(audit = %json!(settled), "audit event");
+        if settled.outcome != EXPECTED_OUTCOME || settled.refreshed == Some(true) {
+            self.put(&settled, now_ms, Write::Settle).await;
+        }
+        result
     }
-    result
 }
 
 /// Filters of `GET /v1/audit`.
@@ -209,101 +206,99 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
-/// Newest first: `{events: [...], pagination: {next: {cursor}}}`.
-pub async fn list(services: &Services, query: AuditQuery) -> Result<serde_json::Value, ApiError> {
-    let mut filters = Vec::new();
-    let mut names = Vec::new();
-    let mut values = Vec::new();
-    if let Some(caller) = query.caller {
-        filters.push("caller = :caller");
-        values.push((":caller", s(caller)));
-    }
-    if let Some(resource) = query.resource {
-        // RESOURCE is a DynamoDB reserved word.
-        filters.push("(#resource = :resource OR begins_with(#resource, :below))");
-        names.push(("#resource", "resource"));
-        values.push((":below", s(format!("{resource}/"))));
-        values.push((":resource", s(resource)));
-    }
-    let filter = (!filters.is_empty()).then(|| Filter {
-        expression: filters.join(" AND "),
-        names,
-        values,
-    });
-    // Each shard is read newest first until it has yielded `limit` matches, run out, or been read
-    // `MAX_PAGES_PER_SHARD` pages deep. Where a shard stopped early, everything older than the last
-    // key it examined is unread, so only matches at or above the highest such frontier may be
-    // answered, and the next page starts below it: no match is skipped, however sparse.
-    let before = match query.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(decode_cursor(cursor).ok_or(crate::store::StoreError::BadCursor)?),
-    };
-    let limit = query.limit.max(1) as usize;
-    let mut items = Vec::new();
-    let mut frontier: Option<String> = None;
-    for shard in 0..SHARDS {
-        let mut start = None;
-        let mut matched = 0;
-        for _ in 0..MAX_PAGES_PER_SHARD {
-            let mut req = services
-                .table
-                .client
-                .query()
-                .table_name(&services.table.name)
-                .expression_attribute_values(":pk", s(format!("AUDIT#{shard}")))
-                .scan_index_forward(false)
-                .consistent_read(true)
-                .limit(query.limit)
-                .set_exclusive_start_key(start.take());
-            req = match &before {
-                Some(sk) => req
-                    .key_condition_expression("pk = :pk AND sk < :before")
-                    .expression_attribute_values(":before", s(sk)),
-                None => req.key_condition_expression("pk = :pk"),
-            };
-            if let Some(filter) = &filter {
-                req = req.filter_expression(&filter.expression);
-                for (placeholder, name) in &filter.names {
-                    req = req.expression_attribute_names(*placeholder, *name);
+impl AuditTrail {
+    /// Newest first: `{events: [...], pagination: {next: {cursor}}}`.
+    pub async fn list(&self, query: AuditQuery) -> Result<serde_json::Value, StoreError> {
+        let mut filters = Vec::new();
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        if let Some(caller) = query.caller {
+            filters.push("caller = :caller");
+            values.push((":caller", s(caller)));
+        }
+        if let Some(resource) = query.resource {
+            // RESOURCE is a DynamoDB reserved word.
+            filters.push("(#resource = :resource OR begins_with(#resource, :below))");
+            names.push(("#resource", "resource"));
+            values.push((":below", s(format!("{resource}/"))));
+            values.push((":resource", s(resource)));
+        }
+        let filter = (!filters.is_empty()).then(|| Filter {
+            expression: filters.join(" AND "),
+            names,
+            values,
+        });
+        // Each shard is read newest first until it has yielded `limit` matches, run out, or been read
+        // `MAX_PAGES_PER_SHARD` pages deep. Where a shard stopped early, everything older than the last
+        // key it examined is unread, so only matches at or above the highest such frontier may be
+        // answered, and the next page starts below it: no match is skipped, however sparse.
+        let before = match query.cursor.as_deref() {
+            None => None,
+            Some(cursor) => Some(decode_cursor(cursor).ok_or(StoreError::BadCursor)?),
+        };
+        let limit = query.limit.max(1) as usize;
+        let mut items = Vec::new();
+        let mut frontier: Option<String> = None;
+        for shard in 0..SHARDS {
+            let mut start = None;
+            let mut matched = 0;
+            for _ in 0..MAX_PAGES_PER_SHARD {
+                let mut req = self
+                    .table
+                    .client
+                    .query()
+                    .table_name(&self.table.name)
+                    .expression_attribute_values(":pk", s(format!("AUDIT#{shard}")))
+                    .scan_index_forward(false)
+                    .consistent_read(true)
+                    .limit(query.limit)
+                    .set_exclusive_start_key(start.take());
+                req = match &before {
+                    Some(sk) => req
+                        .key_condition_expression("pk = :pk AND sk < :before")
+                        .expression_attribute_values(":before", s(sk)),
+                    None => req.key_condition_expression("pk = :pk"),
+                };
+                if let Some(filter) = &filter {
+                    req = req.filter_expression(&filter.expression);
+                    for (placeholder, name) in &filter.names {
+                        req = req.expression_attribute_names(*placeholder, *name);
+                    }
+                    for (placeholder, value) in &filter.values {
+                        req = req.expression_attribute_values(*placeholder, value.clone());
+                    }
                 }
-                for (placeholder, value) in &filter.values {
-                    req = req.expression_attribute_values(*placeholder, value.clone());
+                let out = req.send().await.map_err(|e| classify("Query", e))?;
+                let page = out.items.unwrap_or_default();
+                matched += page.len();
+                items.extend(page);
+                start = out.last_evaluated_key.filter(|k| !k.is_empty());
+                if start.is_none() || matched >= limit {
+                    break;
                 }
             }
-            let out = req.send().await.map_err(|e| classify("Query", e))?;
-            let page = out.items.unwrap_or_default();
-            matched += page.len();
-            items.extend(page);
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() || matched >= limit {
-                break;
+            // This shard has more below its last examined key.
+            if let Some(last) = start.as_ref().and_then(|k| k.get("sk")).and_then(|v| v.as_s().ok())
+                && frontier.as_deref().is_none_or(|f| last.as_str() > f)
+            {
+                frontier = Some(last.clone());
             }
         }
-        // This shard has more below its last examined key.
-        if let Some(last) = start.as_ref().and_then(|k| k.get("sk")).and_then(|v| v.as_s().ok())
-            && frontier.as_deref().is_none_or(|f| last.as_str() > f)
-        {
-            frontier = Some(last.clone());
+        let sort_key = |item: &Item| get_s(item, "sk").unwrap_or_default();
+        items.sort_by_key(|item| std::cmp::Reverse(sort_key(item)));
+        if let Some(frontier) = &frontier {
+            items.retain(|item| sort_key(item).as_str() >= frontier.as_str());
         }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| encode_cursor(&sort_key(last)))
+        } else {
+            // Everything above the frontier is answered; the next page starts below it.
+            frontier.as_deref().map(encode_cursor)
+        };
+        let events = items.iter().map(present).collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({"events": events, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
     }
-    let sort_key = |item: &Item| get_s(item, "sk").unwrap_or_default();
-    items.sort_by_key(|item| std::cmp::Reverse(sort_key(item)));
-    if let Some(frontier) = &frontier {
-        items.retain(|item| sort_key(item).as_str() >= frontier.as_str());
-    }
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|last| encode_cursor(&sort_key(last)))
-    } else {
-        // Everything above the frontier is answered; the next page starts below it.
-        frontier.as_deref().map(encode_cursor)
-    };
-    let events = items
-        .iter()
-        .map(present)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(json!({"events": events, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
 }
 
 /// A cursor is the sort key of the last event of the page, base64url.
@@ -320,7 +315,7 @@ fn decode_cursor(cursor: &str) -> Option<String> {
     (time.len() == 15 && time.bytes().all(|c| c.is_ascii_digit()) && crate::random::is_token_shaped(id)).then_some(sk)
 }
 
-fn present(item: &Item) -> Result<serde_json::Value, crate::store::StoreError> {
+fn present(item: &Item) -> Result<serde_json::Value, StoreError> {
     let sk = get_s(item, "sk")?;
     let mut event = json!({
         "eventId": sk.split_once('#').map(|(_, id)| id).unwrap_or_default(),

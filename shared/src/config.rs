@@ -214,7 +214,7 @@ impl Config {
             audit_retention: Duration::from_secs(secs("CREDVAULT_AUDIT_RETENTION_DAYS", 90)?.as_secs() * 86_400),
             insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
         };
-        if !crate::access::model::is_valid_id(&config.account_id) || config.account_id.contains('.') {
+        if !crate::ids::is_valid_id(&config.account_id) || config.account_id.contains('.') {
             return Err(invalid("CREDVAULT_ACCOUNT_ID", "must be an id without dots"));
         }
         config.validate()?;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::aws_failure::Failure;
+
 /// The whole cause of an internal failure, kept for the log line.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -173,18 +175,34 @@ impl ApiError {
     }
 }
 
-/// The one place store failures become answers: throttling is a 503 with Retry-After, a bad cursor is
-/// the caller's 400, anything else is a 500 whose cause goes to the log only.
+/// The one place a DynamoDB or KMS failure becomes an answer: throttling is a 503 `throttled`
+/// (Retry-After 1 s), unavailability (timeouts, connection failures, their own 5xx) a 503
+/// `service_unavailable` (Retry-After 2 s) whose cause goes to the log, and anything else a 500 whose
+/// cause goes to the log only. Every `From` below that carries an AWS failure ends here.
+fn answer_aws_failure(
+    failure: Failure,
+    service: &'static str,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> ApiError {
+    match failure {
+        Failure::Throttled => ApiError::Throttled,
+        // The cause goes to the log, where the answer points with its errorId.
+        Failure::Unavailable => {
+            tracing::warn!(error = %cause_chain(&err), "{service} unavailable");
+            ApiError::Unavailable
+        }
+        Failure::Other => ApiError::internal(err),
+    }
+}
+
+/// Store failures: AWS failures as above; a bad cursor is the caller's 400; a failed condition or a
+/// malformed item that reaches the edge is a 500.
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::Throttled => ApiError::Throttled,
-            // The cause goes to the log, where the answer points with its errorId.
-            unavailable @ StoreError::Unavailable { .. } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "DynamoDB unavailable");
-                ApiError::Unavailable
-            }
+            StoreError::Throttled => answer_aws_failure(Failure::Throttled, "DynamoDB", err),
+            StoreError::Unavailable { .. } => answer_aws_failure(Failure::Unavailable, "DynamoDB", err),
             StoreError::BadCursor => ApiError::bad_request("invalid_cursor", "the cursor is not one this API gave out"),
             other => ApiError::internal(other),
         }
@@ -195,33 +213,31 @@ impl From<crate::crypto::CryptoError> for ApiError {
     fn from(err: crate::crypto::CryptoError) -> Self {
         use crate::crypto::CryptoError;
         match err {
-            CryptoError::KmsUnavailable { throttled: true, .. } => ApiError::Throttled,
-            unavailable @ CryptoError::KmsUnavailable { .. } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
-                ApiError::Unavailable
-            }
+            CryptoError::KmsUnavailable { throttled: true, .. } => answer_aws_failure(Failure::Throttled, "KMS", err),
+            CryptoError::KmsUnavailable { .. } => answer_aws_failure(Failure::Unavailable, "KMS", err),
             other => ApiError::internal(other),
         }
     }
 }
 
-impl From<crate::identity::IdentityError> for ApiError {
-    fn from(err: crate::identity::IdentityError) -> Self {
-        use crate::aws_failure::Failure;
-        use crate::identity::IdentityError;
+impl From<crate::identity::SigningKeyError> for ApiError {
+    fn from(err: crate::identity::SigningKeyError) -> Self {
+        use crate::identity::SigningKeyError;
         match err {
-            IdentityError::Kms {
-                failure: Failure::Throttled,
-                ..
-            } => ApiError::Throttled,
-            unavailable @ IdentityError::Kms {
-                failure: Failure::Unavailable,
-                ..
-            } => {
-                tracing::warn!(error = %cause_chain(&unavailable), "KMS unavailable");
-                ApiError::Unavailable
-            }
+            SigningKeyError::Kms { failure, .. } => answer_aws_failure(failure, "KMS", err),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::identity::AuthenticationError> for ApiError {
+    fn from(err: crate::identity::AuthenticationError) -> Self {
+        use crate::identity::AuthenticationError;
+        match err {
+            AuthenticationError::Refused(why) => ApiError::Unauthorized(why),
+            AuthenticationError::SigningKey(key) => key.into(),
+            AuthenticationError::Store(store) => store.into(),
+            stored_key @ AuthenticationError::StoredKey(_) => ApiError::internal(stored_key),
         }
     }
 }
@@ -259,6 +275,65 @@ impl From<crate::vault::VaultError> for ApiError {
             VaultError::Repository(repository) => repository.into(),
             VaultError::Connections(connections) => connections.into(),
             kept_changing @ VaultError::KeptChanging => ApiError::internal(kept_changing),
+        }
+    }
+}
+
+impl From<crate::access::AccessError> for ApiError {
+    fn from(err: crate::access::AccessError) -> Self {
+        use crate::access::AccessError;
+        match err {
+            AccessError::Forbidden => ApiError::forbidden(),
+            AccessError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<crate::access::model::ValidationError> for ApiError {
+    fn from(err: crate::access::model::ValidationError) -> Self {
+        use crate::access::model::ValidationError;
+        match err {
+            ValidationError::Invalid { code, detail } => ApiError::bad_request(code, detail),
+            ValidationError::TooLarge => ApiError::PayloadTooLarge,
+        }
+    }
+}
+
+/// A grant change refused by the delegation rules: an unknown role is the caller's 400, every other
+/// rule a 403 under its own code.
+impl From<crate::access::delegation::Refusal> for ApiError {
+    fn from(refusal: crate::access::delegation::Refusal) -> Self {
+        use crate::access::delegation::Refusal;
+        match refusal {
+            Refusal::UnknownRole { .. } => ApiError::bad_request(refusal.error_code(), refusal.to_string()),
+            other => ApiError::refused(other.error_code(), other.to_string()),
+        }
+    }
+}
+
+impl From<crate::oauth::authorize::AuthorizeError> for ApiError {
+    fn from(err: crate::oauth::authorize::AuthorizeError) -> Self {
+        use crate::oauth::authorize::AuthorizeError;
+        match err {
+            AuthorizeError::Properties(detail) => ApiError::bad_request("invalid_connection_properties", detail),
+            bad_url @ AuthorizeError::AuthenticationUrl { .. } => ApiError::internal(bad_url),
+        }
+    }
+}
+
+impl From<crate::login::LoginError> for ApiError {
+    fn from(err: crate::login::LoginError) -> Self {
+        use crate::login::LoginError;
+        match err {
+            LoginError::Invalid { code, detail } => ApiError::bad_request(code, detail),
+            LoginError::ConnectionNotFound => ApiError::not_found("connection_not_found", "no such connection"),
+            LoginError::Store(store) => store.into(),
+            LoginError::Connections(connections) => connections.into(),
+            LoginError::Crypto(crypto) => crypto.into(),
+            LoginError::Repository(repository) => repository.into(),
+            LoginError::SigningKey(key) => key.into(),
+            LoginError::Authorize(authorize) => authorize.into(),
+            other @ (LoginError::KeptChanging | LoginError::RedirectUrl(_)) => ApiError::internal(other),
         }
     }
 }

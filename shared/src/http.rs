@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -180,16 +180,6 @@ fn repeated_parameter(name: &str) -> ApiError {
     ApiError::bad_request("invalid_request", detail)
 }
 
-/// The value of a query parameter given exactly once; a repeated parameter is refused as ambiguous.
-pub fn single_query_param(params: &[(String, String)], name: &str) -> Result<Option<String>, ApiError> {
-    let mut found = params.iter().filter(|(k, _)| k == name);
-    let first = found.next().map(|(_, v)| v.clone());
-    if found.next().is_some() {
-        return Err(repeated_parameter(name));
-    }
-    Ok(first)
-}
-
 /// `limit` and `cursor` of a listing. Kept as text so a bad `limit` is the API's `invalid_limit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -227,18 +217,37 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let services = Arc::<Services>::from_ref(state);
-        // `authenticate` reads the Authorization header only; hand it nothing else of the request.
-        let mut headers_only = lambda_http::Request::default();
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            headers_only.headers_mut().insert(header::AUTHORIZATION, value.clone());
-        }
-        crate::identity::authenticate(&services, &headers_only).await
+        authenticate(&services, &parts.headers).await
     }
 }
 
+/// The caller of a request, from its bearer token (the Authorization header, nothing else of the
+/// request): a vault user token (ES256) or a service-client token (EdDSA). Every route but login and
+/// discovery needs one.
+pub async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = bearer_token(headers).ok_or(ApiError::Unauthorized("a bearer token is required"))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
+    let caller = match (header.alg, header.kid.as_deref()) {
+        (jsonwebtoken::Algorithm::EdDSA, Some(kid)) => {
+            crate::identity::service_clients::verify(
+                &services.table,
+                services.clock.as_ref(),
+                &services.config.issuer,
+                &services.config.account_audience(),
+                token,
+                kid,
+            )
+            .await
+        }
+        _ => services.user_tokens.verify(token).await,
+    };
+    Ok(caller?)
+}
+
 /// The bearer token of the Authorization header, if any.
-pub fn bearer_token<B>(req: &axum::http::Request<B>) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token != "null").then_some(token)

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod ids;
 pub mod login;
 pub mod management;
 pub mod migration;

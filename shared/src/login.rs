@@ -7,14 +7,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
-use crate::error::ApiError;
+use crate::crypto::CryptoError;
+use crate::identity::SigningKeyError;
 use crate::oauth::Connection;
-use crate::oauth::authorize::{AuthorizeRequest, authorize_url, merge_properties};
+use crate::oauth::authorize::{AuthorizeError, AuthorizeRequest, authorize_url, merge_properties};
 use crate::oauth::connection::{IssuedUnder, UserIdRefusal, is_valid_connection_id, user_id_for_login};
 use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
 use crate::oauth::provider::TokenResponse;
 use crate::services::Services;
-use crate::store::credentials::PlainTokens;
+use crate::store::connections::ConnectionStoreError;
+use crate::store::credentials::{PlainTokens, RepositoryError};
 use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
 use crate::store::vault_codes::{self, Refusal, VaultCode};
 use crate::store::{StoreError, connections, identities};
@@ -27,6 +29,55 @@ const MAX_CODE_LEN: usize = 256;
 const MAX_URL_LEN: usize = 2048;
 /// How often a login retries saving when a concurrent refresh moved the credential's version.
 const SAVE_ATTEMPTS: u32 = 3;
+
+/// Why a login step did not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The request is not one the flow accepts: `code` is the stable snake_case `errorCode`, `detail`
+    /// text this module wrote (never a value from the request).
+    #[error("invalid ({code}): {detail}")]
+    Invalid { code: &'static str, detail: String },
+    #[error("no such connection")]
+    ConnectionNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Connections(#[from] ConnectionStoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    SigningKey(#[from] SigningKeyError),
+    #[error(transparent)]
+    Authorize(#[from] AuthorizeError),
+    #[error("the credential kept changing while a login saved it")]
+    KeptChanging,
+    #[error("the stored redirect URL is not valid")]
+    RedirectUrl(#[source] url::ParseError),
+}
+
+impl LoginError {
+    fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        LoginError::Invalid {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The value of a query parameter given exactly once; a repeated parameter is refused as ambiguous.
+fn single_param(params: &[(String, String)], name: &'static str) -> Result<Option<String>, LoginError> {
+    let mut found = params.iter().filter(|(k, _)| k == name);
+    let first = found.next().map(|(_, v)| v.clone());
+    if found.next().is_some() {
+        return Err(LoginError::invalid(
+            "invalid_request",
+            format!("query parameter {name} is repeated"),
+        ));
+    }
+    Ok(first)
+}
 
 /// `POST /api/authentication`. Unknown fields (antiAbuseHash, applicationId, ...) are accepted and
 /// ignored: the Authress login SDK sends them.
@@ -63,23 +114,23 @@ pub struct StartResponse {
     pub authentication_request_id: String,
 }
 
-pub async fn start(services: &Services, req: StartRequest) -> Result<StartResponse, ApiError> {
+pub async fn start(services: &Services, req: StartRequest) -> Result<StartResponse, LoginError> {
     let connection_id = req
         .connection_id
         .filter(|c| is_valid_connection_id(c))
-        .ok_or_else(|| ApiError::bad_request("invalid_connection_id", "connectionId is missing or malformed"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_connection_id", "connectionId is missing or malformed"))?;
     let redirect_url = req
         .redirect_url
-        .ok_or_else(|| ApiError::bad_request("invalid_redirect_url", "redirectUrl is required"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_redirect_url", "redirectUrl is required"))?;
     // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
     if !services.config.allowed_redirect_urls.contains(&redirect_url) {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "invalid_redirect_url",
             "redirectUrl is not an allowed redirect URL",
         ));
     }
     if req.code_challenge_method.as_deref() != Some("S256") {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "invalid_code_challenge",
             "codeChallengeMethod must be S256",
         ));
@@ -88,14 +139,14 @@ pub async fn start(services: &Services, req: StartRequest) -> Result<StartRespon
         .code_challenge
         .filter(|c| is_valid_s256_challenge(c))
         .ok_or_else(|| {
-            ApiError::bad_request(
+            LoginError::invalid(
                 "invalid_code_challenge",
                 "codeChallenge must be a base64url SHA-256 digest",
             )
         })?;
     let connection = connections::get(&services.table, &services.envelope, &connection_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("connection_not_found", "no such connection"))?;
+        .ok_or(LoginError::ConnectionNotFound)?;
     let properties = merge_properties(&connection.default_connection_properties, &req.connection_properties)?;
 
     let state = crate::random::token(32);
@@ -147,34 +198,34 @@ pub async fn callback(
     services: &Services,
     connection_id: &str,
     params: &[(String, String)],
-) -> Result<String, ApiError> {
-    let param = |name: &str| crate::http::single_query_param(params, name);
+) -> Result<String, LoginError> {
+    let param = |name: &'static str| single_param(params, name);
     if !is_valid_connection_id(connection_id) {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "invalid_connection_id",
             "connectionId is malformed",
         ));
     }
     let state = param("state")?
         .filter(|s| !s.is_empty() && s.len() <= MAX_CODE_LEN)
-        .ok_or_else(|| ApiError::bad_request("invalid_state", "state is missing or malformed"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_state", "state is missing or malformed"))?;
     let now = services.clock.now_secs();
     let request = match login_requests::consume(&services.table, &state, connection_id, now).await? {
         ConsumeOutcome::Consumed(request) => request,
         ConsumeOutcome::Unknown => {
-            return Err(ApiError::bad_request(
+            return Err(LoginError::invalid(
                 "invalid_state",
                 "unknown or already used login state",
             ));
         }
         ConsumeOutcome::ForeignConnection => {
-            return Err(ApiError::bad_request(
+            return Err(LoginError::invalid(
                 "invalid_state",
                 "this login state belongs to another connection",
             ));
         }
         ConsumeOutcome::Expired => {
-            return Err(ApiError::bad_request("login_expired", "the login request has expired"));
+            return Err(LoginError::invalid("login_expired", "the login request has expired"));
         }
     };
     let fail = |error: &str| {
@@ -211,11 +262,11 @@ pub async fn callback(
     let verifier = match verifier {
         Ok(verifier) => verifier,
         // A verifier that does not open here was moved onto this request or altered: no exchange.
-        Err(crate::crypto::CryptoError::NotAuthentic | crate::crypto::CryptoError::Malformed) => {
+        Err(CryptoError::NotAuthentic | CryptoError::Malformed) => {
             tracing::warn!(connection_id = %connection_id, "the login request's verifier does not belong to it");
             return fail("invalid_request");
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(e.into()),
     };
     let tokens = match services
         .provider
@@ -275,10 +326,9 @@ pub async fn callback(
     let resource = crate::access::credentials_resource(connection_id, &user_id);
     if !identities::claim_for_login(&services.table, &user_id, connection_id, &connection.generation, now).await? {
         tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
-        let refusal = ApiError::refused("identity_conflict", "the user id belongs to another connection");
-        let event =
-            AuditEvent::new("login.refused", Some(&user_id), &resource, Err(&refusal)).reason("identity_conflict");
-        crate::audit::record(services, event).await;
+        let event = AuditEvent::new("login.refused", Some(&user_id), &resource, Err("identity_conflict"))
+            .reason("identity_conflict");
+        services.audit.write(event).await;
         return fail("identity_conflict");
     }
     save_credential(services, connection_id, &user_id, &connection, tokens).await?;
@@ -298,11 +348,10 @@ pub async fn callback(
     )
     .await?;
     tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
-    crate::audit::record(
-        services,
-        crate::audit::AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())),
-    )
-    .await;
+    services
+        .audit
+        .write(AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())))
+        .await;
     app_redirect(
         &request.redirect_url,
         &[
@@ -320,7 +369,7 @@ async fn save_credential(
     user_id: &str,
     connection: &Connection,
     tokens: TokenResponse,
-) -> Result<(), ApiError> {
+) -> Result<(), LoginError> {
     let issued = IssuedUnder::of(connection);
     let repository = &services.credentials;
     let now = services.clock.now_secs();
@@ -344,12 +393,11 @@ async fn save_credential(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::internal("credential kept changing while saving a login"))
+    Err(LoginError::KeptChanging)
 }
 
-fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, ApiError> {
-    let mut url = url::Url::parse(redirect_url)
-        .map_err(|e| ApiError::internal(format!("stored redirect URL is invalid: {e}")))?;
+fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, LoginError> {
+    let mut url = url::Url::parse(redirect_url).map_err(LoginError::RedirectUrl)?;
     url.query_pairs_mut().extend_pairs(params);
     Ok(url.into())
 }
@@ -396,9 +444,9 @@ pub async fn exchange(
     services: &Services,
     authentication_request_id: &str,
     req: TokenRequest,
-) -> Result<VaultTokens, ApiError> {
+) -> Result<VaultTokens, LoginError> {
     if req.grant_type.as_deref() != Some("authorization_code") {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "unsupported_grant_type",
             "grant_type must be authorization_code",
         ));
@@ -406,17 +454,17 @@ pub async fn exchange(
     let code = req
         .code
         .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "code is missing or malformed"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_request", "code is missing or malformed"))?;
     let verifier = req
         .code_verifier
         .filter(|v| is_plausible_verifier(v))
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "code_verifier is missing or malformed"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_request", "code_verifier is missing or malformed"))?;
     let redirect_uri = req
         .redirect_uri
         .filter(|r| r.len() <= MAX_URL_LEN)
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "redirect_uri is missing or too long"))?;
+        .ok_or_else(|| LoginError::invalid("invalid_request", "redirect_uri is missing or too long"))?;
     if !crate::random::is_token_shaped(authentication_request_id) {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "invalid_request",
             "authenticationRequestId is not one this vault gave out",
         ));
@@ -424,7 +472,7 @@ pub async fn exchange(
     let application_id = req.client_id.unwrap_or_else(|| DEFAULT_APPLICATION_ID.to_string());
     // The id_token's audience is the app; it may never be the audience APIs accept access tokens for.
     if !is_valid_connection_id(&application_id) || application_id == services.user_tokens.audience() {
-        return Err(ApiError::bad_request(
+        return Err(LoginError::invalid(
             "invalid_client",
             "client_id must be 1 to 64 characters of [a-zA-Z0-9-_.:], and not the vault's audience",
         ));
@@ -439,7 +487,7 @@ pub async fn exchange(
     )
     .await?;
     let record = outcome.map_err(|refusal| {
-        ApiError::bad_request(
+        LoginError::invalid(
             "invalid_grant",
             match refusal {
                 Refusal::Unknown => "the code is unknown or was already used",

@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use crate::identity::service_clients::CLIENT_ID_PREFIX;
+use crate::ids::CLIENT_ID_PREFIX;
 use crate::oauth::connection::IssuedUnder;
 use crate::services::Services;
 use crate::store::{StoreError, connections, credentials, documents, identities};

@@ -32,9 +32,16 @@ pub fn dynamodb_retry_config() -> aws_sdk_dynamodb::config::retry::RetryConfig {
         .with_max_backoff(std::time::Duration::from_millis(500))
 }
 
-/// Every DynamoDB and KMS call of the vault runs under the configured timeouts, whoever built the
-/// client (tests pass their own, with call counters): a stalled call ends as `Unavailable` well inside
-/// a refresh lease instead of holding it.
+/// KMS retries, as DynamoDB's: the SDK's default first backoff of up to a second, doubling, would let
+/// the operation timeout end a throttled call, so that throttling outlasting the retries would answer
+/// as an outage (`service_unavailable`) on some calls and as `throttled` on others.
+pub fn kms_retry_config() -> aws_sdk_kms::config::retry::RetryConfig {
+    dynamodb_retry_config()
+}
+
+/// Every DynamoDB and KMS call of the vault runs under the configured timeouts, and KMS calls under
+/// the vault's retries, whoever built the client (tests pass their own, with call counters): a stalled
+/// call ends as `Unavailable` well inside a refresh lease instead of holding it.
 fn with_timeouts(
     dynamodb: aws_sdk_dynamodb::Client,
     kms: aws_sdk_kms::Client,
@@ -52,7 +59,13 @@ fn with_timeouts(
             .timeout_config(timeout_config.clone())
             .build(),
     );
-    let kms = aws_sdk_kms::Client::from_conf(kms.config().to_builder().timeout_config(timeout_config).build());
+    let kms = aws_sdk_kms::Client::from_conf(
+        kms.config()
+            .to_builder()
+            .timeout_config(timeout_config)
+            .retry_config(kms_retry_config())
+            .build(),
+    );
     (dynamodb, kms)
 }
 

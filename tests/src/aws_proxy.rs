@@ -17,6 +17,8 @@ pub enum Fault {
     Throttle,
     /// The service's own 5xx: what an outage looks like to the SDK.
     Unavailable,
+    /// No answer: the call is held until the caller gives up (its attempt timeout).
+    Stall,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +80,8 @@ impl AwsProxy {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.push(rule);
     }
 
-    /// Ends every fault still pending: the services are back.
+    /// Forgets every fault not yet served (the services are back): a stall outlasts the operation
+    /// timeout after fewer attempts than it was set for, so what it leaves would hit later calls.
     pub fn clear_faults(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rules.clear();
     }
@@ -117,6 +120,11 @@ async fn forward(State(proxy): State<AwsProxy>, method: Method, uri: Uri, header
         .to_string();
     let dynamodb = target.starts_with("DynamoDB_");
     if let Some(fault) = proxy.fault_for(&target) {
+        if fault == Fault::Stall {
+            // Longer than any attempt timeout of the stack; the caller has hung up by then.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
         let (status, body) = match (dynamodb, fault) {
             (true, Fault::Throttle) => (
                 StatusCode::BAD_REQUEST,
@@ -134,6 +142,7 @@ async fn forward(State(proxy): State<AwsProxy>, method: Method, uri: Uri, header
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"__type":"KMSInternalException","message":"Internal error"}"#,
             ),
+            (_, Fault::Stall) => unreachable!("answered above"),
         };
         let content_type = if dynamodb {
             "application/x-amz-json-1.0"

@@ -160,7 +160,7 @@ impl LocalStack {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        let (_, admin_key) = credvault::access::bootstrap::create_admin(&services, "local administrator")
+        let (_, admin_key) = credvault::management::bootstrap::create_admin(&services, "local administrator")
             .await
             .expect("bootstrap admin");
         let admin_key = secrecy::ExposeSecret::expose_secret(&admin_key).to_string();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use credvault::audit::{self, AuditEvent};
+use credvault::audit::AuditEvent;
 use credvault::clock::iso8601;
 use credvault::http::{Path, Query, json_response, no_content, with_fallbacks};
 use credvault::identity::Caller;
@@ -153,19 +153,19 @@ async fn disconnect(
             "connections:credentials:delete",
         )
         .await?;
-        Ok(services.refresh.disconnect(&connection_id, &user_id).await?)
+        Ok::<_, ApiError>(services.refresh.disconnect(&connection_id, &user_id).await?)
     }
     .await;
     let mut event = AuditEvent::new(
         "credential.disconnect",
         Some(caller.subject()),
         &resource,
-        result.as_ref().map(|_| ()),
+        result.as_ref().map(|_| ()).map_err(|e| e.error_code()),
     );
     if let Ok(vault::Revocation::Skipped(change)) = &result {
         event = event.reason(change.reason());
     }
-    audit::record(&services, event).await;
+    services.audit.write(event).await;
     result?;
     Ok(no_content())
 }
@@ -187,29 +187,37 @@ async fn read(
         user_id,
         "connections:credentials:read",
     )
-    .await;
+    .await
+    .map_err(ApiError::from);
     let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Ok(()));
     let result = match allowed {
-        // Allowed: the event is written while the credential is read (audit::while_reading).
+        // Allowed: the event is written while the credential is read (AuditTrail::while_reading).
         Ok(()) => {
-            audit::while_reading(
-                services,
-                event,
-                async {
-                    Ok::<_, ApiError>(
-                        services
-                            .refresh
-                            .fresh_access_token(connection_id, user_id, min_validity)
-                            .await?,
-                    )
-                },
-                |token| token.refreshed,
-            )
-            .await
+            services
+                .audit
+                .while_reading(
+                    event,
+                    async {
+                        Ok::<_, ApiError>(
+                            services
+                                .refresh
+                                .fresh_access_token(connection_id, user_id, min_validity)
+                                .await?,
+                        )
+                    },
+                    |token| token.refreshed,
+                    ApiError::error_code,
+                )
+                .await
         }
         Err(refused) => {
-            let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Err(&refused));
-            audit::record(services, event.refreshed(false)).await;
+            let event = AuditEvent::new(
+                "credential.read",
+                Some(caller.subject()),
+                &resource,
+                Err(refused.error_code()),
+            );
+            services.audit.write(event.refreshed(false)).await;
             Err(refused)
         }
     };

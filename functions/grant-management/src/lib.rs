@@ -9,13 +9,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use credvault::access::admin::{self as access_admin, Authority};
 use credvault::access::{self, AccessRecord, Role};
-use credvault::audit::{self, AuditEvent, AuditQuery};
+use credvault::audit::{AuditEvent, AuditQuery};
 use credvault::http::{Json, Page, Path, Query, json_response, no_content, with_fallbacks};
 use credvault::identity::Caller;
-use credvault::identity::service_clients::{self, ClientInput, ServiceClient};
+use credvault::identity::service_clients::{self as client_identity, ServiceClient};
+use credvault::management::access as access_management;
+use credvault::management::authority::Authority;
 use credvault::management::connections::{self, ConnectionInput};
+use credvault::management::service_clients::{self, ClientInput};
 use credvault::openapi::{
     AccessKeyBody, AccessRecordBody, AnyRefusal, AuditListBody, CallerRefusals, ClientListBody, ConnectionBody,
     ConnectionListBody, ErrorBody, JwksBody, PermissionBody, RecordListBody, RoleListBody,
@@ -143,7 +145,7 @@ struct AuditFilter {
 }
 
 async fn require(services: &Services, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
-    access::require(&services.policies, &services.table, caller, resource, action).await
+    Ok(access::require(&services.policies, &services.table, caller, resource, action).await?)
 }
 
 /// Runs a change and audits it under `resource`, refused or not.
@@ -155,8 +157,11 @@ async fn audited(
     change: impl Future<Output = Result<Response, ApiError>>,
 ) -> Result<Response, ApiError> {
     let result = change.await;
-    let event = AuditEvent::new(action, Some(caller.subject()), resource, result.as_ref().map(|_| ()));
-    audit::record(services, event).await;
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.error_code());
+    services
+        .audit
+        .write(AuditEvent::new(action, Some(caller.subject()), resource, outcome))
+        .await;
     result
 }
 
@@ -314,7 +319,7 @@ async fn list_clients(
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_admin::list(&services, Kind::Client, limit, cursor.as_deref()).await?,
+        &access_management::list(&services, Kind::Client, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -366,7 +371,7 @@ async fn get_client(
         "clients:read",
     )
     .await?;
-    let client = service_clients::load_client(&services, &client_id)
+    let client = client_identity::load_client(&services.table, &client_id)
         .await?
         .ok_or_else(client_not_found)?;
     Ok(json_response(200, &service_clients::present(&client)))
@@ -417,7 +422,7 @@ async fn delete_client(
     let resource = item_resource("Clients", &client_id)?;
     audited(&services, "client.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "clients:delete").await?;
-        access_admin::delete_client(&services, Authority::Caller(&caller), &client_id).await?;
+        service_clients::delete_client(&services, Authority::Caller(&caller), &client_id).await?;
         Ok(no_content())
     })
     .await
@@ -503,10 +508,10 @@ async fn client_jwks(
     State(services): State<Arc<Services>>,
     Path(ClientPath { client_id }): Path<ClientPath>,
 ) -> Result<Response, ApiError> {
-    let client = service_clients::load_client(&services, &client_id)
+    let client = client_identity::load_client(&services.table, &client_id)
         .await?
         .ok_or_else(client_not_found)?;
-    Ok(json_response(200, &service_clients::client_jwks(&client)))
+    Ok(json_response(200, &client_identity::client_jwks(&client)))
 }
 
 fn client_not_found() -> ApiError {
@@ -529,7 +534,7 @@ async fn list_roles(
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_admin::list(&services, Kind::Role, limit, cursor.as_deref()).await?,
+        &access_management::list(&services, Kind::Role, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -555,8 +560,8 @@ async fn create_role(
         let named = Some(role.role_id.as_str()).filter(|r| !r.is_empty());
         let target = creation_target("Roles", named, "invalid_role_id")?;
         require(&services, &caller, &target, "roles:create").await?;
-        let doc = access_admin::create_role(&services, Authority::Caller(&caller), role).await?;
-        Ok(json_response(201, &access_admin::present(Kind::Role, &doc)))
+        let doc = access_management::create_role(&services, Authority::Caller(&caller), role).await?;
+        Ok(json_response(201, &access_management::present(Kind::Role, &doc)))
     })
     .await
 }
@@ -577,8 +582,8 @@ async fn get_role(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     require(&services, &caller, &item_resource("Roles", &role_id)?, "roles:read").await?;
-    let doc = access_admin::get(&services, Kind::Role, &role_id).await?;
-    Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
+    let doc = access_management::get(&services, Kind::Role, &role_id).await?;
+    Ok(json_response(200, &access_management::present(Kind::Role, &doc)))
 }
 
 #[utoipa::path(
@@ -602,8 +607,8 @@ async fn update_role(
     let resource = item_resource("Roles", &role_id)?;
     audited(&services, "role.update", &caller, &resource, async {
         require(&services, &caller, &resource, "roles:update").await?;
-        let doc = access_admin::update_role(&services, Authority::Caller(&caller), &role_id, body?.0).await?;
-        Ok(json_response(200, &access_admin::present(Kind::Role, &doc)))
+        let doc = access_management::update_role(&services, Authority::Caller(&caller), &role_id, body?.0).await?;
+        Ok(json_response(200, &access_management::present(Kind::Role, &doc)))
     })
     .await
 }
@@ -626,7 +631,7 @@ async fn delete_role(
     let resource = item_resource("Roles", &role_id)?;
     audited(&services, "role.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "roles:delete").await?;
-        access_admin::delete_role(&services, &role_id).await?;
+        access_management::delete_role(&services, &role_id).await?;
         Ok(no_content())
     })
     .await
@@ -648,7 +653,7 @@ async fn list_records(
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_admin::list(&services, Kind::Record, limit, cursor.as_deref()).await?,
+        &access_management::list(&services, Kind::Record, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -675,7 +680,7 @@ async fn create_record(
         let named = Some(record.record_id.as_str()).filter(|r| !r.is_empty());
         let target = creation_target("Records", named, "invalid_record_id")?;
         require(&services, &caller, &target, "records:create").await?;
-        let doc = access_admin::create_record(&services, Authority::Caller(&caller), record).await?;
+        let doc = access_management::create_record(&services, Authority::Caller(&caller), record).await?;
         Ok(record_response(201, &doc))
     })
     .await
@@ -704,7 +709,7 @@ async fn get_record(
         "records:read",
     )
     .await?;
-    let doc = access_admin::get(&services, Kind::Record, &record_id).await?;
+    let doc = access_management::get(&services, Kind::Record, &record_id).await?;
     Ok(record_response(200, &doc))
 }
 
@@ -739,7 +744,7 @@ async fn update_record(
         require(&services, &caller, &resource, "records:update").await?;
         let record = body?.0;
         let unmodified_since = headers.get(header::IF_UNMODIFIED_SINCE).and_then(|v| v.to_str().ok());
-        let doc = access_admin::update_record(
+        let doc = access_management::update_record(
             &services,
             Authority::Caller(&caller),
             &record_id,
@@ -770,14 +775,14 @@ async fn delete_record(
     let resource = item_resource("Records", &record_id)?;
     audited(&services, "record.delete", &caller, &resource, async {
         require(&services, &caller, &resource, "records:delete").await?;
-        access_admin::delete_record(&services, &record_id).await?;
+        access_management::delete_record(&services, &record_id).await?;
         Ok(no_content())
     })
     .await
 }
 
 fn record_response(status: u16, doc: &credvault::store::documents::Document) -> Response {
-    let mut resp = json_response(status, &access_admin::present(Kind::Record, doc));
+    let mut resp = json_response(status, &access_management::present(Kind::Record, doc));
     if let Ok(value) = HeaderValue::from_str(&credvault::clock::http_date(doc.updated_at_ms / 1000)) {
         resp.headers_mut().insert(header::LAST_MODIFIED, value);
     }
@@ -903,7 +908,7 @@ async fn list_audit(
         limit,
         cursor,
     };
-    Ok(json_response(200, &audit::list(&services, query).await?))
+    Ok(json_response(200, &services.audit.list(query).await?))
 }
 
 /// The resource a management route acts on, `{collection}/{id}`, for an id that is one resource

@@ -9,8 +9,6 @@
 //! `Config::grant_cache_max_age` (default 10 s, at most 30 s), the documented bound on how long a
 //! revoked grant can still be used by an instance that did not make the change itself.
 
-pub mod admin;
-pub mod bootstrap;
 pub mod delegation;
 pub mod model;
 pub mod resource;
@@ -23,7 +21,6 @@ pub use model::{AccessRecord, Role};
 pub use resource::{Action, ResourceUri};
 
 use crate::clock::Clock;
-use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::store::documents::{self, Kind};
 use crate::store::identities;
@@ -92,7 +89,7 @@ impl Policy {
         let everything = ResourceUri::parse("*").unwrap_or_else(|| unreachable!("`*` is a valid resource URI"));
         self.subject_records(subject).any(|record| {
             record.statements.iter().any(|statement| {
-                statement.roles.iter().any(|r| r == bootstrap::ADMIN_ROLE_ID)
+                statement.roles.iter().any(|r| r == model::ADMIN_ROLE_ID)
                     && statement
                         .resources
                         .iter()
@@ -209,18 +206,29 @@ async fn load_policy(table: &Table) -> Result<Policy, StoreError> {
     })
 }
 
-/// Succeeds when `caller` may do `action` on `resource`; otherwise 403.
+/// Why a permission check did not let the caller through.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// No grant allows it (403).
+    #[error("the caller has no permission for this request")]
+    Forbidden,
+    /// The policy could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Succeeds when `caller` may do `action` on `resource`; otherwise `Forbidden`.
 pub async fn require(
     policies: &PolicyCache,
     table: &Table,
     caller: &Caller,
     resource: &str,
     action: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), AccessError> {
     if is_allowed(policies, table, caller.subject(), resource, action).await? {
         Ok(())
     } else {
-        Err(ApiError::forbidden())
+        Err(AccessError::Forbidden)
     }
 }
 
@@ -231,7 +239,7 @@ pub async fn is_allowed(
     subject: &str,
     resource: &str,
     action: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
     let (Some(resource), Some(action)) = (ResourceUri::parse(resource), Action::parse(action)) else {
         return Ok(false);
     };
@@ -262,7 +270,7 @@ pub async fn require_credential_access(
     connection_id: &str,
     user_id: &str,
     action: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), AccessError> {
     if let Caller::User {
         user_id: me,
         connection_id: logged_in_through,

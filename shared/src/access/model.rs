@@ -2,8 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, ResourceUri};
-use crate::error::ApiError;
+use super::resource::{Action, ResourceUri};
+use crate::ids::is_valid_id;
+
+/// The built-in administrator role: everything on every resource it is granted on. Made by the
+/// bootstrap (`management/bootstrap.rs`); it cannot be deleted.
+pub const ADMIN_ROLE_ID: &str = "vault:admin";
 
 const MAX_PERMISSIONS: usize = 100;
 const MAX_STATEMENTS: usize = 100;
@@ -82,14 +86,9 @@ impl AccessRecord {
     }
 }
 
-/// Ids of roles, records and clients: `^[a-zA-Z0-9-._:@|~]+$`, at most 100 characters.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 100 && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._:@|~".contains(&c))
-}
-
-fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), ApiError> {
+fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), ValidationError> {
     if (required && value.trim().is_empty()) || value.len() > max || value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
+        return Err(invalid(
             "invalid_field",
             format!("{field} must be 1 to {max} printable characters"),
         ));
@@ -97,9 +96,9 @@ fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> R
     Ok(())
 }
 
-pub fn validate_role(role: &Role) -> Result<(), ApiError> {
+pub fn validate_role(role: &Role) -> Result<(), ValidationError> {
     if !is_valid_id(&role.role_id) {
-        return Err(ApiError::bad_request(
+        return Err(invalid(
             "invalid_role_id",
             "roleId must be 1 to 100 characters of [a-zA-Z0-9-._:@|~]",
         ));
@@ -112,13 +111,10 @@ pub fn validate_role(role: &Role) -> Result<(), ApiError> {
         false,
     )?;
     if role.permissions.is_empty() || role.permissions.len() > MAX_PERMISSIONS {
-        return Err(ApiError::bad_request(
-            "invalid_permissions",
-            "a role has 1 to 100 permissions",
-        ));
+        return Err(invalid("invalid_permissions", "a role has 1 to 100 permissions"));
     }
     if let Some(bad) = role.permissions.iter().find(|p| Action::parse(&p.action).is_none()) {
-        return Err(ApiError::bad_request(
+        return Err(invalid(
             "invalid_action",
             format!("action {:?} is not valid", truncate(&bad.action)),
         ));
@@ -126,9 +122,9 @@ pub fn validate_role(role: &Role) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn validate_record(record: &AccessRecord) -> Result<(), ApiError> {
+pub fn validate_record(record: &AccessRecord) -> Result<(), ValidationError> {
     if !is_valid_id(&record.record_id) {
-        return Err(ApiError::bad_request(
+        return Err(invalid(
             "invalid_record_id",
             "recordId must be 1 to 100 characters of [a-zA-Z0-9-._:@|~]",
         ));
@@ -141,33 +137,30 @@ pub fn validate_record(record: &AccessRecord) -> Result<(), ApiError> {
         false,
     )?;
     if record.users.len() > MAX_USERS || record.statements.len() > MAX_STATEMENTS {
-        return Err(ApiError::PayloadTooLarge);
+        return Err(ValidationError::TooLarge);
     }
     if record.statements.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_statements",
-            "a record needs at least one statement",
-        ));
+        return Err(invalid("invalid_statements", "a record needs at least one statement"));
     }
     if let Some(bad) = record
         .users
         .iter()
         .find(|u| u.user_id.is_empty() || u.user_id.len() > 128)
     {
-        return Err(ApiError::bad_request(
+        return Err(invalid(
             "invalid_user_id",
             format!("user id {:?} is not valid", truncate(&bad.user_id)),
         ));
     }
     for statement in &record.statements {
         if statement.roles.is_empty() || statement.resources.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(invalid(
                 "invalid_statements",
                 "each statement names at least one role and one resource",
             ));
         }
         if let Some(bad) = statement.roles.iter().find(|r| !is_valid_id(r)) {
-            return Err(ApiError::bad_request(
+            return Err(invalid(
                 "invalid_role_id",
                 format!("role {:?} is not valid", truncate(bad)),
             ));
@@ -177,13 +170,31 @@ pub fn validate_record(record: &AccessRecord) -> Result<(), ApiError> {
             .iter()
             .find(|r| ResourceUri::parse(&r.resource_uri).is_none())
         {
-            return Err(ApiError::bad_request(
+            return Err(invalid(
                 "invalid_resource_uri",
                 format!("resource {:?} is not a valid resource URI", truncate(&bad.resource_uri)),
             ));
         }
     }
     Ok(())
+}
+
+/// Why a role or record is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    /// A field is not valid: `code` is the stable snake_case `errorCode`, `detail` says which and why.
+    #[error("invalid ({code}): {detail}")]
+    Invalid { code: &'static str, detail: String },
+    /// More users or statements than a record may list.
+    #[error("the record lists too many users or statements")]
+    TooLarge,
+}
+
+fn invalid(code: &'static str, detail: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid {
+        code,
+        detail: detail.into(),
+    }
 }
 
 /// Echo at most a short prefix of a rejected value.

@@ -18,7 +18,8 @@ use aws_sdk_kms::types::DataKeySpec;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use zeroize::Zeroizing;
 
-use super::{CryptoError, DataKeyCache};
+use super::data_key_cache::DataKeyCache;
+use super::error::CryptoError;
 
 /// Sealed value: `[format][u16 len][wrapped data key][12-byte nonce][ciphertext+tag]`.
 /// The data key was released for the exact item.
@@ -35,8 +36,18 @@ pub struct PartitionScope {
     pub attribute: &'static str,
 }
 
+/// Login requests are made by unauthenticated callers, one per login start: their verifiers are
+/// sealed under a data key KMS releases for the whole `LOGIN` partition, so a warm start makes no KMS
+/// call (the AAD still binds each verifier to its own request). `store/login_requests.rs` lays its
+/// items out by this scope.
+pub const LOGIN_VERIFIER_SCOPE: PartitionScope = PartitionScope {
+    partition: "LOGIN",
+    sk: "LOGIN_REQUEST",
+    attribute: "providerCodeVerifier",
+};
+
 /// Every partition scope. Anything else keeps a per-item KMS context (and the key policy expects it).
-const PARTITION_SCOPES: &[PartitionScope] = &[crate::store::login_requests::VERIFIER_KMS_SCOPE];
+const PARTITION_SCOPES: &[PartitionScope] = &[LOGIN_VERIFIER_SCOPE];
 
 /// Where a ciphertext lives. Sent to KMS as the encryption context (coarsened to a partition for the
 /// families in `PARTITION_SCOPES`) and, always exactly, used as AES-GCM additional data.

@@ -9,28 +9,8 @@
 
 mod data_key_cache;
 mod envelope;
+mod error;
 
 pub use data_key_cache::DataKeyCache;
-pub use envelope::{EncryptionContext, Envelope, PartitionScope, Sealer};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CryptoError {
-    /// KMS refused for load, or did not answer usefully: the caller may retry later.
-    #[error("KMS {operation} is throttled or unavailable")]
-    KmsUnavailable {
-        operation: &'static str,
-        throttled: bool,
-        #[source]
-        source: crate::aws_failure::Source,
-    },
-    #[error("KMS {operation} failed")]
-    Kms {
-        operation: &'static str,
-        #[source]
-        source: crate::aws_failure::Source,
-    },
-    #[error("stored ciphertext is malformed")]
-    Malformed,
-    #[error("ciphertext does not belong to this item and attribute, or was altered")]
-    NotAuthentic,
-}
+pub use envelope::{EncryptionContext, Envelope, LOGIN_VERIFIER_SCOPE, PartitionScope, Sealer};
+pub use error::CryptoError;

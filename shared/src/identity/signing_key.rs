@@ -9,7 +9,22 @@ use jsonwebtoken::DecodingKey;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::IdentityError;
+/// Why the signing key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    /// A KMS call for the signing key failed (throttled, unavailable or otherwise).
+    #[error("KMS {operation} failed")]
+    Kms {
+        operation: &'static str,
+        failure: crate::aws_failure::Failure,
+        #[source]
+        source: crate::aws_failure::Source,
+    },
+    #[error("the signing key is not an ECC_NIST_P256 key")]
+    WrongKeyType,
+    #[error("KMS returned a malformed signature")]
+    BadSignature,
+}
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo, up to the uncompressed point's 0x04.
 const P256_SPKI_PREFIX: [u8; 27] = [
@@ -41,7 +56,7 @@ impl SigningKey {
     }
 
     /// Fetched from KMS once per instance.
-    pub async fn public(&self) -> Result<&PublicSigningKey, IdentityError> {
+    pub async fn public(&self) -> Result<&PublicSigningKey, SigningKeyError> {
         self.public
             .get_or_try_init(|| async {
                 let out = self
@@ -50,16 +65,17 @@ impl SigningKey {
                     .key_id(&self.key_id)
                     .send()
                     .await
-                    .map_err(|e| IdentityError::Kms {
+                    .map_err(|e| SigningKeyError::Kms {
                         operation: "GetPublicKey",
                         failure: crate::aws_failure::classify(&e),
                         source: Box::new(e),
                     })?;
-                let spki = out.public_key.ok_or(IdentityError::WrongKeyType)?.into_inner();
-                let (x, y) = p256_point_from_spki(&spki).ok_or(IdentityError::WrongKeyType)?;
+                let spki = out.public_key.ok_or(SigningKeyError::WrongKeyType)?.into_inner();
+                let (x, y) = p256_point_from_spki(&spki).ok_or(SigningKeyError::WrongKeyType)?;
                 let x = URL_SAFE_NO_PAD.encode(x);
                 let y = URL_SAFE_NO_PAD.encode(y);
-                let decoding_key = DecodingKey::from_ec_components(&x, &y).map_err(|_| IdentityError::WrongKeyType)?;
+                let decoding_key =
+                    DecodingKey::from_ec_components(&x, &y).map_err(|_| SigningKeyError::WrongKeyType)?;
                 Ok(PublicSigningKey {
                     kid: jwk_thumbprint(&x, &y),
                     x,
@@ -71,7 +87,7 @@ impl SigningKey {
     }
 
     /// The JWKS document for `/.well-known/openid-configuration/jwks`.
-    pub async fn jwks(&self) -> Result<serde_json::Value, IdentityError> {
+    pub async fn jwks(&self) -> Result<serde_json::Value, SigningKeyError> {
         let key = self.public().await?;
         Ok(
             json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": key.kid, "x": key.x, "y": key.y}]}),
@@ -79,7 +95,7 @@ impl SigningKey {
     }
 
     /// ES256 signature of `message` as JWS wants it: raw `r || s`, not the DER KMS returns.
-    pub async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    pub async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningKeyError> {
         let out = self
             .kms
             .sign()
@@ -89,15 +105,15 @@ impl SigningKey {
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send()
             .await
-            .map_err(|e| IdentityError::Kms {
+            .map_err(|e| SigningKeyError::Kms {
                 operation: "Sign",
                 failure: crate::aws_failure::classify(&e),
                 source: Box::new(e),
             })?;
-        let der = out.signature.ok_or(IdentityError::BadSignature)?.into_inner();
+        let der = out.signature.ok_or(SigningKeyError::BadSignature)?.into_inner();
         der_signature_to_raw(&der)
             .map(|raw| raw.to_vec())
-            .ok_or(IdentityError::BadSignature)
+            .ok_or(SigningKeyError::BadSignature)
     }
 }
 

@@ -8,9 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, IdentityError, SigningKey};
+use super::caller::{AuthenticationError, Caller};
+use super::signing_key::{SigningKey, SigningKeyError};
 use crate::clock::Clock;
-use crate::error::ApiError;
 
 /// Small: vault tokens are verified by the same clocks that issued them.
 const CLOCK_LEEWAY_SECS: u64 = 30;
@@ -92,7 +92,7 @@ impl UserTokens {
         connection_id: &str,
         application_id: &str,
         scope: &str,
-    ) -> Result<IssuedToken, IdentityError> {
+    ) -> Result<IssuedToken, SigningKeyError> {
         let now = self.clock.now_secs();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -113,7 +113,7 @@ impl UserTokens {
     }
 
     /// Signs an id_token for the application `application_id`: its audience is the app, never the vault.
-    pub async fn issue_id_token(&self, user_id: &str, application_id: &str) -> Result<IssuedToken, IdentityError> {
+    pub async fn issue_id_token(&self, user_id: &str, application_id: &str) -> Result<IssuedToken, SigningKeyError> {
         let now = self.clock.now_secs();
         let claims = IdClaims {
             iss: &self.issuer,
@@ -135,13 +135,13 @@ impl UserTokens {
         &self.audience
     }
 
-    async fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Result<String, IdentityError> {
+    async fn sign_claims(&self, typ: &str, claims: &impl Serialize) -> Result<String, SigningKeyError> {
         let key = self.signing_key.public().await?;
         let header = serde_json::json!({"alg": "ES256", "typ": typ, "kid": key.kid});
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| IdentityError::BadSignature)?)
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| SigningKeyError::BadSignature)?)
         );
         let signature = self.signing_key.sign(signing_input.as_bytes()).await?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
@@ -149,20 +149,20 @@ impl UserTokens {
 
     /// Verifies a bearer token: an access token (`typ` at+jwt; an id_token is refused), ES256 only, our
     /// `kid`, issuer, audience, expiry, and every claim present.
-    pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthenticationError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthenticationError::Refused("the token is not a valid JWT"))?;
         if header.alg != Algorithm::ES256 {
-            return Err(ApiError::Unauthorized("the token's algorithm is not accepted"));
+            return Err(AuthenticationError::Refused("the token's algorithm is not accepted"));
         }
         if !is_access_token_type(header.typ.as_deref()) {
-            return Err(ApiError::Unauthorized(
+            return Err(AuthenticationError::Refused(
                 "the token is not an access token (an id_token is not a bearer token)",
             ));
         }
         let key = self.signing_key.public().await?;
         if header.kid.as_deref() != Some(key.kid.as_str()) {
-            return Err(ApiError::Unauthorized(
+            return Err(AuthenticationError::Refused(
                 "the token was not signed by a key of this vault",
             ));
         }
@@ -173,7 +173,7 @@ impl UserTokens {
         validation.leeway = CLOCK_LEEWAY_SECS;
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
-            ApiError::Unauthorized(match e.kind() {
+            AuthenticationError::Refused(match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
                 ErrorKind::InvalidIssuer => "the token was issued by someone else",
                 ErrorKind::InvalidAudience => "the token is for another audience",

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::access::admin::Authority;
+use super::authority::{Authority, is_administrator};
 use crate::error::ApiError;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
@@ -174,7 +174,7 @@ fn in_own_namespace(c: &Connection) -> bool {
 async fn require_administrator(services: &Services, authority: Authority<'_>, what: &str) -> Result<(), ApiError> {
     match authority {
         Authority::Operator => Ok(()),
-        Authority::Caller(caller) if crate::access::admin::is_administrator(services, caller).await? => Ok(()),
+        Authority::Caller(caller) if is_administrator(services, caller).await? => Ok(()),
         Authority::Caller(_) => Err(ApiError::refused(
             "administrators_only",
             format!("{what} is for administrators (vault:admin on *)"),

@@ -2,8 +2,23 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::ApiError;
 use crate::oauth::Connection;
+
+/// Why no authorize URL was made.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The requested `connectionProperties` are not acceptable (the caller's mistake); the text names
+    /// the problem.
+    #[error("{0}")]
+    Properties(String),
+    /// The stored connection's `authenticationUrl` does not parse.
+    #[error("connection {connection_id} has a bad authenticationUrl")]
+    AuthenticationUrl {
+        connection_id: String,
+        #[source]
+        source: url::ParseError,
+    },
+}
 
 /// Parameters the vault sets itself; connection properties may not override them.
 const RESERVED: &[&str] = &[
@@ -30,24 +45,19 @@ pub struct AuthorizeRequest<'a> {
 pub fn merge_properties(
     defaults: &BTreeMap<String, String>,
     requested: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, ApiError> {
+) -> Result<BTreeMap<String, String>, AuthorizeError> {
     if requested.len() > MAX_PROPERTIES {
-        return Err(ApiError::bad_request(
-            "invalid_connection_properties",
-            "too many connectionProperties",
-        ));
+        return Err(AuthorizeError::Properties("too many connectionProperties".into()));
     }
     for (k, v) in requested {
         if RESERVED.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_connection_properties",
-                format!("connectionProperties may not set {k}: the vault sets it"),
-            ));
+            return Err(AuthorizeError::Properties(format!(
+                "connectionProperties may not set {k}: the vault sets it"
+            )));
         }
         if k.is_empty() || k.len() > MAX_PROPERTY_LEN || v.len() > MAX_PROPERTY_LEN {
-            return Err(ApiError::bad_request(
-                "invalid_connection_properties",
-                "a connection property is empty or too long",
+            return Err(AuthorizeError::Properties(
+                "a connection property is empty or too long".into(),
             ));
         }
     }
@@ -61,13 +71,12 @@ pub fn authorize_url(
     connection: &Connection,
     request: &AuthorizeRequest<'_>,
     properties: &BTreeMap<String, String>,
-) -> Result<String, ApiError> {
-    let mut url = url::Url::parse(&connection.authentication_url).map_err(|e| {
-        ApiError::internal(format!(
-            "connection {} has a bad authenticationUrl: {e}",
-            connection.connection_id
-        ))
-    })?;
+) -> Result<String, AuthorizeError> {
+    let mut url =
+        url::Url::parse(&connection.authentication_url).map_err(|source| AuthorizeError::AuthenticationUrl {
+            connection_id: connection.connection_id.clone(),
+            source,
+        })?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -101,6 +110,6 @@ mod tests {
 
         let hostile = BTreeMap::from([("redirect_uri".to_string(), "https://evil".to_string())]);
         let err = merge_properties(&defaults, &hostile).unwrap_err();
-        assert_eq!(err.error_code(), "invalid_connection_properties");
+        assert!(matches!(err, AuthorizeError::Properties(_)), "{err}");
     }
 }

@@ -4,50 +4,8 @@
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::Connection;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenEndpointAuthMethod {
-    /// HTTP Basic with the form-encoded client id and secret: what RFC 6749 says every server
-    /// supports, and OIDC discovery's default.
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the request body.
-    ClientSecretPost,
-}
-
-impl TokenEndpointAuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
-            TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "client_secret_basic" => Some(TokenEndpointAuthMethod::ClientSecretBasic),
-            "client_secret_post" => Some(TokenEndpointAuthMethod::ClientSecretPost),
-            _ => None,
-        }
-    }
-
-    /// The method to use with a provider whose discovery document lists `supported`
-    /// (`token_endpoint_auth_methods_supported`): Basic when it is listed, or when nothing is listed
-    /// (OIDC Discovery §3: the default is `client_secret_basic`), else `client_secret_post` if listed.
-    /// `None`: the provider supports neither.
-    pub fn from_discovery(supported: Option<&[String]>) -> Option<Self> {
-        let Some(supported) = supported else {
-            return Some(TokenEndpointAuthMethod::ClientSecretBasic);
-        };
-        [
-            TokenEndpointAuthMethod::ClientSecretBasic,
-            TokenEndpointAuthMethod::ClientSecretPost,
-        ]
-        .into_iter()
-        .find(|method| supported.iter().any(|s| s == method.as_str()))
-    }
-}
+use super::connection::Connection;
+pub use super::connection::TokenEndpointAuthMethod;
 
 /// The client's credentials on one request: either an `Authorization` header, or body parameters.
 pub enum ClientCredentials<'a> {

@@ -30,6 +30,79 @@ impl TokenRequestEncoding {
     }
 }
 
+/// How the vault authenticates as the client at a provider's token and revocation endpoints
+/// (RFC 6749 §2.3.1, OIDC Core §9); applied by client_auth.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuthMethod {
+    /// HTTP Basic with the form-encoded client id and secret: what RFC 6749 says every server
+    /// supports, and OIDC discovery's default.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the request body.
+    ClientSecretPost,
+}
+
+impl TokenEndpointAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "client_secret_basic" => Some(TokenEndpointAuthMethod::ClientSecretBasic),
+            "client_secret_post" => Some(TokenEndpointAuthMethod::ClientSecretPost),
+            _ => None,
+        }
+    }
+
+    /// The method to use with a provider whose discovery document lists `supported`
+    /// (`token_endpoint_auth_methods_supported`): Basic when it is listed, or when nothing is listed
+    /// (OIDC Discovery §3: the default is `client_secret_basic`), else `client_secret_post` if listed.
+    /// `None`: the provider supports neither.
+    pub fn from_discovery(supported: Option<&[String]>) -> Option<Self> {
+        let Some(supported) = supported else {
+            return Some(TokenEndpointAuthMethod::ClientSecretBasic);
+        };
+        [
+            TokenEndpointAuthMethod::ClientSecretBasic,
+            TokenEndpointAuthMethod::ClientSecretPost,
+        ]
+        .into_iter()
+        .find(|method| supported.iter().any(|s| s == method.as_str()))
+    }
+}
+
+/// How a provider's token answers are read; dialect.rs reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    #[default]
+    Standard,
+    Github,
+    Slack,
+    Atlassian,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Standard => "standard",
+            Dialect::Github => "github",
+            Dialect::Slack => "slack",
+            Dialect::Atlassian => "atlassian",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Dialect::Standard, Dialect::Github, Dialect::Slack, Dialect::Atlassian]
+            .into_iter()
+            .find(|d| d.as_str() == value)
+    }
+}
+
 #[derive(Clone)]
 pub struct Connection {
     pub connection_id: String,
@@ -48,9 +121,9 @@ pub struct Connection {
     pub default_connection_properties: BTreeMap<String, String>,
     pub token_request_encoding: TokenRequestEncoding,
     /// How the vault authenticates as the client at the token and revocation endpoints.
-    pub token_endpoint_auth_method: super::client_auth::TokenEndpointAuthMethod,
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     /// How its token endpoint's answers are read (dialect.rs).
-    pub dialect: super::dialect::Dialect,
+    pub dialect: Dialect,
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
@@ -164,7 +237,7 @@ pub fn user_id_for_login(
         return Err(UserIdRefusal::UnverifiedEmail);
     }
     let user_id = user_id_from_claims(expression, connection_id, claims).ok_or(UserIdRefusal::DoesNotFit)?;
-    if user_id.starts_with(crate::identity::service_clients::CLIENT_ID_PREFIX) {
+    if user_id.starts_with(crate::ids::CLIENT_ID_PREFIX) {
         return Err(UserIdRefusal::ReservedPrefix);
     }
     Ok(user_id)
@@ -257,8 +330,8 @@ mod tests {
             client_secret: SecretString::from("planted-client-secret"),
             default_connection_properties: BTreeMap::new(),
             token_request_encoding: TokenRequestEncoding::Form,
-            token_endpoint_auth_method: super::super::client_auth::TokenEndpointAuthMethod::ClientSecretBasic,
-            dialect: super::super::dialect::Dialect::Standard,
+            token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+            dialect: Dialect::Standard,
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),
         };

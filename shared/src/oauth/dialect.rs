@@ -18,34 +18,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::provider::{Delivery, ProviderError, TokenResponse};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    #[default]
-    Standard,
-    Github,
-    Slack,
-    Atlassian,
-}
-
-impl Dialect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Standard => "standard",
-            Dialect::Github => "github",
-            Dialect::Slack => "slack",
-            Dialect::Atlassian => "atlassian",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [Dialect::Standard, Dialect::Github, Dialect::Slack, Dialect::Atlassian]
-            .into_iter()
-            .find(|d| d.as_str() == value)
-    }
-}
+use super::answer::{Delivery, ProviderError, TokenResponse};
+pub use super::connection::Dialect;
 
 /// RFC 6749 `error` codes that mean the grant or the client is dead: retrying cannot help.
 const STANDARD_DEAD: &[&str] = &["invalid_grant", "unauthorized_client", "invalid_client"];

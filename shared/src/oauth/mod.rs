@@ -1,5 +1,6 @@
 //! Talking OAuth/OIDC to providers: connections, PKCE, authorize URLs, the token endpoint and id_tokens.
 
+pub mod answer;
 pub mod authorize;
 pub mod client_auth;
 pub mod connection;

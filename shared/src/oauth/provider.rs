@@ -4,12 +4,12 @@
 //! `MAX_PROVIDER_RESPONSE_BYTES`. Errors name the HTTP status and the OAuth `error` code only: a
 //! provider body may echo a token, so it never reaches a log or an error.
 
-use std::fmt;
 use std::time::Duration;
 
 use backon::Retryable;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use super::answer::{Delivery, ProviderError, TokenResponse};
 use super::client_auth::{ClientCredentials, client_credentials};
 use super::limited_body::{BodyError, MAX_PROVIDER_RESPONSE_BYTES, json_capped, read_capped};
 use super::pkce::PkceVerifier;
@@ -17,54 +17,6 @@ use super::{Connection, TokenRequestEncoding};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_millis(1000);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// The provider refused the grant or the client for good (`invalid_grant`, ...).
-    #[error("provider refused the grant: {error} (HTTP {status})")]
-    Permanent { status: u16, error: String },
-    /// Down, slow, rate-limited or otherwise not answering usefully now.
-    #[error("provider unavailable: {reason}")]
-    Transient {
-        reason: String,
-        retry_after: Option<Duration>,
-        delivery: Delivery,
-    },
-}
-
-/// What a failed request says about the provider's side: whether sending it again is safe. For a
-/// refresh this is the whole question, since a provider with reuse detection revokes the token family
-/// when a rotated refresh token comes back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// It never reached the provider (the connection could not be made): safe to send again.
-    NotSent,
-    /// The provider answered that it did nothing and to try again (429, or 503 with `Retry-After`).
-    RetryLater,
-    /// The provider answered with a refusal that is not a dead grant (another 4xx): it did nothing.
-    Refused,
-    /// Sent, and no trustworthy answer came back (a timeout, a reset, another 5xx, an unreadable
-    /// success): the provider may have acted, for a refresh may have rotated the refresh token.
-    Unknown,
-}
-
-impl ProviderError {
-    pub(crate) fn transient(reason: impl Into<String>, delivery: Delivery) -> Self {
-        ProviderError::Transient {
-            reason: reason.into(),
-            retry_after: None,
-            delivery,
-        }
-    }
-
-    /// What the failure says about the provider's side (`Unknown` for none: a refusal is an answer).
-    pub fn delivery(&self) -> Option<Delivery> {
-        match self {
-            ProviderError::Permanent { .. } => None,
-            ProviderError::Transient { delivery, .. } => Some(*delivery),
-        }
-    }
-}
 
 /// A send error: a connection that could not be made never reached the provider; anything after
 /// that (a timeout, a reset while waiting) may have.
@@ -75,27 +27,6 @@ fn send_failure(e: &reqwest::Error) -> ProviderError {
         ProviderError::transient("timeout", Delivery::Unknown)
     } else {
         ProviderError::transient("connection lost", Delivery::Unknown)
-    }
-}
-
-/// A token endpoint answer. Tokens are secrets; `Debug` shows which ones came back, not their values.
-pub struct TokenResponse {
-    pub access_token: SecretString,
-    pub refresh_token: Option<SecretString>,
-    pub expires_in: Option<i64>,
-    pub token_type: String,
-    pub scope: Option<String>,
-    pub id_token: Option<SecretString>,
-}
-
-impl fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("has_refresh_token", &self.refresh_token.is_some())
-            .field("has_id_token", &self.id_token.is_some())
-            .field("expires_in", &self.expires_in)
-            .field("token_type", &self.token_type)
-            .finish_non_exhaustive()
     }
 }
 

@@ -4,21 +4,14 @@
 use std::fmt;
 
 use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
-use crate::crypto::{EncryptionContext, PartitionScope};
+use crate::crypto::{EncryptionContext, LOGIN_VERIFIER_SCOPE, PartitionScope};
 
-/// Every login request's pk is `LOGIN#<digest of its state>`.
-const PARTITION: &str = "LOGIN";
-const SK: &str = "LOGIN_REQUEST";
-pub const ATTR_PROVIDER_VERIFIER: &str = "providerCodeVerifier";
-
-/// Login requests are made by unauthenticated callers, one per login start: their verifiers are
-/// sealed under a data key KMS releases for the whole `LOGIN` partition, so a warm start makes no KMS
-/// call (the AAD still binds each verifier to its own request).
-pub const VERIFIER_KMS_SCOPE: PartitionScope = PartitionScope {
-    partition: PARTITION,
-    sk: SK,
-    attribute: ATTR_PROVIDER_VERIFIER,
-};
+/// The verifiers' KMS scope (see `crypto::envelope`), which fixes the items' layout: every login
+/// request's pk is `LOGIN#<digest of its state>`.
+pub const VERIFIER_KMS_SCOPE: PartitionScope = LOGIN_VERIFIER_SCOPE;
+const PARTITION: &str = VERIFIER_KMS_SCOPE.partition;
+const SK: &str = VERIFIER_KMS_SCOPE.sk;
+pub const ATTR_PROVIDER_VERIFIER: &str = VERIFIER_KMS_SCOPE.attribute;
 
 /// Consumed only by the callback of its own connection, and only before it expires.
 const CONSUME: &str = "attribute_exists(pk) AND connectionId = :connection AND expiresAt > :now";

@@ -5,14 +5,13 @@
 use secrecy::SecretString;
 use serde_json::json;
 
-use super::admin;
-use super::model::{AccessRecord, Role};
+use super::access;
+use super::authority::Authority;
+use super::service_clients::{self, ClientInput};
+use crate::access::model::{ADMIN_ROLE_ID, AccessRecord, Role};
 use crate::error::ApiError;
-use crate::identity::service_clients::{self, ClientInput};
 use crate::services::Services;
 use crate::store::documents::{self, Kind};
-
-pub const ADMIN_ROLE_ID: &str = "vault:admin";
 
 /// Creates an administrator client and returns its id and its access key (shown once, stored nowhere).
 pub async fn create_admin(services: &Services, name: &str) -> Result<(String, SecretString), ApiError> {
@@ -26,14 +25,14 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
             "permissions": [{"action": "*", "allow": true, "grant": true, "delegate": true}],
         }))
         .map_err(ApiError::internal)?;
-        match admin::create_role(services, admin::Authority::Operator, role).await {
+        match access::create_role(services, Authority::Operator, role).await {
             Ok(_) | Err(ApiError::Conflict { .. }) => {}
             Err(e) => return Err(e),
         }
     }
     let client = service_clients::create_client(
         services,
-        admin::Authority::Operator,
+        Authority::Operator,
         ClientInput {
             client_id: None,
             name: name.to_string(),
@@ -48,8 +47,8 @@ pub async fn create_admin(services: &Services, name: &str) -> Result<(String, Se
         "statements": [{"roles": [ADMIN_ROLE_ID], "resources": [{"resourceUri": "*"}]}],
     }))
     .map_err(ApiError::internal)?;
-    admin::create_record(services, admin::Authority::Operator, record).await?;
-    let key = service_clients::add_key(services, admin::Authority::Operator, &client.client_id, None).await?;
+    access::create_record(services, Authority::Operator, record).await?;
+    let key = service_clients::add_key(services, Authority::Operator, &client.client_id, None).await?;
     let access_key = key
         .access_key
         .ok_or_else(|| ApiError::internal("no access key was made"))?;

@@ -1,13 +1,15 @@
-//! Managing roles and access records: validation, storage, and the Authress response shapes.
+//! Managing roles and access records through the API: their checked writes (the delegation rules
+//! against the policy as it is now), the Authress response shapes, and listings of roles, records and
+//! clients.
 
 use serde_json::{Value, json};
 
-use super::Policy;
-use super::delegation::{self, Refusal};
-use super::model::{AccessRecord, Role, validate_record, validate_role};
+use super::authority::Authority;
+use crate::access::Policy;
+use crate::access::delegation::{self, Refusal};
+use crate::access::model::{AccessRecord, Role, validate_record, validate_role};
 use crate::clock::{iso8601_millis, parse_http_or_iso_date};
 use crate::error::ApiError;
-use crate::identity::Caller;
 use crate::services::Services;
 use crate::store::StoreError;
 use crate::store::documents::{self, Document, Kind};
@@ -41,7 +43,7 @@ pub fn present(kind: Kind, doc: &Document) -> Value {
 
 /// A live role, record or client.
 async fn get_live(services: &Services, kind: Kind, id: &str) -> Result<Document, ApiError> {
-    if !crate::access::model::is_valid_id(id) {
+    if !crate::ids::is_valid_id(id) {
         return Err(not_found(kind));
     }
     documents::get(&services.table, kind, id)
@@ -77,22 +79,6 @@ fn exists(kind: Kind) -> ApiError {
         code,
         detail: "an item with this id exists already".into(),
     }
-}
-
-fn refusal(refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::UnknownRole { .. } => ApiError::bad_request(refusal.error_code(), refusal.to_string()),
-        other => ApiError::refused(other.error_code(), other.to_string()),
-    }
-}
-
-/// On whose authority a grant change is made.
-#[derive(Debug, Clone, Copy)]
-pub enum Authority<'a> {
-    /// An API caller: checked by the delegation rules against the policy as it is now.
-    Caller(&'a Caller),
-    /// The operator, with AWS credentials (bootstrap, migration): not checked.
-    Operator,
 }
 
 /// How often a grant change is checked again when the policy changed under it.
@@ -153,7 +139,7 @@ async fn checked_write(
         let seen = match authority {
             Authority::Caller(caller) => {
                 let snapshot = services.policies.load_now(&services.table).await?;
-                check(&snapshot, caller.subject()).map_err(refusal)?;
+                check(&snapshot, caller.subject())?;
                 Some(snapshot.version())
             }
             Authority::Operator => None,
@@ -169,39 +155,6 @@ async fn checked_write(
         code: "policy_changed",
         detail: "other grant changes kept landing while this one was checked; retry".into(),
     })
-}
-
-/// Is the caller an administrator (`vault:admin` on `*`), by the policy as it is now?
-pub async fn is_administrator(services: &Services, caller: &Caller) -> Result<bool, ApiError> {
-    Ok(services
-        .policies
-        .load_now(&services.table)
-        .await?
-        .is_administrator(caller.subject()))
-}
-
-/// A client's access keys are the power to be that client, now and with whatever it is given later:
-/// only an administrator manages them, or the client its own (rotation).
-pub async fn authorize_key_management(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
-    if matches!(caller, Caller::ServiceClient { client_id: me } if me == client_id)
-        || is_administrator(services, caller).await?
-    {
-        return Ok(());
-    }
-    Err(ApiError::refused(
-        "administrators_only",
-        "a client's access keys are managed by administrators (vault:admin on *) or by the client itself",
-    ))
-}
-
-/// Re-creating a client id (or deleting a client) is acting on what it holds: allowed only to a caller
-/// who could give, itself, everything the active records naming the client give.
-pub async fn authorize_client_identity(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
-    let snapshot = services.policies.load_now(&services.table).await?;
-    for record in snapshot.records().iter().filter(|r| r.has_user(client_id)) {
-        delegation::check_record(&snapshot, caller.subject(), record).map_err(refusal)?;
-    }
-    Ok(())
 }
 
 pub async fn create_role(services: &Services, authority: Authority<'_>, mut role: Role) -> Result<Document, ApiError> {
@@ -253,8 +206,8 @@ pub async fn update_role(
 
 /// Built-in roles cannot be deleted; any other role needs only `roles:delete`.
 pub async fn delete_role(services: &Services, role_id: &str) -> Result<(), ApiError> {
-    delegation::check_role_delete(role_id).map_err(refusal)?;
-    if !crate::access::model::is_valid_id(role_id) {
+    delegation::check_role_delete(role_id)?;
+    if !crate::ids::is_valid_id(role_id) {
         return Err(not_found(Kind::Role));
     }
     let outcome = policy::delete_role(&services.table, role_id).await?;
@@ -351,22 +304,6 @@ pub async fn delete_record(services: &Services, record_id: &str) -> Result<(), A
     let outcome = policy::retire_record(&services.table, record_id, &body, current.updated_at_ms, now).await?;
     services.policies.invalidate();
     written(Kind::Record, outcome).map(|_| ())
-}
-
-/// Deletes a service client (roles and records have their own deletes above); like its keys, only by
-/// a caller who could give what it holds, so nobody can lock an administrator out.
-pub async fn delete_client(services: &Services, authority: Authority<'_>, client_id: &str) -> Result<(), ApiError> {
-    if let Authority::Caller(caller) = authority
-        && crate::identity::service_clients::is_valid_client_id(client_id)
-    {
-        authorize_client_identity(services, caller, client_id).await?;
-    }
-    if !crate::identity::service_clients::is_valid_client_id(client_id)
-        || !documents::delete(&services.table, Kind::Client, client_id).await?
-    {
-        return Err(not_found(Kind::Client));
-    }
-    Ok(())
 }
 
 fn limit_reached(kind: Kind, limit: PolicyLimit) -> ApiError {
