@@ -242,6 +242,8 @@ pub struct Report {
     pub reauth_other: u64,
     pub active_at_end: u64,
     pub reuse: Vec<Reuse>,
+    /// Calls held by a spike that the provider still performed (their caller had given up).
+    pub spiked_calls_performed: u64,
     /// 200s whose token the provider did not accept while the request ran.
     pub bad_tokens: u64,
     pub p50: Duration,
@@ -294,6 +296,10 @@ impl std::fmt::Display for Report {
             ("provider refresh calls", self.refreshes.to_string()),
             ("faults injected", injected),
             ("answers lost (rotate, then fail)", self.answers_lost.to_string()),
+            (
+                "spike-held calls performed after all",
+                self.spiked_calls_performed.to_string(),
+            ),
             (
                 "kills inside a refresh / restarts",
                 format!("{} / {}", self.kills, self.restarts),
@@ -607,14 +613,16 @@ pub async fn run(profile: &Profile) -> Report {
     if kms_proxy.throttled() > 0 {
         report.injected.insert("KMS failed calls".into(), kms_proxy.throttled());
     }
-    let spiked = calls
+    let spiked: Vec<&RefreshCall> = calls
         .iter()
         .filter(|c| c.failure.is_none() && !c.latency.is_zero())
-        .count();
-    if spiked > 0 {
-        report
-            .injected
-            .insert(format!("calls held {} s by a spike", SPIKE.as_secs()), spiked as u64);
+        .collect();
+    if !spiked.is_empty() {
+        report.injected.insert(
+            format!("calls held {} s by a spike", SPIKE.as_secs()),
+            spiked.len() as u64,
+        );
+        report.spiked_calls_performed = spiked.iter().filter(|c| c.served_at.is_some()).count() as u64;
     }
     for (kind, n) in [
         ("provider spike windows", spikes.load(Ordering::SeqCst) as u32),
@@ -718,6 +726,19 @@ pub async fn run(profile: &Profile) -> Report {
         }
     }
     report.violations.extend(presented_after_refusal(&calls));
+    let probed: BTreeSet<&str> = report.reuse.iter().map(|r| r.subject.as_str()).collect();
+    for user in users.iter() {
+        let resource = credvault::access::credentials_resource(CONNECTION_ID, &user.user_id);
+        let lost = reasons
+            .get(&resource)
+            .is_some_and(|r| r.iter().any(|r| r == "rotation_lost"));
+        if lost && !probed.contains(user.subject.as_str()) {
+            report.violations.push(format!(
+                "{}: rotation_lost, but the provider never saw its refresh token reused",
+                user.subject
+            ));
+        }
+    }
     vaults.lock().await.clear();
     report.duration = started.elapsed();
     report
