@@ -373,6 +373,16 @@ impl FakeProvider {
         grant.issued_at <= to && grant.expires_at > from && revoked_at.is_none_or(|at| *at > from)
     }
 
+    /// Whom a refresh token this provider issued belongs to.
+    pub fn refresh_token_subject(&self, token: &str) -> Option<String> {
+        self.state().refresh_tokens.get(token).map(|g| g.subject.clone())
+    }
+
+    /// Whom an access token this provider issued belongs to.
+    pub fn access_token_subject(&self, token: &str) -> Option<String> {
+        self.state().access_token_subjects.get(token).cloned()
+    }
+
     /// Reuses of rotated-away refresh tokens, by the subject they were issued to.
     pub fn reuse_by_subject(&self) -> HashMap<String, u64> {
         self.state().reuse_by_subject.clone()

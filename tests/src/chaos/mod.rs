@@ -214,6 +214,30 @@ pub struct Reuse {
     pub detail: String,
 }
 
+/// Ports seen open, by process id.
+type PortLog = Arc<Mutex<HashMap<u32, BTreeSet<u16>>>>;
+
+/// One SIGKILL: when, the held call's caller, and every loopback port the process had open then
+/// (its other refreshes in flight died with it too).
+#[derive(Debug, Clone)]
+pub struct Kill {
+    pub at: SystemTime,
+    pub held_peer: SocketAddr,
+    pub ports: Vec<u16>,
+}
+
+impl Kill {
+    /// Was `call` sent by the killed process and spent no later than the process could have seen
+    /// its answer (before the kill, or while held)?
+    fn owns(&self, call: &RefreshCall) -> bool {
+        self.ports.contains(&call.peer.port())
+            && call.arrived_at <= self.at
+            && call
+                .served_at
+                .is_some_and(|at| at <= self.at + KILL_HOLD + Duration::from_millis(200))
+    }
+}
+
 /// One fetch as the driver saw it.
 struct Fetch {
     status: u16,
@@ -238,18 +262,23 @@ pub struct Report {
     pub restarts: u64,
     /// Credentials REAUTH_REQUIRED whose audit says `rotation_lost`.
     pub rotation_lost: u64,
+    /// Of those, credentials whose audit event is missing (the item's `reauthReason` says it).
+    pub audit_missing: u64,
     /// Credentials REAUTH_REQUIRED for any other reason.
     pub reauth_other: u64,
     pub active_at_end: u64,
     pub reuse: Vec<Reuse>,
     /// Calls held by a spike that the provider still performed (their caller had given up).
     pub spiked_calls_performed: u64,
-    /// 200s whose token the provider did not accept while the request ran.
+    /// 200s whose token the provider did not accept while the request ran, or that belongs to
+    /// another user.
     pub bad_tokens: u64,
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
     pub duration: Duration,
+    /// What each kill cost: the subject whose refresh was held, and what the provider then did with it.
+    pub kill_details: Vec<String>,
     /// Broken invariants, one line each. Empty: every invariant held.
     pub violations: Vec<String>,
 }
@@ -306,6 +335,10 @@ impl std::fmt::Display for Report {
             ),
             ("credentials lost: rotation_lost", self.rotation_lost.to_string()),
             ("credentials lost: other reasons", self.reauth_other.to_string()),
+            (
+                "rotation_lost with no audit event (item says)",
+                self.audit_missing.to_string(),
+            ),
             ("credentials valid at the end", self.active_at_end.to_string()),
             (
                 "reuse (a) probe after a lost answer",
@@ -344,8 +377,16 @@ impl std::fmt::Display for Report {
         for (k, v) in rows {
             writeln!(f, "| {k:width$} | {v} |")?;
         }
-        for reuse in self.reuse.iter().filter(|r| r.class == ReuseClass::Other) {
-            writeln!(f, "reuse (c) for {}: {}", reuse.subject, reuse.detail)?;
+        for kill in &self.kill_details {
+            writeln!(f, "kill: {kill}")?;
+        }
+        for reuse in &self.reuse {
+            let class = match reuse.class {
+                ReuseClass::LostAnswer => "(a)",
+                ReuseClass::Killed => "(b)",
+                ReuseClass::Other => "(c)",
+            };
+            writeln!(f, "reuse {class} for {}: {}", reuse.subject, reuse.detail)?;
         }
         for v in &self.violations {
             writeln!(f, "BROKEN: {v}")?;
@@ -422,6 +463,28 @@ pub async fn run(profile: &Profile) -> Report {
         vaults.iter().map(VaultProcess::url).collect(),
     );
     let vaults = Arc::new(tokio::sync::Mutex::new(vaults));
+    // Every loopback port each process has had open, sampled every 50 ms: which process sent a
+    // provider call is told by its port, also for connections it made just before it was killed.
+    let port_log: PortLog = Arc::default();
+    let monitoring = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let monitor = {
+        let (vaults, port_log, monitoring) = (vaults.clone(), port_log.clone(), monitoring.clone());
+        tokio::spawn(async move {
+            while monitoring.load(Ordering::SeqCst) {
+                let pids: Vec<u32> = vaults.lock().await.iter().filter_map(VaultProcess::pid).collect();
+                for pid in pids {
+                    let ports = processes::local_ports_of(pid);
+                    port_log
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(pid)
+                        .or_default()
+                        .extend(ports);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
 
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -446,12 +509,12 @@ pub async fn run(profile: &Profile) -> Report {
     let done = Arc::new(AtomicUsize::new(0));
     let fetches: Arc<Mutex<Vec<Fetch>>> = Arc::default();
     let bad_tokens = Arc::new(AtomicUsize::new(0));
-    let killed_peers: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let killed_peers: Arc<Mutex<Vec<Kill>>> = Arc::default();
     let restarts = Arc::new(AtomicUsize::new(0));
     let spikes = Arc::new(AtomicUsize::new(0));
     let events = schedule(&profile.faults);
     let scheduler = {
-        let spikes = spikes.clone();
+        let (spikes, port_log) = (spikes.clone(), port_log.clone());
         let (done, provider, dynamodb_proxy, kms_proxy, vaults, env, killed_peers, restarts) = (
             done.clone(),
             provider.clone(),
@@ -486,6 +549,7 @@ pub async fn run(profile: &Profile) -> Report {
                         env.clone(),
                         killed_peers.clone(),
                         restarts.clone(),
+                        port_log.clone(),
                     ))),
                 }
             }
@@ -529,6 +593,8 @@ pub async fn run(profile: &Profile) -> Report {
         let _ = worker.await;
     }
     let _ = scheduler.await;
+    monitoring.store(false, Ordering::SeqCst);
+    let _ = monitor.await;
 
     // Quiet: no more faults; calls the provider still holds finish (they may spend a token).
     provider.clear_failures();
@@ -633,6 +699,23 @@ pub async fn run(profile: &Profile) -> Report {
             report.injected.insert(kind.into(), u64::from(n));
         }
     }
+    for kill in &killed {
+        let held = calls
+            .iter()
+            .filter(|c| c.peer == kill.held_peer && c.failure == Some(Failure::Slow(KILL_HOLD)));
+        for call in held {
+            report.kill_details.push(format!(
+                "the process was killed while the provider held its refresh for {} (then: {})",
+                call.subject.as_deref().unwrap_or("an unknown token"),
+                match call.outcome {
+                    Some(RefreshOutcome::Rotated) => "rotated, the new token lost with the process",
+                    Some(RefreshOutcome::Reused) => "a reuse: the held call was itself a probe",
+                    Some(RefreshOutcome::Refused) => "refused, the family already revoked",
+                    None => "not performed",
+                }
+            ));
+        }
+    }
     report.reuse = classify_reuse(&calls, &killed, Duration::from_millis(PROVIDER_TIMEOUT_MS));
 
     // The stored credentials and the audit trail.
@@ -642,10 +725,14 @@ pub async fn run(profile: &Profile) -> Report {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
     let mut reasons: HashMap<String, Vec<String>> = HashMap::new();
+    let mut item_reasons: HashMap<String, String> = HashMap::new();
     for item in &items {
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
         if text("pk").starts_with("AUDIT#") && text("action") == "credential.reauth_required" {
             reasons.entry(text("resource")).or_default().push(text("reason"));
+        }
+        if text("pk").starts_with("CREDENTIAL#") && !text("reauthReason").is_empty() {
+            item_reasons.insert(text("sk"), text("reauthReason"));
         }
     }
     for user in users.iter() {
@@ -674,6 +761,30 @@ pub async fn run(profile: &Profile) -> Report {
         match item.status {
             credvault::store::credentials::CredentialStatus::Active => {
                 report.active_at_end += 1;
+                // The refresh token it keeps is this user's, and the provider still takes it.
+                use credvault::store::credentials::{ATTR_REFRESH_TOKEN, context};
+                let ctx = context(&services.table, CONNECTION_ID, &user.user_id, ATTR_REFRESH_TOKEN);
+                let stored = match &item.refresh_token {
+                    Some(sealed) => services.envelope.open_str(&ctx, sealed).await.ok(),
+                    None => None,
+                };
+                let stored = stored.map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string());
+                match stored {
+                    Some(token) if provider.refresh_token_subject(&token).as_deref() != Some(&user.subject) => {
+                        report.violations.push(format!(
+                            "{}: the stored refresh token belongs to another user",
+                            user.subject
+                        ))
+                    }
+                    Some(token) if !provider.refresh_token_is_live(&token) => report.violations.push(format!(
+                        "{}: ACTIVE, but the provider no longer takes its stored refresh token",
+                        user.subject
+                    )),
+                    Some(_) => {}
+                    None => report
+                        .violations
+                        .push(format!("{}: ACTIVE without a readable refresh token", user.subject)),
+                }
                 if fetched != 200 {
                     report.violations.push(format!(
                         "{}: credential is ACTIVE but the final fetch answered {fetched}",
@@ -682,8 +793,14 @@ pub async fn run(profile: &Profile) -> Report {
                 }
             }
             credvault::store::credentials::CredentialStatus::ReauthRequired => {
+                let on_item = item_reasons.get(&credvault::store::credentials::sk(&user.user_id));
                 if audit.iter().any(|r| r == "rotation_lost") {
                     report.rotation_lost += 1;
+                } else if audit.is_empty() && on_item.map(String::as_str) == Some("rotation_lost") {
+                    // The item says why; the audit event was not written (its process was killed
+                    // between marking the credential and auditing it).
+                    report.rotation_lost += 1;
+                    report.audit_missing += 1;
                 } else {
                     report.reauth_other += 1;
                     report.violations.push(format!(
@@ -725,7 +842,7 @@ pub async fn run(profile: &Profile) -> Report {
             _ => {}
         }
     }
-    report.violations.extend(presented_after_refusal(&calls));
+    report.violations.extend(presented_after_refusal(&calls, &killed));
     let probed: BTreeSet<&str> = report.reuse.iter().map(|r| r.subject.as_str()).collect();
     for user in users.iter() {
         let resource = credvault::access::credentials_resource(CONNECTION_ID, &user.user_id);
@@ -767,10 +884,12 @@ async fn fetch(http: &reqwest::Client, front: &str, user: &User, provider: &Fake
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     let answered_at = SystemTime::now();
     let latency = started.elapsed();
+    // Accepted then, and issued to this very user.
     let good = (status == 200).then(|| {
-        body["accessToken"]
-            .as_str()
-            .is_some_and(|token| provider.access_token_accepted_during(token, sent_at, answered_at))
+        body["accessToken"].as_str().is_some_and(|token| {
+            provider.access_token_accepted_during(token, sent_at, answered_at)
+                && provider.access_token_subject(token).as_deref() == Some(user.subject.as_str())
+        })
     });
     (Fetch { status, latency }, good)
 }
@@ -847,8 +966,9 @@ async fn kill_mid_refresh(
     vaults: Arc<tokio::sync::Mutex<Vec<VaultProcess>>>,
     bin: PathBuf,
     env: BTreeMap<String, String>,
-    killed_peers: Arc<Mutex<Vec<SocketAddr>>>,
+    killed_peers: Arc<Mutex<Vec<Kill>>>,
     restarts: Arc<AtomicUsize>,
+    port_log: PortLog,
 ) {
     // A few tries: the held call's socket may be gone before it is looked up (then nothing is killed
     // and the provider performs that refresh for a live caller).
@@ -869,8 +989,20 @@ async fn kill_mid_refresh(
         let Some(victim) = vaults.iter_mut().find(|v| v.pid() == Some(pid)) else {
             continue;
         };
+        let mut ports = processes::local_ports_of(pid);
         victim.kill().await;
-        killed_peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
+        ports.extend(
+            port_log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pid)
+                .unwrap_or_default(),
+        );
+        killed_peers.lock().unwrap_or_else(|p| p.into_inner()).push(Kill {
+            at: SystemTime::now(),
+            held_peer: peer,
+            ports,
+        });
         let port = victim.port;
         tokio::time::sleep(Duration::from_millis(300)).await;
         match VaultProcess::start(&bin, &env, port).await {
@@ -899,7 +1031,7 @@ fn failure_label(failure: Failure) -> String {
 }
 
 /// Classifies every presentation of an already rotated-away refresh token by the call that spent it.
-pub fn classify_reuse(calls: &[RefreshCall], killed: &[SocketAddr], vault_timeout: Duration) -> Vec<Reuse> {
+pub fn classify_reuse(calls: &[RefreshCall], killed: &[Kill], vault_timeout: Duration) -> Vec<Reuse> {
     let mut out = Vec::new();
     for reuse in calls.iter().filter(|c| c.outcome == Some(RefreshOutcome::Reused)) {
         let spent = calls
@@ -917,10 +1049,7 @@ pub fn classify_reuse(calls: &[RefreshCall], killed: &[SocketAddr], vault_timeou
         let after = |c: &RefreshCall| spent.served_at.is_some_and(|at| c.arrived_at >= at);
         let class = match spent.failure {
             Some(Failure::RotateThenStatus(_) | Failure::RotateThenReset) if after(reuse) => ReuseClass::LostAnswer,
-            Some(Failure::Slow(d)) if killed.contains(&spent.peer) && after(reuse) => {
-                let _ = d;
-                ReuseClass::Killed
-            }
+            _ if killed.iter().any(|k| k.owns(spent) && reuse.arrived_at > k.at) && after(reuse) => ReuseClass::Killed,
             Some(Failure::Slow(d)) if d > vault_timeout && after(reuse) => ReuseClass::LostAnswer,
             None if spent.latency > vault_timeout && after(reuse) => ReuseClass::LostAnswer,
             _ => ReuseClass::Other,
@@ -931,11 +1060,26 @@ pub fn classify_reuse(calls: &[RefreshCall], killed: &[SocketAddr], vault_timeou
                 .unwrap_or_else(|e| -(e.duration().as_millis() as i64))
         };
         let detail = format!(
-            "spent by a call with {} that arrived {} ms before the reuse and was performed {} ms before it; the reuse itself had {}",
+            "spent by a call with {} from port {} that arrived {} ms before the reuse and was performed {} ms before it; the reuse itself had {}, from port {}{}",
             spent.failure.map_or("no fault".to_string(), failure_label),
+            spent.peer.port(),
             ms(spent.arrived_at, reuse.arrived_at),
             spent.served_at.map_or(0, |at| ms(at, reuse.served_at.unwrap_or(at))),
             reuse.failure.map_or("no fault".to_string(), failure_label),
+            reuse.peer.port(),
+            killed
+                .iter()
+                .filter(|k| k.ports.contains(&spent.peer.port()) || k.ports.contains(&reuse.peer.port()))
+                .map(|k| {
+                    let had = |port: u16| if k.ports.contains(&port) { "had" } else { "did not have" };
+                    format!(
+                        "; a process killed {} ms after the spending call arrived {} the spending port and {} the reusing port",
+                        ms(spent.arrived_at, k.at),
+                        had(spent.peer.port()),
+                        had(reuse.peer.port()),
+                    )
+                })
+                .collect::<String>(),
         );
         out.push(Reuse { class, subject, detail });
     }
@@ -944,9 +1088,19 @@ pub fn classify_reuse(calls: &[RefreshCall], killed: &[SocketAddr], vault_timeou
 
 /// After the provider refused a subject's refresh token (reuse, or a revoked family), the credential
 /// is dead: the vault must present nothing more for that subject.
-fn presented_after_refusal(calls: &[RefreshCall]) -> Vec<String> {
+/// A refusal whose caller was killed before it could record it does not count: that knowledge died
+/// with the process, and the next holder learns it again, once.
+fn presented_after_refusal(calls: &[RefreshCall], kills: &[Kill]) -> Vec<String> {
     let mut refused_at: HashMap<&str, SystemTime> = HashMap::new();
-    for call in calls {
+    let lost_with_process = |call: &RefreshCall| {
+        kills.iter().any(|k| {
+            k.ports.contains(&call.peer.port())
+                && call
+                    .served_at
+                    .is_some_and(|at| at <= k.at && k.at <= at + Duration::from_secs(3))
+        })
+    };
+    for call in calls.iter().filter(|c| !lost_with_process(c)) {
         // Only refusals the vault was told of: an injected fault loses the answer (or its caller).
         if let (Some(subject), Some(RefreshOutcome::Reused | RefreshOutcome::Refused), Some(at), None) =
             (call.subject.as_deref(), call.outcome, call.served_at, call.failure)
@@ -956,14 +1110,32 @@ fn presented_after_refusal(calls: &[RefreshCall]) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
+    let ms = |a: SystemTime, b: SystemTime| b.duration_since(a).map_or(0, |d| d.as_millis());
     for (subject, at) in refused_at {
-        let later = calls
+        let refusal = calls
+            .iter()
+            .find(|c| c.subject.as_deref() == Some(subject) && c.served_at == Some(at));
+        let later: Vec<String> = calls
             .iter()
             .filter(|c| c.subject.as_deref() == Some(subject) && c.arrived_at > at)
-            .count();
-        if later > 0 {
+            .map(|c| {
+                format!(
+                    "token #{} from port {} {} ms after it: {:?}",
+                    c.token_id.unwrap_or_default(),
+                    c.peer.port(),
+                    ms(at, c.arrived_at),
+                    c.outcome
+                )
+            })
+            .collect();
+        if !later.is_empty() {
             out.push(format!(
-                "{subject}: {later} refresh calls after the provider refused the credential's refresh token"
+                "{subject}: {} refresh calls after the provider refused the credential's refresh token \
+                 (token #{} from port {}): {}",
+                later.len(),
+                refusal.and_then(|c| c.token_id).unwrap_or_default(),
+                refusal.map_or(0, |c| c.peer.port()),
+                later.join("; ")
             ));
         }
     }

@@ -87,6 +87,36 @@ pub fn pid_owning_local_port(port: u16, pids: &[u32]) -> Option<u32> {
     })
 }
 
+/// The local ports of `pid`'s IPv4 TCP sockets (Linux `/proc`).
+pub fn local_ports_of(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|t| {
+                    t.to_string_lossy()
+                        .strip_prefix("socket:[")
+                        .and_then(|s| s.strip_suffix(']'))
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    tcp.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let inode = cols.get(9)?;
+            if !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            let port = cols.get(1)?.rsplit(':').next()?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
 /// The round-robin front: what API Gateway is to several warm Lambda instances. A request whose
 /// connection cannot be made (a killed process) goes to the next one; a request lost inside a
 /// process that died answers 502, as API Gateway answers for a Lambda that crashed.
