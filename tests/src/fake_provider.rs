@@ -400,6 +400,12 @@ impl FakeProvider {
         self.state().refresh_calls.clone()
     }
 
+    /// Failures queued by `fail_next` and held calls asked for, that no call has drawn yet.
+    pub fn pending_failures(&self) -> usize {
+        let state = self.state();
+        state.failures.len() + state.held.len()
+    }
+
     /// Forgets the failures queued by `fail_next` that no call has drawn yet.
     pub fn clear_failures(&self) {
         self.state().failures.clear();

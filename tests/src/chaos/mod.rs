@@ -432,6 +432,8 @@ pub async fn run(profile: &Profile) -> Report {
         // A sixth of the lease for one whole call, two thirds of that for one attempt.
         ("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "1500".to_string()),
         ("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", "1000".to_string()),
+        // Data keys cached for 2 s only, so KMS stays on the path and its faults meet the vault.
+        ("CREDVAULT_DATA_KEY_CACHE_SECONDS", "2".to_string()),
         ("CHAOS_DYNAMODB_ENDPOINT", dynamodb_proxy.url.clone()),
         ("CHAOS_KMS_ENDPOINT", kms_proxy.url.clone()),
     ]
@@ -513,8 +515,10 @@ pub async fn run(profile: &Profile) -> Report {
     let restarts = Arc::new(AtomicUsize::new(0));
     let spikes = Arc::new(AtomicUsize::new(0));
     let events = schedule(&profile.faults);
+    // Set once every fault has been handed out (and every kill and stall has finished).
+    let scheduled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scheduler = {
-        let (spikes, port_log) = (spikes.clone(), port_log.clone());
+        let (spikes, port_log, scheduled) = (spikes.clone(), port_log.clone(), scheduled.clone());
         let (done, provider, dynamodb_proxy, kms_proxy, vaults, env, killed_peers, restarts) = (
             done.clone(),
             provider.clone(),
@@ -556,6 +560,7 @@ pub async fn run(profile: &Profile) -> Report {
             for task in background {
                 let _ = task.await;
             }
+            scheduled.store(true, Ordering::SeqCst);
         })
     };
     let mut workers = Vec::new();
@@ -570,12 +575,15 @@ pub async fn run(profile: &Profile) -> Report {
             http.clone(),
             front.url.clone(),
         );
-        let (total, pace) = (profile.fetches, profile.pace);
+        let (total, pace, scheduled) = (profile.fetches, profile.pace, scheduled.clone());
         workers.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(pace.mul_f64(0.5 + credvault::random::unit_fraction())).await;
                 let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= total {
+                // Past the count, fetches go on until every scheduled fault has met a refresh
+                // (at most twice the count), so every run injects all of them.
+                let drained = scheduled.load(Ordering::SeqCst) && provider.pending_failures() == 0;
+                if n >= total && (drained || n >= total * 2) {
                     return;
                 }
                 let pick = (credvault::random::unit_fraction() * users.len() as f64) as usize;
@@ -637,6 +645,7 @@ pub async fn run(profile: &Profile) -> Report {
 
     // What the run did.
     let all = std::mem::take(&mut *fetches.lock().unwrap_or_else(|p| p.into_inner()));
+    report.fetches = all.len();
     for f in &all {
         if f.status == 0 {
             report.transport_errors += 1;
@@ -948,8 +957,14 @@ async fn login(http: &reqwest::Client, front: &str) -> (String, String) {
 /// For a second the provider takes `SPIKE` over every token call that arrives.
 async fn spike(provider: FakeProvider, spikes: Arc<AtomicUsize>) {
     spikes.fetch_add(1, Ordering::SeqCst);
+    let before = provider.refresh_calls().len();
     provider.set_knobs(|k| k.latency = SPIKE);
+    // A second, or longer until at least one refresh call met the spike (at most 10 s).
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let until = Instant::now() + Duration::from_secs(9);
+    while provider.refresh_calls().len() == before && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     provider.set_knobs(|k| k.latency = Duration::ZERO);
 }
 
