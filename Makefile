@@ -1,5 +1,5 @@
 # The two commands of the README, and their helpers. Every target installs what it needs first.
-.PHONY: dev test bench build bootstrap
+.PHONY: dev test bench build bootstrap chaos
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -19,3 +19,7 @@ bench:
 # The Lambda binaries (arm64, release) with their sizes and start-up times.
 build:
 	@bash scripts/build.sh
+
+# The chaos suite's full profile and its report table (README, "Chaos suite").
+chaos:
+	@bash scripts/chaos.sh

@@ -162,6 +162,37 @@ impl Default for Knobs {
     }
 }
 
+/// What the provider did with one refresh-token call (for the chaos suite's reuse classification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The refresh token was live: it was spent (rotated away, when rotation is on) and a new pair minted.
+    Rotated,
+    /// The refresh token had been rotated away already: a reuse (its family revoked with reuse detection).
+    Reused,
+    /// Refused without spending anything: unknown token, or its family already revoked.
+    Refused,
+}
+
+/// One refresh-token call as the provider saw it. Tokens are named by an opaque number (the order
+/// they were issued in), never by value, so a report can be printed.
+#[derive(Debug, Clone)]
+pub struct RefreshCall {
+    /// The presented refresh token's number, if this provider issued it.
+    pub token_id: Option<u64>,
+    /// Whom the presented token belongs to.
+    pub subject: Option<String>,
+    /// The caller's address (one vault process's socket).
+    pub peer: SocketAddr,
+    pub arrived_at: SystemTime,
+    /// The failure injected into this call, if any.
+    pub failure: Option<Failure>,
+    /// The `latency` knob when it arrived: how long it was held before being served.
+    pub latency: Duration,
+    /// When the grant was performed or refused (`None`: never, e.g. failed before acting).
+    pub served_at: Option<SystemTime>,
+    pub outcome: Option<RefreshOutcome>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counters {
     pub authorize: u64,
@@ -223,6 +254,13 @@ struct ProviderState {
     refresh_watchers: Vec<tokio::sync::mpsc::UnboundedSender<SocketAddr>>,
     /// `Slow` calls still being served.
     slow_in_flight: u64,
+    /// Every refresh-token call, in order of arrival.
+    refresh_calls: Vec<RefreshCall>,
+    /// The number of each refresh token issued, in order.
+    token_ids: HashMap<String, u64>,
+    /// The next refresh calls are held this long (served after it, as `Slow`), each reporting its
+    /// caller's address as it arrives: how the chaos suite kills a process inside the crash window.
+    held: VecDeque<(Duration, tokio::sync::oneshot::Sender<SocketAddr>)>,
 }
 
 struct Inner {
@@ -335,6 +373,16 @@ impl FakeProvider {
         grant.issued_at <= to && grant.expires_at > from && revoked_at.is_none_or(|at| *at > from)
     }
 
+    /// Whom a refresh token this provider issued belongs to.
+    pub fn refresh_token_subject(&self, token: &str) -> Option<String> {
+        self.state().refresh_tokens.get(token).map(|g| g.subject.clone())
+    }
+
+    /// Whom an access token this provider issued belongs to.
+    pub fn access_token_subject(&self, token: &str) -> Option<String> {
+        self.state().access_token_subjects.get(token).cloned()
+    }
+
     /// Reuses of rotated-away refresh tokens, by the subject they were issued to.
     pub fn reuse_by_subject(&self) -> HashMap<String, u64> {
         self.state().reuse_by_subject.clone()
@@ -344,6 +392,32 @@ impl FakeProvider {
     pub fn watch_refreshes(&self) -> tokio::sync::mpsc::UnboundedReceiver<SocketAddr> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.state().refresh_watchers.push(tx);
+        rx
+    }
+
+    /// Every refresh-token call so far, in order of arrival.
+    pub fn refresh_calls(&self) -> Vec<RefreshCall> {
+        self.state().refresh_calls.clone()
+    }
+
+    /// Failures queued by `fail_next` and held calls asked for, that no call has drawn yet.
+    pub fn pending_failures(&self) -> usize {
+        let state = self.state();
+        state.failures.len() + state.held.len()
+    }
+
+    /// Forgets the failures queued by `fail_next` that no call has drawn yet.
+    pub fn clear_failures(&self) {
+        self.state().failures.clear();
+    }
+
+    /// Holds the next refresh call for `delay` and then performs it (as `Failure::Slow`: even if the
+    /// caller is gone by then), and tells the returned receiver the caller's address as soon as the
+    /// call arrives: the moment to kill the caller inside its crash window. Takes precedence over
+    /// `fail_next` and random failures.
+    pub fn hold_next_refresh(&self, delay: Duration) -> tokio::sync::oneshot::Receiver<SocketAddr> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.state().held.push_back((delay, tx));
         rx
     }
 
@@ -556,24 +630,53 @@ async fn token(
 ) -> Response {
     let params = token_params(&headers, &body);
     let is_refresh = params.get("grant_type").map(String::as_str) == Some("refresh_token");
-    let (latency, failure, echo, strict) = {
+    let (latency, failure, echo, strict, call) = {
         let mut state = p.state();
+        let mut failure = None;
         if is_refresh {
             state.counters.refreshes += 1;
             state.refresh_watchers.retain(|w| w.send(conn.peer).is_ok());
+            while let Some((delay, tx)) = state.held.pop_front() {
+                if tx.send(conn.peer).is_ok() {
+                    failure = Some(Failure::Slow(delay));
+                    break;
+                }
+            }
         } else {
             state.counters.code_exchanges += 1;
         }
-        let mut failure = state.failures.pop_front();
+        if failure.is_none() {
+            failure = state.failures.pop_front();
+        }
         if failure.is_none() && is_refresh {
             failure = draw_random_failure(&mut state.knobs);
         }
+        let latency = state.knobs.latency;
+        let call = is_refresh.then(|| {
+            let presented = params.get("refresh_token");
+            let token_id = presented.and_then(|t| state.token_ids.get(t)).copied();
+            let subject = presented
+                .and_then(|t| state.refresh_tokens.get(t))
+                .map(|g| g.subject.clone());
+            state.refresh_calls.push(RefreshCall {
+                token_id,
+                subject,
+                peer: conn.peer,
+                arrived_at: SystemTime::now(),
+                failure,
+                latency,
+                served_at: None,
+                outcome: None,
+            });
+            state.refresh_calls.len() - 1
+        });
         let knobs = &state.knobs;
         (
             knobs.latency,
             failure,
             knobs.echo_secrets_in_errors,
             knobs.strict_json_token_requests,
+            call,
         )
     };
     if strict && !is_json(&headers) {
@@ -605,11 +708,11 @@ async fn token(
         }
         Some(Failure::Reset) => return reset(&p, &conn),
         Some(Failure::RotateThenStatus(status)) => {
-            lose_answer(&p, serve_grant(&p, &params, echo));
+            lose_answer(&p, serve_grant(&p, &params, echo, call));
             return token_error(unavailable(status), "temporarily_unavailable", &params, echo, None);
         }
         Some(Failure::RotateThenReset) => {
-            lose_answer(&p, serve_grant(&p, &params, echo));
+            lose_answer(&p, serve_grant(&p, &params, echo, call));
             return reset(&p, &conn);
         }
         Some(Failure::Slow(delay)) => {
@@ -618,7 +721,7 @@ async fn token(
             let provider = p.clone();
             let served = tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let resp = serve_grant(&provider, &params, echo);
+                let resp = serve_grant(&provider, &params, echo, call);
                 provider.state().slow_in_flight -= 1;
                 resp
             });
@@ -628,11 +731,12 @@ async fn token(
         }
         None => {}
     }
-    serve_grant(&p, &params, echo)
+    serve_grant(&p, &params, echo, call)
 }
 
 /// The answer to a token request: the grant performed, or the error it ends in.
-fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool) -> Response {
+/// `call`: the refresh call's index in the provider's log, where the grant's outcome is recorded.
+fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool, call: Option<usize>) -> Response {
     let result = if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
         || params.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
     {
@@ -640,7 +744,7 @@ fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool) -
     } else {
         match params.get("grant_type").map(String::as_str) {
             Some("authorization_code") => exchange_code(p, params),
-            Some("refresh_token") => refresh(p, params),
+            Some("refresh_token") => refresh(p, params, call),
             _ => Err((StatusCode::BAD_REQUEST, "unsupported_grant_type")),
         }
     };
@@ -693,21 +797,34 @@ fn exchange_code(p: &FakeProvider, params: &HashMap<String, String>) -> Result<R
     Ok(answer(p, oversized, Answer::Token, body))
 }
 
-fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Result<Response, (StatusCode, &'static str)> {
+fn refresh(
+    p: &FakeProvider,
+    params: &HashMap<String, String>,
+    call: Option<usize>,
+) -> Result<Response, (StatusCode, &'static str)> {
     let mut state = p.state();
+    let outcome = |state: &mut ProviderState, outcome: RefreshOutcome| {
+        if let Some(record) = call.and_then(|i| state.refresh_calls.get_mut(i)) {
+            record.served_at = Some(SystemTime::now());
+            record.outcome = Some(outcome);
+        }
+    };
     let Some(presented) = params.get("refresh_token").cloned() else {
         return Err((StatusCode::BAD_REQUEST, "invalid_request"));
     };
     state.refresh_tokens_presented.push(presented.clone());
     let knobs = state.knobs.clone();
     let Some(grant) = state.refresh_tokens.get(&presented) else {
+        outcome(&mut state, RefreshOutcome::Refused);
         return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     };
     let (family, subject, used) = (grant.family, grant.subject.clone(), grant.used);
     if state.revoked_families.contains(&family) {
+        outcome(&mut state, RefreshOutcome::Refused);
         return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
     }
     if used {
+        outcome(&mut state, RefreshOutcome::Reused);
         state.counters.reuse_detected += 1;
         *state.reuse_by_subject.entry(subject.clone()).or_default() += 1;
         if knobs.reuse_detection {
@@ -720,6 +837,7 @@ fn refresh(p: &FakeProvider, params: &HashMap<String, String>) -> Result<Respons
     {
         g.used = true;
     }
+    outcome(&mut state, RefreshOutcome::Rotated);
     let body = issue_tokens(&mut state, family, &subject, knobs.rotate_refresh_tokens);
     drop(state);
     Ok(answer(p, knobs.oversized, Answer::Token, body))
@@ -744,6 +862,8 @@ fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refr
     if with_refresh_token {
         let rt = secret("rt");
         state.issued_secrets.push(rt.clone());
+        let id = state.token_ids.len() as u64;
+        state.token_ids.insert(rt.clone(), id);
         state.refresh_tokens.insert(
             rt.clone(),
             RefreshGrant {

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod aws_proxy;
+pub mod chaos;
 pub mod clock;
 pub mod demo;
 pub mod fake_provider;
