@@ -22,6 +22,11 @@ pub struct RefreshTiming {
     pub provider_attempts: u32,
     /// How long an instance that lost the lease race waits for the winner before giving up.
     pub poll_deadline: Duration,
+    /// After a refresh whose outcome is unknown (a timeout, a reset, a 502), how long nobody sends the
+    /// credential's refresh token again: the longest a provider may still be working on a request the
+    /// vault gave up on. A second request inside it could reach the provider while the first is still
+    /// being performed, and a provider with reuse detection would revoke the token family.
+    pub unknown_outcome_wait: Duration,
 }
 
 impl Default for RefreshTiming {
@@ -31,6 +36,7 @@ impl Default for RefreshTiming {
             provider_timeout: Duration::from_secs(5),
             provider_attempts: 3,
             poll_deadline: Duration::from_secs(20),
+            unknown_outcome_wait: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +79,12 @@ impl RefreshTiming {
         }
         if self.poll_deadline.is_zero() {
             return Err(invalid("CREDVAULT_POLL_DEADLINE_SECONDS", "must be positive"));
+        }
+        if self.unknown_outcome_wait < self.provider_timeout {
+            return Err(invalid(
+                "CREDVAULT_UNKNOWN_OUTCOME_WAIT_SECONDS",
+                "must be at least the provider timeout",
+            ));
         }
         Ok(())
     }
@@ -186,6 +198,7 @@ impl Config {
             provider_timeout,
             provider_attempts,
             poll_deadline: secs("CREDVAULT_POLL_DEADLINE_SECONDS", 20)?,
+            unknown_outcome_wait: secs("CREDVAULT_UNKNOWN_OUTCOME_WAIT_SECONDS", 60)?,
         };
         let config = Config {
             table_name: required("CREDVAULT_TABLE")?,

@@ -211,7 +211,7 @@ impl RefreshProtocol {
         match result {
             Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
             Ok(None) => HolderOutcome::ReadAgain,
-            Err(RefreshFailure::Permanent(e)) => {
+            Err(RefreshFailure::Permanent { error: e, resent }) => {
                 // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
                 match self.credentials.get(&item.connection_id, &item.user_id).await {
                     Ok(Some(current)) if current.token_version != item.token_version => {
@@ -220,7 +220,7 @@ impl RefreshProtocol {
                     Err(err) => return HolderOutcome::Done(Err(err.into())),
                     _ => {}
                 }
-                let reason = dead_grant_reason(item);
+                let reason = dead_grant_reason(item, resent);
                 tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, reason, "provider refused the refresh token; credential needs re-authentication");
                 self.declare_dead(item, owner, reason).await
             }
@@ -265,13 +265,13 @@ impl RefreshProtocol {
     /// The wait before anyone calls the provider for this credential again: the provider's
     /// `Retry-After` when it names a longer one, else the credential's exponential backoff. After a
     /// request whose outcome is unknown (a timeout, a reset, a 502) the provider may still be working
-    /// on it: the next refresh, which sends the same refresh token, waits at least a lease length, the
-    /// time the vault allows any refresh, so it is not sent while the first may still be in flight.
+    /// on it: the next refresh, which sends the same refresh token, waits at least
+    /// `unknown_outcome_wait`, so it is not sent while the first may still be in flight.
     fn failure_backoff(&self, item: &CredentialItem, error: &ProviderError, delivery: Delivery) -> Duration {
         let mut backoff =
             crate::random::jittered_backoff(FAILURE_BACKOFF_BASE, FAILURE_BACKOFF_CAP, item.refresh_failures);
         if delivery == Delivery::Unknown {
-            backoff = backoff.max(self.timing.lease_length);
+            backoff = backoff.max(self.timing.unknown_outcome_wait);
         }
         match error {
             ProviderError::Transient {
@@ -298,11 +298,12 @@ impl RefreshProtocol {
     }
 }
 
-/// Why the provider refused a refresh token: `rotation_lost` when an earlier refresh may have
-/// rotated it without its answer being saved (a lost answer, or a holder that died with the lease:
-/// we took an expired lease over), else `invalid_grant` (revoked by the user or the provider).
-fn dead_grant_reason(item: &CredentialItem) -> &'static str {
-    if item.rotation_unconfirmed_at.is_some() || item.lease.is_some() {
+/// Why the provider refused a refresh token: `rotation_lost` when a refresh may have rotated it
+/// without its answer being saved (a lost answer, a holder that died with the lease: we took an
+/// expired lease over, or this very refresh sent it before and was told to retry), else
+/// `invalid_grant` (revoked by the user or the provider).
+fn dead_grant_reason(item: &CredentialItem, resent: bool) -> &'static str {
+    if resent || item.rotation_unconfirmed_at.is_some() || item.lease.is_some() {
         "rotation_lost"
     } else {
         "invalid_grant"
@@ -312,7 +313,12 @@ fn dead_grant_reason(item: &CredentialItem) -> &'static str {
 enum RefreshFailure {
     /// Even a renewed lease would not cover a provider call and the commit: nothing was sent.
     NoLeaseBudget,
-    Permanent(ProviderError),
+    /// The provider refused the refresh token; `resent`: an earlier attempt of this refresh reached
+    /// the provider (which said to retry), so a provider that rotated anyway sees its own token back.
+    Permanent {
+        error: ProviderError,
+        resent: bool,
+    },
     /// The connection no longer matches what the credential was issued under.
     EndpointChanged(EndpointChange),
     /// The provider did not give new tokens; `delivery` says whether it may have rotated anyway.
@@ -412,6 +418,8 @@ impl RefreshProtocol {
         refresh_token: &SecretString,
     ) -> Result<Option<(crate::oauth::provider::TokenResponse, Instant)>, RefreshFailure> {
         let mut attempt = 0u32;
+        // Whether an earlier attempt reached the provider (it answered "retry later").
+        let mut reached_provider = false;
         loop {
             attempt += 1;
             lease_until = match self.ensure_lease_budget(item, owner, lease_until).await? {
@@ -423,7 +431,10 @@ impl RefreshProtocol {
                 Err(error) => error,
             };
             let Some(delivery) = error.delivery() else {
-                return Err(RefreshFailure::Permanent(error));
+                return Err(RefreshFailure::Permanent {
+                    error,
+                    resent: reached_provider,
+                });
             };
             let pause = match (&error, delivery) {
                 (_, Delivery::NotSent) => Some(crate::oauth::provider::backoff(attempt)),
@@ -435,6 +446,7 @@ impl RefreshProtocol {
             };
             match pause {
                 Some(pause) if attempt < self.timing.provider_attempts => {
+                    reached_provider |= delivery == Delivery::RetryLater;
                     tracing::warn!(connection_id = %item.connection_id, attempt, error = %error, "provider refresh not done, trying again");
                     tokio::time::sleep(pause).await;
                 }

@@ -49,6 +49,7 @@ impl Default for StackOptions {
                 provider_timeout: std::time::Duration::from_millis(800),
                 provider_attempts: 3,
                 poll_deadline: std::time::Duration::from_secs(8),
+                unknown_outcome_wait: std::time::Duration::from_secs(9),
             },
             token_request_encoding: TokenRequestEncoding::Form,
             token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod::ClientSecretPost,

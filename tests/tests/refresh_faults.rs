@@ -393,3 +393,21 @@ async fn a_timed_out_refresh_still_at_the_provider_is_not_raced_by_the_next_one(
     );
     assert_eq!(reauth_reasons(&stack).await, ["rotation_lost"]);
 }
+
+/// A provider that rotates and then answers 429 ("nothing done, retry") gets its own spent token back
+/// from the retry and refuses it. The vault sent that token itself moments before, so the loss is
+/// `rotation_lost`, not a revocation by the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_a_retry_the_provider_asked_for_is_rotation_lost() {
+    let (stack, user) = stack_with_expired_login(StackOptions::default()).await;
+    stack.provider.fail_next(&[Failure::RotateThenStatus(429)]);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(stack.provider.counters().refreshes, 2, "429 was retried, as it says to");
+    assert_eq!(
+        stack.provider.counters().answers_lost,
+        1,
+        "premise: the provider had rotated"
+    );
+    assert_eq!(reauth_reasons(&stack).await, ["rotation_lost"]);
+}

@@ -429,6 +429,12 @@ pub async fn run(profile: &Profile) -> Report {
         ("CREDVAULT_PROVIDER_TIMEOUT_MS", PROVIDER_TIMEOUT_MS.to_string()),
         ("CREDVAULT_PROVIDER_ATTEMPTS", "3".to_string()),
         ("CREDVAULT_POLL_DEADLINE_SECONDS", "8".to_string()),
+        // Past the longest the provider holds a call (`SPIKE`): no refresh token is sent again while
+        // the provider may still be performing a request the vault gave up on.
+        (
+            "CREDVAULT_UNKNOWN_OUTCOME_WAIT_SECONDS",
+            (SPIKE.as_secs() + 1).to_string(),
+        ),
         // A sixth of the lease for one whole call, two thirds of that for one attempt.
         ("CREDVAULT_AWS_OPERATION_TIMEOUT_MS", "1500".to_string()),
         ("CREDVAULT_AWS_ATTEMPT_TIMEOUT_MS", "1000".to_string()),
