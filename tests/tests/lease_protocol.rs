@@ -30,7 +30,7 @@ fn timing() -> RefreshTiming {
         provider_timeout: Duration::from_millis(800),
         provider_attempts: 3,
         poll_deadline: Duration::from_secs(8),
-        unknown_outcome_wait: std::time::Duration::from_secs(9),
+        unknown_outcome_wait: Duration::from_secs(9),
     }
 }
 

@@ -84,7 +84,7 @@ async fn a_content_length_above_the_cap_is_refused_without_waiting_for_the_body(
             provider_timeout: Duration::from_secs(15),
             provider_attempts: 1,
             poll_deadline: Duration::from_secs(8),
-            unknown_outcome_wait: std::time::Duration::from_secs(9),
+            unknown_outcome_wait: Duration::from_secs(60),
         },
         ..StackOptions::default()
     })
