@@ -140,6 +140,32 @@ pub struct Knobs {
     pub echo_secrets_in_errors: bool,
     /// Token requests that are not JSON are refused with 400 (a provider with a JSON-only dialect).
     pub strict_json_token_requests: bool,
+    /// The client secret it accepts (the stack's connection must use the same).
+    pub client_secret: String,
+    /// How the client may authenticate at the token and revocation endpoints.
+    pub client_auth: ClientAuth,
+    /// How the token endpoint words its answers.
+    pub dialect: ProviderDialect,
+}
+
+/// Token-endpoint answers in a provider's own words: errors with HTTP 200 (GitHub's `{"error"}`,
+/// Slack's `{"ok": false}`), comma-separated scopes, Slack's user token under `authed_user` at login.
+/// HTTP-level failures (5xx, 429) stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderDialect {
+    Standard,
+    Github,
+    Slack,
+}
+
+/// Which client authentication the provider accepts. Using two at once is always refused (RFC 6749
+/// §2.3: a client MUST NOT use more than one method in a request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Either,
+    /// HTTP Basic only: a secret in the body is refused, as some providers do.
+    BasicOnly,
+    PostOnly,
 }
 
 impl Default for Knobs {
@@ -158,6 +184,9 @@ impl Default for Knobs {
             random_failures: None,
             echo_secrets_in_errors: false,
             strict_json_token_requests: false,
+            client_secret: CLIENT_SECRET.to_string(),
+            client_auth: ClientAuth::Either,
+            dialect: ProviderDialect::Standard,
         }
     }
 }
@@ -303,7 +332,7 @@ impl FakeProvider {
         };
         let app = Router::new()
             .route("/authorize", get(authorize))
-            .route("/token", post(token))
+            .route("/token", post(token_in_dialect))
             .route("/revoke", post(revoke))
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
@@ -343,8 +372,10 @@ impl FakeProvider {
 
     /// Every access token, refresh token, code and id_token this provider issued, plus its client secret.
     pub fn issued_secrets(&self) -> Vec<String> {
-        let mut all = self.state().issued_secrets.clone();
+        let state = self.state();
+        let mut all = state.issued_secrets.clone();
         all.push(CLIENT_SECRET.to_string());
+        all.push(state.knobs.client_secret.clone());
         all
     }
 
@@ -613,13 +644,112 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-/// Reads a token request sent as a form or as JSON.
+/// Reads a token request sent as a form or as JSON. Client credentials from an HTTP Basic header
+/// (RFC 6749 §2.3.1: base64 of the form-encoded id and secret) land in `client_id` /
+/// `client_secret` too, and `AUTH_METHOD` says how they came: `basic`, `post`, `both` or `none`.
 fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
-    if is_json(headers) {
+    let mut params: HashMap<String, String> = if is_json(headers) {
         serde_json::from_slice::<HashMap<String, String>>(body).unwrap_or_default()
     } else {
         url::form_urlencoded::parse(body).into_owned().collect()
+    };
+    let in_body = params.contains_key("client_secret");
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| {
+            let (id, secret) = pair.split_once(':')?;
+            let decode = |v: &str| {
+                url::form_urlencoded::parse(format!("v={v}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Some((decode(id)?, decode(secret)?))
+        });
+    let method = match (&basic, in_body) {
+        (Some(_), true) => "both",
+        (Some(_), false) => "basic",
+        (None, true) => "post",
+        (None, false) => "none",
+    };
+    if let Some((id, secret)) = basic {
+        params.insert("client_id".into(), id);
+        params.insert("client_secret".into(), secret);
     }
+    params.insert(AUTH_METHOD.into(), method.into());
+    params
+}
+
+/// The parameter `token_params` records the client authentication method under.
+const AUTH_METHOD: &str = "\u{0}client_auth";
+
+/// Whether the request's client authentication is one this provider accepts, with its secret.
+fn client_authenticated(p: &FakeProvider, params: &HashMap<String, String>) -> bool {
+    let knobs = p.state().knobs.clone();
+    let method_ok = match (knobs.client_auth, params.get(AUTH_METHOD).map(String::as_str)) {
+        (_, Some("both" | "none") | None) => false,
+        (ClientAuth::Either, _) => true,
+        (ClientAuth::BasicOnly, Some(m)) => m == "basic",
+        (ClientAuth::PostOnly, Some(m)) => m == "post",
+    };
+    method_ok
+        && params.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && params.get("client_secret") == Some(&knobs.client_secret)
+}
+
+/// The token endpoint, its answer reworded in the provider's dialect.
+async fn token_in_dialect(
+    State(p): State<FakeProvider>,
+    connect: ConnectInfo<ProviderConnection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let dialect = p.state().knobs.dialect;
+    let is_login = token_params(&headers, &body).get("grant_type").map(String::as_str) == Some("authorization_code");
+    let resp = token(State(p), connect, headers, body).await;
+    if dialect == ProviderDialect::Standard
+        || resp.status().is_server_error()
+        || resp.status() == StatusCode::TOO_MANY_REQUESTS
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if let Some(error) = value.get("error").and_then(Value::as_str).map(str::to_string) {
+        let reworded = match (dialect, error.as_str()) {
+            (ProviderDialect::Github, "invalid_grant") if is_login => json!({"error": "bad_verification_code"}),
+            (ProviderDialect::Github, "invalid_grant") => json!({"error": "bad_refresh_token"}),
+            (ProviderDialect::Github, "invalid_client") => json!({"error": "incorrect_client_credentials"}),
+            (ProviderDialect::Github, other) => json!({"error": other}),
+            (ProviderDialect::Slack, "invalid_grant") if is_login => json!({"ok": false, "error": "invalid_code"}),
+            (ProviderDialect::Slack, "invalid_grant") => json!({"ok": false, "error": "invalid_refresh_token"}),
+            (ProviderDialect::Slack, "invalid_client") => json!({"ok": false, "error": "bad_client_secret"}),
+            (_, other) => json!({"ok": false, "error": other}),
+        };
+        return (StatusCode::OK, Json(reworded)).into_response();
+    }
+    if let Some(scope) = value.get("scope").and_then(Value::as_str).map(|s| s.replace(' ', ",")) {
+        value["scope"] = json!(scope);
+    }
+    if dialect == ProviderDialect::Slack {
+        if is_login {
+            // oauth.v2.access: the user's token under authed_user, a bot token beside it.
+            let user = value.clone();
+            value = json!({"ok": true, "access_token": "xoxb-bot-token-not-the-users", "token_type": "bot",
+                "authed_user": user, "id_token": user.get("id_token").cloned().unwrap_or(Value::Null)});
+        } else {
+            value["ok"] = json!(true);
+        }
+    }
+    (StatusCode::OK, Json(value)).into_response()
 }
 
 async fn token(
@@ -737,9 +867,7 @@ async fn token(
 /// The answer to a token request: the grant performed, or the error it ends in.
 /// `call`: the refresh call's index in the provider's log, where the grant's outcome is recorded.
 fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool, call: Option<usize>) -> Response {
-    let result = if params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
-        || params.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
-    {
+    let result = if !client_authenticated(p, params) {
         Err((StatusCode::UNAUTHORIZED, "invalid_client"))
     } else {
         match params.get("grant_type").map(String::as_str) {
@@ -886,6 +1014,9 @@ fn revoke_family(state: &mut ProviderState, family: u64) {
 
 async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
     let params = token_params(&headers, &body);
+    if !client_authenticated(&p, &params) {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
     let mut state = p.state();
     state.counters.revocations += 1;
     if state.knobs.failing_revocations > 0 {

@@ -26,6 +26,10 @@ pub struct StackOptions {
     pub refresh: RefreshTiming,
     pub token_request_encoding: TokenRequestEncoding,
     pub token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod,
+    /// The connection's client secret, which the fake provider is told to accept.
+    pub client_secret: String,
+    /// The connection's dialect (the fake provider's is a knob of its own).
+    pub dialect: credvault::oauth::dialect::Dialect,
     pub extra_redirect_urls: Vec<String>,
     pub demo_page: bool,
     /// Gateway port; 0 picks a free one.
@@ -53,6 +57,8 @@ impl Default for StackOptions {
             },
             token_request_encoding: TokenRequestEncoding::Form,
             token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod::ClientSecretPost,
+            client_secret: CLIENT_SECRET.to_string(),
+            dialect: credvault::oauth::dialect::Dialect::Standard,
             extra_redirect_urls: Vec::new(),
             demo_page: false,
             port: 0,
@@ -106,6 +112,8 @@ impl LocalStack {
             None => TestAws::fresh().await,
         };
         let provider = FakeProvider::start().await;
+        let client_secret = options.client_secret.clone();
+        provider.set_knobs(|k| k.client_secret = client_secret);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .expect("bind gateway");
@@ -419,11 +427,11 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         revocation_url: Some(format!("{issuer}/revoke")),
         user_info_url: None,
         client_id: CLIENT_ID.to_string(),
-        client_secret: SecretString::from(CLIENT_SECRET),
+        client_secret: SecretString::from(options.client_secret.clone()),
         default_connection_properties: options.default_connection_properties.clone(),
         token_request_encoding: options.token_request_encoding,
         token_endpoint_auth_method: options.token_endpoint_auth_method,
-        dialect: credvault::oauth::dialect::Dialect::Standard,
+        dialect: options.dialect,
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
         generation: credvault::random::token(9),
     }

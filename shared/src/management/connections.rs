@@ -32,6 +32,12 @@ pub struct ConnectionData {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInput {
     pub connection_id: Option<String>,
+    /// A ready-made provider (presets.json: `google`, `microsoft`, `github`, `github-app`, `slack`,
+    /// `atlassian`, `salesforce`, `okta`, `auth0`, `gitlab`); what the body sets itself wins.
+    pub preset: Option<String>,
+    /// The preset's parameters: `tenant` (microsoft) or `domain` (okta, auth0).
+    #[serde(default)]
+    pub preset_parameters: BTreeMap<String, String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub authentication_url: Option<String>,
@@ -230,6 +236,7 @@ async fn build(
     input: ConnectionInput,
     stored_secret: Option<SecretString>,
 ) -> Result<Connection, ApiError> {
+    let input = super::presets::apply(input).map_err(|e| ApiError::bad_request("invalid_preset", e.to_string()))?;
     if !is_valid_connection_id(connection_id) {
         return Err(bad(
             "invalid_connection_id",

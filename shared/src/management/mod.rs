@@ -7,4 +7,5 @@ pub mod access;
 pub mod authority;
 pub mod bootstrap;
 pub mod connections;
+pub mod presets;
 pub mod service_clients;

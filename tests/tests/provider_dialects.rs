@@ -1,0 +1,186 @@
+//! Contract tests of real providers' differences, end to end through the vault against the fake
+//! provider speaking each one: client authentication by HTTP Basic with awkward secrets, GitHub's and
+//! Slack's answers with HTTP 200, comma scopes and Slack's user token under `authed_user`.
+
+use credvault::oauth::client_auth::TokenEndpointAuthMethod;
+use credvault::oauth::dialect::Dialect;
+use credvault_tests::fake_provider::{ClientAuth, ProviderDialect};
+use credvault_tests::stack::encode;
+use credvault_tests::{Failure, LocalStack, StackOptions};
+use serde_json::Value;
+
+async fn access_token_of(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A login, then a fetch that must refresh (login tokens are born expired).
+async fn login_then_expired(stack: &LocalStack) -> credvault_tests::LoggedIn {
+    stack.provider.set_knobs(|k| {
+        k.access_token_lifetime_secs = 0;
+        k.rotate_refresh_tokens = true;
+    });
+    let user = stack.login().await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    user
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_basic_reaches_a_provider_that_refuses_secrets_in_the_body() {
+    // RFC 6749 §2.3.1: the secret is form-encoded before base64, so `:`, `%`, `+` and spaces survive.
+    let secret = "s3:cr%et+with space/ü";
+    let stack = LocalStack::start(StackOptions {
+        token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+        client_secret: secret.to_string(),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.client_auth = ClientAuth::BasicOnly);
+    let user = login_then_expired(&stack).await;
+    assert_eq!(stack.provider.counters().code_exchanges, 1);
+
+    let refreshed = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    assert!(stack.provider.issued_secrets().contains(&refreshed));
+
+    // Disconnect revokes with the same client authentication.
+    let stored = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
+    let (status, _) = stack.call("DELETE", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(stack.provider.counters().revocations, 1);
+    assert!(
+        !stack.provider.refresh_token_is_live(&stored),
+        "revoked at the provider"
+    );
+}
+
+/// The control: the same provider refuses the secret in the body, so the choice of method is what
+/// made the test above pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_post_is_refused_by_a_basic_only_provider() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = login_then_expired(&stack).await;
+    stack.provider.set_knobs(|k| k.client_auth = ClientAuth::BasicOnly);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(
+        resp.status(),
+        409,
+        "invalid_client: the client is dead, not the provider"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_errors_with_200_mark_a_dead_grant_and_comma_scopes_are_kept_spaced() {
+    let stack = LocalStack::start(StackOptions {
+        dialect: Dialect::Github,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.dialect = ProviderDialect::Github);
+    let user = login_then_expired(&stack).await;
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["scope"], "openid profile email",
+        "GitHub's commas, stored the RFC way: {body}"
+    );
+
+    // Refused with HTTP 200 and bad_refresh_token: re-authentication, not a retry.
+    stack.clock.advance(3600);
+    stack.provider.fail_next(&[Failure::InvalidGrant]);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(stack.provider.counters().refreshes, 2, "not retried");
+}
+
+/// The control for the dialect: the same 200-with-error answers read as the standard dialect are
+/// not tokens and not a refusal, so the credential is not declared dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_refusal_read_as_standard_is_not_a_dead_grant() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| k.dialect = ProviderDialect::Github);
+    let user = login_then_expired(&stack).await;
+    stack.provider.fail_next(&[Failure::InvalidGrant]);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 503, "an answer it cannot read, not a refusal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_user_tokens_come_from_authed_user_and_ok_false_is_a_dead_grant() {
+    let stack = LocalStack::start(StackOptions {
+        dialect: Dialect::Slack,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.dialect = ProviderDialect::Slack);
+    let user = stack.login().await;
+    let token = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_ne!(token, "xoxb-bot-token-not-the-users", "the user's token, not the bot's");
+    assert!(stack.provider.issued_secrets().contains(&token));
+
+    stack.clock.advance(3600);
+    let refreshed = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_ne!(refreshed, token);
+
+    stack.clock.advance(3600);
+    stack.provider.fail_next(&[Failure::InvalidGrant]);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 409, "ok: false, invalid_refresh_token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preset_fills_a_new_connection_and_what_the_body_sets_wins() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    let body = serde_json::json!({
+        "connectionId": "con_github", "preset": "github", "clientId": "Iv1.abc", "clientSecret": "gh-secret",
+        "defaultConnectionProperties": {"scope": "repo"}
+    });
+    let (status, created) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["authenticationUrl"], "https://github.com/login/oauth/authorize");
+    assert_eq!(created["tokenUrl"], "https://github.com/login/oauth/access_token");
+    assert_eq!(created["dialect"], "github");
+    assert_eq!(created["tokenEndpointAuthMethod"], "client_secret_post");
+    assert_eq!(created["data"]["oidcUserEndpointUrl"], "https://api.github.com/user");
+    assert_eq!(
+        created["defaultConnectionProperties"]["scope"], "repo",
+        "the body's scope wins"
+    );
+    assert!(created.get("clientSecret").is_none());
+
+    let body = serde_json::json!({
+        "connectionId": "con_slack", "preset": "slack", "clientId": "1.2", "clientSecret": "s",
+        "dialect": "standard", "tokenEndpointAuthMethod": "client_secret_basic"
+    });
+    let (status, created) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["dialect"], "standard", "set explicitly, over the preset");
+    assert_eq!(created["tokenEndpointAuthMethod"], "client_secret_basic");
+
+    let before = stack.state_snapshot().await;
+    for (body, detail) in [
+        (
+            serde_json::json!({"preset": "okta", "presetParameters": {"domain": "evil.example/x?"}, "clientId": "a", "clientSecret": "b"}),
+            "domain",
+        ),
+        (
+            serde_json::json!({"preset": "okta", "clientId": "a", "clientSecret": "b"}),
+            "domain",
+        ),
+        (
+            serde_json::json!({"preset": "myspace", "clientId": "a", "clientSecret": "b"}),
+            "myspace",
+        ),
+    ] {
+        let (status, refused) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["errorCode"], "invalid_preset");
+        assert!(refused.to_string().contains(detail), "{refused}");
+    }
+    assert_eq!(stack.state_snapshot().await, before, "refused presets store nothing");
+}
