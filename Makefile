@@ -1,5 +1,5 @@
 # The two commands of the README, and their helpers. Every target installs what it needs first.
-.PHONY: dev test bench build bootstrap chaos
+.PHONY: dev test bench build bootstrap chaos mutants
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -23,3 +23,7 @@ build:
 # The chaos suite's full profile and its report table (README, "Chaos suite").
 chaos:
 	@bash scripts/chaos.sh
+
+# Mutation testing of the protocol-critical code (slow: on demand, never part of `make test`).
+mutants:
+	@bash scripts/mutants.sh

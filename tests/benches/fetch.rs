@@ -200,8 +200,24 @@ async fn warm_service_client_fetch() -> bool {
 
 /// A herd of `concurrent` fetches of one expired credential; `false` when a call-count target is missed.
 async fn concurrent_expired(concurrent: usize) -> bool {
+    // One moto process answers a thousand concurrent calls in seconds (see the bare GetItems below),
+    // so the herd runs with the deployed lease and AWS timeouts long enough for that, not the test
+    // stack's short ones: the figures are the protocol's, not the emulator's timeouts.
     let stack = LocalStack::start(StackOptions {
         instances: 4,
+        refresh: credvault::config::RefreshTiming {
+            lease_length: Duration::from_secs(60),
+            provider_timeout: Duration::from_secs(5),
+            provider_attempts: 3,
+            poll_deadline: Duration::from_secs(30),
+            unknown_outcome_wait: Duration::from_secs(60),
+        },
+        configure: |config| {
+            config.aws_timeouts = credvault::config::AwsTimeouts {
+                operation: Duration::from_secs(10),
+                attempt: Duration::from_secs(10),
+            }
+        },
         ..StackOptions::default()
     })
     .await;

@@ -184,3 +184,28 @@ async fn a_preset_fills_a_new_connection_and_what_the_body_sets_wins() {
     }
     assert_eq!(stack.state_snapshot().await, before, "refused presets store nothing");
 }
+
+/// A connection whose provider wants JSON token requests (Atlassian) sends JSON, for the code
+/// exchange and the refresh; the provider refuses anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_connections_send_json_to_a_provider_that_takes_nothing_else() {
+    let stack = LocalStack::start(StackOptions {
+        token_request_encoding: credvault::oauth::TokenRequestEncoding::Json,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.strict_json_token_requests = true);
+    let user = login_then_expired(&stack).await;
+    access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(stack.provider.counters().refreshes, 1);
+}
+
+/// The control: a form-encoding connection against the same provider is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_request_is_refused_by_a_json_only_provider() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = login_then_expired(&stack).await;
+    stack.provider.set_knobs(|k| k.strict_json_token_requests = true);
+    let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
+    assert_eq!(resp.status(), 503);
+}

@@ -8,6 +8,9 @@ use credvault_tests::{Failure, LocalStack, StackOptions};
 async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     let logs = credvault_tests::logs::capture();
     let stack = LocalStack::start(StackOptions::default()).await;
+    // Error bodies of the token endpoint quote the refresh token and client secret they were sent, as
+    // some providers' debugging output does: whatever of them the vault logged would show below.
+    stack.provider.set_knobs(|k| k.echo_secrets_in_errors = true);
 
     // A login, with the codes and verifier of its browser leg kept for the search.
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 0);

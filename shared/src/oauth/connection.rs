@@ -30,8 +30,8 @@ impl TokenRequestEncoding {
     }
 }
 
-/// How the vault authenticates as the client at a provider's token and revocation endpoints
-/// (RFC 6749 §2.3.1, OIDC Core §9); applied by client_auth.rs.
+/// How the vault authenticates as the OAuth client at the provider's token and revocation endpoints
+/// (RFC 6749 §2.3.1, OIDC Core §9): HTTP Basic with the form-encoded id and secret, or both in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpointAuthMethod {
@@ -75,7 +75,8 @@ impl TokenEndpointAuthMethod {
     }
 }
 
-/// How a provider's token answers are read; dialect.rs reads them.
+/// How the provider words its token answers: `standard` (RFC 6749), `github` (errors with HTTP 200),
+/// `slack` (`ok: false`, the user token under `authed_user`), `atlassian`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
