@@ -5,56 +5,17 @@
 use std::collections::BTreeMap;
 
 use secrecy::SecretString;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::authority::{Authority, is_administrator};
+pub use super::connection_body::{ConnectionData, ConnectionInput};
 use crate::error::ApiError;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
-use crate::oauth::dialect::Dialect;
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
 use crate::services::Services;
 use crate::store::connections;
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionData {
-    pub name: Option<String>,
-    pub supported_content_type: Option<String>,
-    pub user_id_expression: Option<String>,
-    pub oidc_user_endpoint_url: Option<String>,
-}
-
-/// `POST /v1/connections` and `PUT /v1/connections/{connectionId}` bodies.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionInput {
-    pub connection_id: Option<String>,
-    /// A ready-made provider (presets.json: `google`, `microsoft`, `github`, `github-app`, `slack`,
-    /// `atlassian`, `salesforce`, `okta`, `auth0`, `gitlab`); what the body sets itself wins.
-    pub preset: Option<String>,
-    /// The preset's parameters: `tenant` (microsoft) or `domain` (okta, auth0).
-    #[serde(default)]
-    pub preset_parameters: BTreeMap<String, String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub authentication_url: Option<String>,
-    pub token_url: Option<String>,
-    pub issuer_url: Option<String>,
-    pub revocation_url: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    /// `client_secret_basic` or `client_secret_post`. Unset: what discovery lists (Basic first),
-    /// else `client_secret_post`.
-    pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
-    /// How the token endpoint's answers are read: `standard` (RFC 6749), `github`, `slack`, `atlassian`.
-    pub dialect: Option<Dialect>,
-    #[serde(default)]
-    pub default_connection_properties: BTreeMap<String, String>,
-    pub data: Option<ConnectionData>,
-}
 
 /// The connection as the API shows it: everything but the client secret.
 pub fn present(connection: &Connection) -> Value {

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod authority;
 pub mod bootstrap;
+pub mod connection_body;
 pub mod connections;
 pub mod presets;
 pub mod service_clients;

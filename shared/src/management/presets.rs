@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use super::connections::{ConnectionData, ConnectionInput};
+use super::connection_body::{ConnectionData, ConnectionInput};
 use crate::oauth::connection::{Dialect, TokenEndpointAuthMethod};
 
 /// One provider's settings. URLs may hold `{tenant}` or `{domain}`, named in `parameters`.
