@@ -46,3 +46,12 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+/// The `accessToken` of a credential fetch that must have succeeded.
+pub async fn access_token_of(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 200, "the fetch succeeded");
+    resp.json::<serde_json::Value>().await.expect("json")["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_string()
+}

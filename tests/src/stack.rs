@@ -402,6 +402,30 @@ impl LocalStack {
             .item
     }
 
+    /// Leaves a lease on the stored credential as an instance that claimed it and died would: owned by
+    /// `owner`, running until `expires_at_ms`, on the version stored now.
+    pub async fn plant_lease(&self, user_id: &str, owner: &str, expires_at_ms: i64) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let item = self.credential(user_id).await.expect("stored credential");
+        self.aws
+            .dynamodb
+            .update_item()
+            .table_name(&self.aws.table)
+            .key(
+                "pk",
+                AttributeValue::S(credvault::store::credentials::pk(&self.connection_id)),
+            )
+            .key("sk", AttributeValue::S(credvault::store::credentials::sk(user_id)))
+            .update_expression("SET leaseOwner = :o, leaseExpiresAtMs = :u")
+            .condition_expression("tokenVersion = :v")
+            .expression_attribute_values(":o", AttributeValue::S(owner.into()))
+            .expression_attribute_values(":u", AttributeValue::N(expires_at_ms.to_string()))
+            .expression_attribute_values(":v", AttributeValue::N(item.token_version.to_string()))
+            .send()
+            .await
+            .expect("plant lease");
+    }
+
     /// The stored credential item, decoded.
     pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
         credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id)

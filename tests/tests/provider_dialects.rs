@@ -4,18 +4,11 @@
 
 use credvault::oauth::client_auth::TokenEndpointAuthMethod;
 use credvault::oauth::dialect::Dialect;
+use credvault_tests::access_token_of;
 use credvault_tests::fake_provider::{ClientAuth, ProviderDialect};
 use credvault_tests::stack::encode;
 use credvault_tests::{Failure, LocalStack, StackOptions};
 use serde_json::Value;
-
-async fn access_token_of(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// A login, then a fetch that must refresh (login tokens are born expired).
 async fn login_then_expired(stack: &LocalStack) -> credvault_tests::LoggedIn {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use credvault_tests::access_token_of;
 use credvault_tests::{Failure, LocalStack, StackOptions};
 use serde_json::Value;
 
@@ -28,14 +28,6 @@ async fn stack_with_expired_login() -> (LocalStack, credvault_tests::LoggedIn) {
     let user = stack.login().await;
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
     (stack, user)
-}
-
-async fn access_token_of(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,27 +284,7 @@ async fn a_stale_lease_of_a_crashed_instance_is_taken_over_after_it_expires() {
     // A refresher claimed the lease and died: its lease runs 1.5 s more.
     let item = stack.credential(&user.user_id).await.unwrap();
     let until = credvault::clock::Clock::now_millis(&credvault::clock::SystemClock) + 1500;
-    stack
-        .aws
-        .dynamodb
-        .update_item()
-        .table_name(&stack.aws.table)
-        .key(
-            "pk",
-            AttributeValue::S(credvault::store::credentials::pk(&stack.connection_id)),
-        )
-        .key(
-            "sk",
-            AttributeValue::S(credvault::store::credentials::sk(&user.user_id)),
-        )
-        .update_expression("SET leaseOwner = :o, leaseExpiresAtMs = :u")
-        .condition_expression("tokenVersion = :v")
-        .expression_attribute_values(":o", AttributeValue::S("crashed-instance".into()))
-        .expression_attribute_values(":u", AttributeValue::N(until.to_string()))
-        .expression_attribute_values(":v", AttributeValue::N(item.token_version.to_string()))
-        .send()
-        .await
-        .unwrap();
+    stack.plant_lease(&user.user_id, "crashed-instance", until).await;
 
     let started = Instant::now();
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use credvault_tests::access_token_of;
 use credvault_tests::aws_proxy::Fault;
 use credvault_tests::{Failure, LocalStack, StackOptions};
 use serde_json::Value;
@@ -31,14 +32,6 @@ async fn error_code(resp: reqwest::Response) -> String {
     resp.json::<Value>().await.unwrap()["errorCode"]
         .as_str()
         .unwrap_or_default()
-        .to_string()
-}
-
-async fn access_token_of(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["accessToken"]
-        .as_str()
-        .unwrap()
         .to_string()
 }
 
@@ -296,7 +289,6 @@ async fn a_stalled_dynamodb_is_a_prompt_503_not_a_hang() {
 /// expired lease over, presents the stored token once, is refused, and audits `rotation_lost`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_died_after_the_provider_rotated_is_detected_as_rotation_lost() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use credvault_tests::fake_provider::{CLIENT_ID, CLIENT_SECRET};
 
     let (stack, user) = stack_with_expired_login(StackOptions::default()).await;
@@ -313,29 +305,8 @@ async fn a_holder_that_died_after_the_provider_rotated_is_detected_as_rotation_l
         .await
         .unwrap();
     assert_eq!(spent.status(), 200, "the dead instance's refresh went through");
-    let item = stack.credential(&user.user_id).await.unwrap();
     let expired = credvault::clock::Clock::now_millis(&stack.clock) - 1;
-    stack
-        .aws
-        .dynamodb
-        .update_item()
-        .table_name(&stack.aws.table)
-        .key(
-            "pk",
-            AttributeValue::S(credvault::store::credentials::pk(&stack.connection_id)),
-        )
-        .key(
-            "sk",
-            AttributeValue::S(credvault::store::credentials::sk(&user.user_id)),
-        )
-        .update_expression("SET leaseOwner = :o, leaseExpiresAtMs = :u")
-        .condition_expression("tokenVersion = :v")
-        .expression_attribute_values(":o", AttributeValue::S("dead-instance".into()))
-        .expression_attribute_values(":u", AttributeValue::N(expired.to_string()))
-        .expression_attribute_values(":v", AttributeValue::N(item.token_version.to_string()))
-        .send()
-        .await
-        .unwrap();
+    stack.plant_lease(&user.user_id, "dead-instance", expired).await;
 
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(resp.status(), 409);

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use credvault::oauth::pkce::s256_challenge;
 use credvault::store::credentials;
+use credvault_tests::access_token_of;
 use credvault_tests::aws::TestAws;
 use credvault_tests::stack::location;
 use credvault_tests::{LocalStack, StackOptions};
@@ -135,14 +136,6 @@ async fn write_attribute(stack: &LocalStack, user: &str, attribute: &str, value:
         .send()
         .await
         .expect("write attribute");
-}
-
-async fn access_token_of(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
