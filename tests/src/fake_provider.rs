@@ -1058,13 +1058,19 @@ async fn userinfo(State(p): State<FakeProvider>, headers: HeaderMap) -> Response
 }
 
 async fn discovery(State(p): State<FakeProvider>) -> Response {
-    let oversized = {
+    let (oversized, client_auth) = {
         let mut state = p.state();
         state.counters.discovery += 1;
-        state.knobs.oversized
+        (state.knobs.oversized, state.knobs.client_auth)
+    };
+    let auth_methods = match client_auth {
+        ClientAuth::Either => json!(["client_secret_post", "client_secret_basic"]),
+        ClientAuth::BasicOnly => json!(["client_secret_basic"]),
+        ClientAuth::PostOnly => json!(["client_secret_post"]),
     };
     let issuer = p.issuer();
     let body = json!({
+        "token_endpoint_auth_methods_supported": auth_methods,
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),

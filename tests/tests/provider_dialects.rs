@@ -202,3 +202,34 @@ async fn a_form_request_is_refused_by_a_json_only_provider() {
     let resp = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     assert_eq!(resp.status(), 503);
 }
+
+/// A connection made from an issuer alone takes its client authentication from discovery: Basic when
+/// listed (whatever the order), post when only that is; and a login through it then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_picks_the_client_authentication() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    let issuer = stack.provider.issuer().to_string();
+    for (client_auth, id, expected) in [
+        (ClientAuth::Either, "con_discovered_either", "client_secret_basic"),
+        (ClientAuth::BasicOnly, "con_discovered_basic", "client_secret_basic"),
+        (ClientAuth::PostOnly, "con_discovered_post", "client_secret_post"),
+    ] {
+        stack.provider.set_knobs(|k| k.client_auth = client_auth);
+        let body = serde_json::json!({"connectionId": id, "issuerUrl": issuer,
+            "clientId": credvault_tests::fake_provider::CLIENT_ID,
+            "clientSecret": credvault_tests::fake_provider::CLIENT_SECRET});
+        let (status, created) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["tokenEndpointAuthMethod"], expected, "{client_auth:?}");
+        // The method works against that provider: the code exchange at the end of a login succeeds.
+        let verifier = credvault::random::token(32);
+        let (_, callback) = stack.login_until_callback_at(id, &verifier).await;
+        let back = stack.http.get(&callback).send().await.unwrap();
+        let app = url::Url::parse(&credvault_tests::stack::location(&back)).unwrap();
+        assert!(
+            app.query_pairs().any(|(k, _)| k == "code"),
+            "{client_auth:?}: the login completed: {app}"
+        );
+    }
+}
