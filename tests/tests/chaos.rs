@@ -47,7 +47,17 @@ async fn the_short_chaos_profile_keeps_every_invariant() {
         1,
         "the killed process's rotation is lost and probed once\n{report}"
     );
-    assert!(report.answers_lost >= 1, "{report}");
+    // A rotate-then-fail fault may meet a refresh whose token is already spent (a probe): then no
+    // answer is lost. Whether one is depends on timing; that the fault was applied does not.
+    let lost_answer_faults = ["rotate, then 500", "rotate, then 502", "rotate, then reset"];
+    assert!(
+        lost_answer_faults
+            .iter()
+            .map(|kind| report.injected.get(*kind).copied().unwrap_or(0))
+            .sum::<u64>()
+            >= 1,
+        "{report}"
+    );
     let before_acting = [
         "provider 502",
         "provider 503+Retry-After",

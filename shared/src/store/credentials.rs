@@ -259,12 +259,7 @@ pub async fn pin(table: &Table, item: &CredentialItem, issued: &IssuedUnder) -> 
     if !remove.is_empty() {
         expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
     }
-    let mut req = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let mut req = update_of(table, item)
         .update_expression(expr)
         .condition_expression(SAME_VERSION)
         .expression_attribute_values(":v", n(item.token_version));
@@ -449,6 +444,19 @@ pub async fn save_after_login(
     Ok(())
 }
 
+/// An UpdateItem on `item`'s own key; each caller adds its expression and named condition.
+fn update_of(
+    table: &Table,
+    item: &CredentialItem,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    table
+        .client
+        .update_item()
+        .table_name(&table.name)
+        .key("pk", s(pk(&item.connection_id)))
+        .key("sk", s(sk(&item.user_id)))
+}
+
 /// Tries to take the refresh lease on `version`. `Ok(false)`: someone else holds it or the version moved.
 pub async fn claim_lease(
     table: &Table,
@@ -464,12 +472,7 @@ pub async fn claim_lease(
     } else {
         "SET leaseOwner = :me, leaseExpiresAtMs = :until"
     };
-    let mut req = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let mut req = update_of(table, item)
         .update_expression(update)
         .condition_expression(CLAIM_LEASE)
         .expression_attribute_names("#status", "status")
@@ -501,12 +504,7 @@ pub async fn commit_refresh(
         "tokenVersion = :next",
         "updatedAt = :now",
     ];
-    let mut req = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let mut req = update_of(table, item)
         .condition_expression(COMMIT_REFRESH)
         .expression_attribute_values(":me", s(owner))
         .expression_attribute_values(":v", n(item.token_version))
@@ -548,12 +546,7 @@ pub async fn record_failed_attempt(
         ));
     }
     update.push_str(" REMOVE leaseOwner, leaseExpiresAtMs");
-    let mut req = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let mut req = update_of(table, item)
         .update_expression(update)
         .condition_expression(RECORD_FAILURE)
         .expression_attribute_values(":me", s(owner))
@@ -574,12 +567,7 @@ pub async fn renew_lease(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let result = update_of(table, item)
         .update_expression("SET leaseExpiresAtMs = :until")
         .condition_expression(RENEW_LEASE)
         .expression_attribute_values(":me", s(owner))
@@ -592,12 +580,7 @@ pub async fn renew_lease(
 
 /// Gives the lease back after a failed refresh so the next fetch can try at once.
 pub async fn release_lease(table: &Table, item: &CredentialItem, owner: &str) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let result = update_of(table, item)
         .update_expression("REMOVE leaseOwner, leaseExpiresAtMs")
         .condition_expression(RELEASE_LEASE)
         .expression_attribute_values(":me", s(owner))
@@ -614,12 +597,7 @@ pub async fn mark_reauth_required(
     reason: &str,
     now_secs: i64,
 ) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let result = update_of(table, item)
         .update_expression(
             "SET #status = :dead, reauthReason = :reason, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
         )
@@ -638,12 +616,7 @@ pub async fn mark_reauth_required(
 /// First step of a disconnect: the credential becomes unusable at once (no fetch returns it, no refresh
 /// can start, a refresh in flight cannot commit), while its refresh token waits for revocation.
 pub async fn mark_revoking(table: &Table, item: &CredentialItem, now_secs: i64) -> Result<bool, StoreError> {
-    let result = table
-        .client
-        .update_item()
-        .table_name(&table.name)
-        .key("pk", s(pk(&item.connection_id)))
-        .key("sk", s(sk(&item.user_id)))
+    let result = update_of(table, item)
         .update_expression(
             "SET #status = :revoking, tokenVersion = :next, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
         )
