@@ -290,8 +290,13 @@ impl Config {
 
     /// The provider redirect URI for a connection: one per connection, as a mix-up defence.
     pub fn callback_url(&self, connection_id: &str) -> String {
-        format!("{}/api/callback/{}", self.issuer, connection_id)
+        callback_url(&self.issuer, connection_id)
     }
+}
+
+/// The provider redirect URI of a connection of the vault at `issuer`.
+pub fn callback_url(issuer: &str, connection_id: &str) -> String {
+    format!("{issuer}/api/callback/{connection_id}")
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {

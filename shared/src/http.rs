@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 use tower_http::normalize_path::NormalizePath;
 use utoipa::IntoParams;
 
-use crate::Services;
 use crate::error::{ApiError, cause_chain};
-use crate::identity::Caller;
+use crate::identity::{Authenticator, Caller};
 
 /// Largest request body accepted. Every body this API takes is a small JSON object.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -206,43 +205,21 @@ impl Page {
     }
 }
 
-/// The authenticated caller of a request, from its bearer token. A handler that takes a `Caller`
-/// refuses anonymous and badly signed requests with 401 before it runs.
+/// The authenticated caller of a request, from its bearer token (the Authorization header, nothing
+/// else of the request). A handler that takes a `Caller` refuses anonymous and badly signed requests
+/// with 401 before it runs. Every route but login and discovery takes one.
 impl<S> FromRequestParts<S> for Caller
 where
-    Arc<Services>: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let services = Arc::<Services>::from_ref(state);
-        authenticate(&services, &parts.headers).await
+        let authenticator = Arc::<Authenticator>::from_ref(state);
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized("a bearer token is required"))?;
+        Ok(authenticator.authenticate(token).await?)
     }
-}
-
-/// The caller of a request, from its bearer token (the Authorization header, nothing else of the
-/// request): a vault user token (ES256) or a service-client token (EdDSA). Every route but login and
-/// discovery needs one.
-pub async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = bearer_token(headers).ok_or(ApiError::Unauthorized("a bearer token is required"))?;
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("the token is not a valid JWT"))?;
-    let caller = match (header.alg, header.kid.as_deref()) {
-        (jsonwebtoken::Algorithm::EdDSA, Some(kid)) => {
-            crate::identity::service_clients::verify(
-                &services.table,
-                services.clock.as_ref(),
-                &services.config.issuer,
-                &services.config.account_audience(),
-                token,
-                kid,
-            )
-            .await
-        }
-        _ => services.user_tokens.verify(token).await,
-    };
-    Ok(caller?)
 }
 
 /// The bearer token of the Authorization header, if any.

@@ -2,24 +2,28 @@
 //! vault code for vault user tokens. See DESIGN §2 and lessons "OAuth client checklist".
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditTrail};
+use crate::clock::Clock;
 use crate::crypto::CryptoError;
-use crate::identity::SigningKeyError;
+use crate::crypto::Envelope;
+use crate::identity::{SigningKeyError, UserTokens};
 use crate::oauth::Connection;
 use crate::oauth::authorize::{AuthorizeError, AuthorizeRequest, authorize_url, merge_properties};
 use crate::oauth::connection::{IssuedUnder, UserIdRefusal, is_valid_connection_id, user_id_for_login};
+use crate::oauth::id_token::ProviderKeys;
 use crate::oauth::pkce::{PkceVerifier, is_plausible_verifier, is_valid_s256_challenge, s256_challenge};
-use crate::oauth::provider::TokenResponse;
-use crate::services::Services;
+use crate::oauth::provider::{ProviderClient, TokenResponse};
 use crate::store::connections::ConnectionStoreError;
-use crate::store::credentials::{PlainTokens, RepositoryError};
+use crate::store::credentials::{CredentialRepository, PlainTokens, RepositoryError};
 use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
 use crate::store::vault_codes::{self, Refusal, VaultCode};
-use crate::store::{StoreError, connections, identities};
+use crate::store::{StoreError, Table, connections, identities};
 
 /// Providers that send no `expires_in` (GitHub OAuth apps) issue tokens that do not expire.
 const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
@@ -114,286 +118,385 @@ pub struct StartResponse {
     pub authentication_request_id: String,
 }
 
-pub async fn start(services: &Services, req: StartRequest) -> Result<StartResponse, LoginError> {
-    let connection_id = req
-        .connection_id
-        .filter(|c| is_valid_connection_id(c))
-        .ok_or_else(|| LoginError::invalid("invalid_connection_id", "connectionId is missing or malformed"))?;
-    let redirect_url = req
-        .redirect_url
-        .ok_or_else(|| LoginError::invalid("invalid_redirect_url", "redirectUrl is required"))?;
-    // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
-    if !services.config.allowed_redirect_urls.contains(&redirect_url) {
-        return Err(LoginError::invalid(
-            "invalid_redirect_url",
-            "redirectUrl is not an allowed redirect URL",
-        ));
-    }
-    if req.code_challenge_method.as_deref() != Some("S256") {
-        return Err(LoginError::invalid(
-            "invalid_code_challenge",
-            "codeChallengeMethod must be S256",
-        ));
-    }
-    let app_code_challenge = req
-        .code_challenge
-        .filter(|c| is_valid_s256_challenge(c))
-        .ok_or_else(|| {
-            LoginError::invalid(
-                "invalid_code_challenge",
-                "codeChallenge must be a base64url SHA-256 digest",
-            )
-        })?;
-    let connection = connections::get(&services.table, &services.envelope, &connection_id)
-        .await?
-        .ok_or(LoginError::ConnectionNotFound)?;
-    let properties = merge_properties(&connection.default_connection_properties, &req.connection_properties)?;
+/// The login: its pending requests and one-time codes in the table (the PKCE verifier sealed by the
+/// envelope), the provider it talks to and whose id_tokens it checks, the credentials it stores, the
+/// user tokens it issues, time, and the audit of refused logins.
+pub struct LoginFlow {
+    pub table: Table,
+    pub envelope: Arc<Envelope>,
+    pub credentials: Arc<dyn CredentialRepository>,
+    pub provider: Arc<ProviderClient>,
+    pub provider_keys: ProviderKeys,
+    pub user_tokens: Arc<UserTokens>,
+    pub clock: Arc<dyn Clock>,
+    pub audit: Arc<AuditTrail>,
+    /// The vault's own URL: the issuer of its tokens, and the base of every connection's callback.
+    pub issuer: String,
+    /// Where the app may be sent back to, compared exactly.
+    pub allowed_redirect_urls: Vec<String>,
+    pub login_request_lifetime: Duration,
+    pub vault_code_lifetime: Duration,
+}
 
-    let state = crate::random::token(32);
-    let nonce = crate::random::token(32);
-    let authentication_request_id = crate::random::token(24);
-    let verifier = PkceVerifier::generate();
-    let callback_url = services.config.callback_url(&connection_id);
-    let authentication_url = authorize_url(
-        &connection,
-        &AuthorizeRequest {
-            callback_url: &callback_url,
-            state: &state,
-            nonce: &nonce,
-            code_challenge: &verifier.challenge(),
-        },
-        &properties,
-    )?;
-    let sealed_verifier = services
-        .envelope
-        .seal_str(
-            &login_requests::verifier_context(&services.table, &state),
-            verifier.secret(),
+impl LoginFlow {
+    /// The provider redirect URI of a connection: one per connection, as a mix-up defence.
+    fn callback_url(&self, connection_id: &str) -> String {
+        crate::config::callback_url(&self.issuer, connection_id)
+    }
+}
+
+impl LoginFlow {
+    pub async fn start(&self, req: StartRequest) -> Result<StartResponse, LoginError> {
+        let connection_id = req
+            .connection_id
+            .filter(|c| is_valid_connection_id(c))
+            .ok_or_else(|| LoginError::invalid("invalid_connection_id", "connectionId is missing or malformed"))?;
+        let redirect_url = req
+            .redirect_url
+            .ok_or_else(|| LoginError::invalid("invalid_redirect_url", "redirectUrl is required"))?;
+        // Exact string match, no normalisation: prefix, case and encoding tricks all fail here.
+        if !self.allowed_redirect_urls.contains(&redirect_url) {
+            return Err(LoginError::invalid(
+                "invalid_redirect_url",
+                "redirectUrl is not an allowed redirect URL",
+            ));
+        }
+        if req.code_challenge_method.as_deref() != Some("S256") {
+            return Err(LoginError::invalid(
+                "invalid_code_challenge",
+                "codeChallengeMethod must be S256",
+            ));
+        }
+        let app_code_challenge = req
+            .code_challenge
+            .filter(|c| is_valid_s256_challenge(c))
+            .ok_or_else(|| {
+                LoginError::invalid(
+                    "invalid_code_challenge",
+                    "codeChallenge must be a base64url SHA-256 digest",
+                )
+            })?;
+        let connection = connections::get(&self.table, &self.envelope, &connection_id)
+            .await?
+            .ok_or(LoginError::ConnectionNotFound)?;
+        let properties = merge_properties(&connection.default_connection_properties, &req.connection_properties)?;
+
+        let state = crate::random::token(32);
+        let nonce = crate::random::token(32);
+        let authentication_request_id = crate::random::token(24);
+        let verifier = PkceVerifier::generate();
+        let callback_url = self.callback_url(&connection_id);
+        let authentication_url = authorize_url(
+            &connection,
+            &AuthorizeRequest {
+                callback_url: &callback_url,
+                state: &state,
+                nonce: &nonce,
+                code_challenge: &verifier.challenge(),
+            },
+            &properties,
+        )?;
+        let sealed_verifier = self
+            .envelope
+            .seal_str(
+                &login_requests::verifier_context(&self.table, &state),
+                verifier.secret(),
+            )
+            .await?;
+        let expires_at = self.clock.now_secs() + self.login_request_lifetime.as_secs() as i64;
+        login_requests::put(
+            &self.table,
+            LoginRequest {
+                state,
+                authentication_request_id: authentication_request_id.clone(),
+                connection_id: connection_id.clone(),
+                redirect_url,
+                app_code_challenge,
+                provider_code_verifier: sealed_verifier,
+                nonce,
+                expires_at,
+            },
         )
         .await?;
-    let expires_at = services.clock.now_secs() + services.config.login_request_lifetime.as_secs() as i64;
-    login_requests::put(
-        &services.table,
-        LoginRequest {
-            state,
-            authentication_request_id: authentication_request_id.clone(),
-            connection_id: connection_id.clone(),
-            redirect_url,
-            app_code_challenge,
-            provider_code_verifier: sealed_verifier,
-            nonce,
-            expires_at,
-        },
-    )
-    .await?;
-    tracing::info!(connection_id = %connection_id, authentication_request_id = %authentication_request_id, "login started");
-    Ok(StartResponse {
-        authentication_url,
-        authentication_request_id,
-    })
-}
-
-/// `GET /api/callback/{connectionId}`: returns where to redirect the browser.
-pub async fn callback(
-    services: &Services,
-    connection_id: &str,
-    params: &[(String, String)],
-) -> Result<String, LoginError> {
-    let param = |name: &'static str| single_param(params, name);
-    if !is_valid_connection_id(connection_id) {
-        return Err(LoginError::invalid(
-            "invalid_connection_id",
-            "connectionId is malformed",
-        ));
+        tracing::info!(connection_id = %connection_id, authentication_request_id = %authentication_request_id, "login started");
+        Ok(StartResponse {
+            authentication_url,
+            authentication_request_id,
+        })
     }
-    let state = param("state")?
-        .filter(|s| !s.is_empty() && s.len() <= MAX_CODE_LEN)
-        .ok_or_else(|| LoginError::invalid("invalid_state", "state is missing or malformed"))?;
-    let now = services.clock.now_secs();
-    let request = match login_requests::consume(&services.table, &state, connection_id, now).await? {
-        ConsumeOutcome::Consumed(request) => request,
-        ConsumeOutcome::Unknown => {
+
+    /// `GET /api/callback/{connectionId}`: returns where to redirect the browser.
+    pub async fn callback(&self, connection_id: &str, params: &[(String, String)]) -> Result<String, LoginError> {
+        let param = |name: &'static str| single_param(params, name);
+        if !is_valid_connection_id(connection_id) {
             return Err(LoginError::invalid(
-                "invalid_state",
-                "unknown or already used login state",
+                "invalid_connection_id",
+                "connectionId is malformed",
             ));
         }
-        ConsumeOutcome::ForeignConnection => {
-            return Err(LoginError::invalid(
-                "invalid_state",
-                "this login state belongs to another connection",
-            ));
-        }
-        ConsumeOutcome::Expired => {
-            return Err(LoginError::invalid("login_expired", "the login request has expired"));
-        }
-    };
-    let fail = |error: &str| {
-        app_redirect(
-            &request.redirect_url,
-            &[("error", error), ("nonce", &request.authentication_request_id)],
-        )
-    };
+        let state = param("state")?
+            .filter(|s| !s.is_empty() && s.len() <= MAX_CODE_LEN)
+            .ok_or_else(|| LoginError::invalid("invalid_state", "state is missing or malformed"))?;
+        let now = self.clock.now_secs();
+        let request = match login_requests::consume(&self.table, &state, connection_id, now).await? {
+            ConsumeOutcome::Consumed(request) => request,
+            ConsumeOutcome::Unknown => {
+                return Err(LoginError::invalid(
+                    "invalid_state",
+                    "unknown or already used login state",
+                ));
+            }
+            ConsumeOutcome::ForeignConnection => {
+                return Err(LoginError::invalid(
+                    "invalid_state",
+                    "this login state belongs to another connection",
+                ));
+            }
+            ConsumeOutcome::Expired => {
+                return Err(LoginError::invalid("login_expired", "the login request has expired"));
+            }
+        };
+        let fail = |error: &str| {
+            app_redirect(
+                &request.redirect_url,
+                &[("error", error), ("nonce", &request.authentication_request_id)],
+            )
+        };
 
-    if let Some(error) = param("error")? {
-        // The provider refused (user said no, ...). Pass its error code on; store nothing.
-        let code: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        tracing::info!(connection_id = %connection_id, provider_error = %code, "provider returned an error to the callback");
-        return fail(if code.is_empty() { "access_denied" } else { &code });
-    }
-    let Some(code) = param("code")?.filter(|c| !c.is_empty()).map(SecretString::from) else {
-        return fail("invalid_request");
-    };
-    let Some(connection) = connections::get(&services.table, &services.envelope, connection_id).await? else {
-        return fail("server_error");
-    };
-    let verifier = services
-        .envelope
-        .open_str(
-            &login_requests::verifier_context(&services.table, &state),
-            &request.provider_code_verifier,
-        )
-        .await
-        .map(PkceVerifier::from_secret);
-    let verifier = match verifier {
-        Ok(verifier) => verifier,
-        // A verifier that does not open here was moved onto this request or altered: no exchange.
-        Err(CryptoError::NotAuthentic | CryptoError::Malformed) => {
-            tracing::warn!(connection_id = %connection_id, "the login request's verifier does not belong to it");
+        if let Some(error) = param("error")? {
+            // The provider refused (user said no, ...). Pass its error code on; store nothing.
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            tracing::info!(connection_id = %connection_id, provider_error = %code, "provider returned an error to the callback");
+            return fail(if code.is_empty() { "access_denied" } else { &code });
+        }
+        let Some(code) = param("code")?.filter(|c| !c.is_empty()).map(SecretString::from) else {
             return fail("invalid_request");
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let tokens = match services
-        .provider
-        .exchange_code(
-            &connection,
-            &code,
-            &verifier,
-            &services.config.callback_url(connection_id),
-        )
-        .await
-    {
-        Ok(tokens) => tokens,
-        Err(e) => {
-            tracing::warn!(connection_id = %connection_id, error = %e, "code exchange with the provider failed");
+        };
+        let Some(connection) = connections::get(&self.table, &self.envelope, connection_id).await? else {
             return fail("server_error");
-        }
-    };
-    // OIDC providers prove the user with a verified id_token; others (GitHub) through their user endpoint.
-    let claims = match (&connection.issuer_url, &tokens.id_token, &connection.user_info_url) {
-        (Some(_), Some(id_token), _) => {
-            match services
-                .provider_keys
-                .verify(&connection, id_token.expose_secret(), &request.nonce)
-                .await
-            {
-                Ok(claims) => claims.all,
-                Err(e) => {
-                    tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
-                    return fail("invalid_id_token");
-                }
+        };
+        let verifier = self
+            .envelope
+            .open_str(
+                &login_requests::verifier_context(&self.table, &state),
+                &request.provider_code_verifier,
+            )
+            .await
+            .map(PkceVerifier::from_secret);
+        let verifier = match verifier {
+            Ok(verifier) => verifier,
+            // A verifier that does not open here was moved onto this request or altered: no exchange.
+            Err(CryptoError::NotAuthentic | CryptoError::Malformed) => {
+                tracing::warn!(connection_id = %connection_id, "the login request's verifier does not belong to it");
+                return fail("invalid_request");
             }
-        }
-        (None, _, Some(user_info_url)) => {
-            match services.provider.user_info(user_info_url, &tokens.access_token).await {
-                Ok(claims) => claims,
-                Err(e) => {
-                    tracing::warn!(connection_id = %connection_id, error = %e, "user endpoint failed");
-                    return fail("server_error");
-                }
-            }
-        }
-        _ => {
-            tracing::warn!(connection_id = %connection_id, "provider sent no verifiable identity (an OIDC connection needs an id_token)");
-            return fail("invalid_id_token");
-        }
-    };
-    let user_id = match user_id_for_login(&connection.user_id_expression, connection_id, &claims) {
-        Ok(user_id) => user_id,
-        Err(refusal) => {
-            tracing::warn!(connection_id = %connection_id, refusal = ?refusal, "no vault user id can be made from this login");
-            return fail(match refusal {
-                UserIdRefusal::UnverifiedEmail => "unverified_email",
-                UserIdRefusal::DoesNotFit | UserIdRefusal::ReservedPrefix => "invalid_user_id",
-            });
-        }
-    };
-    let resource = crate::access::credentials_resource(connection_id, &user_id);
-    if !identities::claim_for_login(&services.table, &user_id, connection_id, &connection.generation, now).await? {
-        tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
-        let event = AuditEvent::new("login.refused", Some(&user_id), &resource, Err("identity_conflict"))
-            .reason("identity_conflict");
-        services.audit.write(event).await;
-        return fail("identity_conflict");
-    }
-    save_credential(services, connection_id, &user_id, &connection, tokens).await?;
-
-    let vault_code = crate::random::token(32);
-    vault_codes::put(
-        &services.table,
-        &vault_code,
-        &VaultCode {
-            authentication_request_id: request.authentication_request_id.clone(),
-            app_code_challenge: request.app_code_challenge.clone(),
-            redirect_url: request.redirect_url.clone(),
-            connection_id: connection_id.to_string(),
-            user_id: user_id.clone(),
-            expires_at: now + services.config.vault_code_lifetime.as_secs() as i64,
-        },
-    )
-    .await?;
-    tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
-    services
-        .audit
-        .write(AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())))
-        .await;
-    app_redirect(
-        &request.redirect_url,
-        &[
-            ("code", &vault_code),
-            ("nonce", &request.authentication_request_id),
-            ("iss", &services.config.issuer),
-        ],
-    )
-}
-
-/// Seals and stores the tokens of a login; a login without a refresh token keeps the stored one.
-async fn save_credential(
-    services: &Services,
-    connection_id: &str,
-    user_id: &str,
-    connection: &Connection,
-    tokens: TokenResponse,
-) -> Result<(), LoginError> {
-    let issued = IssuedUnder::of(connection);
-    let repository = &services.credentials;
-    let now = services.clock.now_secs();
-    let sealed = repository.sealer(connection_id, user_id).await?.seal(PlainTokens {
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-        access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
-        access_issued_at: now,
-        token_type: tokens.token_type,
-        scope: tokens.scope,
-    })?;
-    for _ in 0..SAVE_ATTEMPTS {
-        let previous = repository.get(connection_id, user_id).await?;
-        match repository
-            .save_after_login(connection_id, user_id, previous.as_ref(), sealed.clone(), &issued, now)
+            Err(e) => return Err(e.into()),
+        };
+        let tokens = match self
+            .provider
+            .exchange_code(&connection, &code, &verifier, &self.callback_url(connection_id))
             .await
         {
-            Ok(()) => return Ok(()),
-            // A refresh or another login committed in between: read again and replace that version.
-            Err(StoreError::ConditionFailed(_)) => continue,
-            Err(e) => return Err(e.into()),
+            Ok(tokens) => tokens,
+            Err(e) => {
+                tracing::warn!(connection_id = %connection_id, error = %e, "code exchange with the provider failed");
+                return fail("server_error");
+            }
+        };
+        // OIDC providers prove the user with a verified id_token; others (GitHub) through their user endpoint.
+        let claims = match (&connection.issuer_url, &tokens.id_token, &connection.user_info_url) {
+            (Some(_), Some(id_token), _) => {
+                match self
+                    .provider_keys
+                    .verify(&connection, id_token.expose_secret(), &request.nonce)
+                    .await
+                {
+                    Ok(claims) => claims.all,
+                    Err(e) => {
+                        tracing::warn!(connection_id = %connection_id, error = %e, "id_token refused");
+                        return fail("invalid_id_token");
+                    }
+                }
+            }
+            (None, _, Some(user_info_url)) => {
+                match self.provider.user_info(user_info_url, &tokens.access_token).await {
+                    Ok(claims) => claims,
+                    Err(e) => {
+                        tracing::warn!(connection_id = %connection_id, error = %e, "user endpoint failed");
+                        return fail("server_error");
+                    }
+                }
+            }
+            _ => {
+                tracing::warn!(connection_id = %connection_id, "provider sent no verifiable identity (an OIDC connection needs an id_token)");
+                return fail("invalid_id_token");
+            }
+        };
+        let user_id = match user_id_for_login(&connection.user_id_expression, connection_id, &claims) {
+            Ok(user_id) => user_id,
+            Err(refusal) => {
+                tracing::warn!(connection_id = %connection_id, refusal = ?refusal, "no vault user id can be made from this login");
+                return fail(match refusal {
+                    UserIdRefusal::UnverifiedEmail => "unverified_email",
+                    UserIdRefusal::DoesNotFit | UserIdRefusal::ReservedPrefix => "invalid_user_id",
+                });
+            }
+        };
+        let resource = crate::access::credentials_resource(connection_id, &user_id);
+        if !identities::claim_for_login(&self.table, &user_id, connection_id, &connection.generation, now).await? {
+            tracing::warn!(connection_id = %connection_id, user_id = %user_id, "user id belongs to another connection; login refused");
+            let event = AuditEvent::new("login.refused", Some(&user_id), &resource, Err("identity_conflict"))
+                .reason("identity_conflict");
+            self.audit.write(event).await;
+            return fail("identity_conflict");
         }
+        self.save_credential(connection_id, &user_id, &connection, tokens)
+            .await?;
+
+        let vault_code = crate::random::token(32);
+        vault_codes::put(
+            &self.table,
+            &vault_code,
+            &VaultCode {
+                authentication_request_id: request.authentication_request_id.clone(),
+                app_code_challenge: request.app_code_challenge.clone(),
+                redirect_url: request.redirect_url.clone(),
+                connection_id: connection_id.to_string(),
+                user_id: user_id.clone(),
+                expires_at: now + self.vault_code_lifetime.as_secs() as i64,
+            },
+        )
+        .await?;
+        tracing::info!(connection_id = %connection_id, user_id = %user_id, "login completed, credential stored");
+        self.audit
+            .write(AuditEvent::new("credential.store", Some(&user_id), &resource, Ok(())))
+            .await;
+        app_redirect(
+            &request.redirect_url,
+            &[
+                ("code", &vault_code),
+                ("nonce", &request.authentication_request_id),
+                ("iss", &self.issuer),
+            ],
+        )
     }
-    Err(LoginError::KeptChanging)
+
+    /// Seals and stores the tokens of a login; a login without a refresh token keeps the stored one.
+    async fn save_credential(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+        connection: &Connection,
+        tokens: TokenResponse,
+    ) -> Result<(), LoginError> {
+        let issued = IssuedUnder::of(connection);
+        let repository = &self.credentials;
+        let now = self.clock.now_secs();
+        let sealed = repository.sealer(connection_id, user_id).await?.seal(PlainTokens {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+            access_issued_at: now,
+            token_type: tokens.token_type,
+            scope: tokens.scope,
+        })?;
+        for _ in 0..SAVE_ATTEMPTS {
+            let previous = repository.get(connection_id, user_id).await?;
+            match repository
+                .save_after_login(connection_id, user_id, previous.as_ref(), sealed.clone(), &issued, now)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                // A refresh or another login committed in between: read again and replace that version.
+                Err(StoreError::ConditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LoginError::KeptChanging)
+    }
+
+    pub async fn exchange(
+        &self,
+        authentication_request_id: &str,
+        req: TokenRequest,
+    ) -> Result<VaultTokens, LoginError> {
+        if req.grant_type.as_deref() != Some("authorization_code") {
+            return Err(LoginError::invalid(
+                "unsupported_grant_type",
+                "grant_type must be authorization_code",
+            ));
+        }
+        let code = req
+            .code
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+            .ok_or_else(|| LoginError::invalid("invalid_request", "code is missing or malformed"))?;
+        let verifier = req
+            .code_verifier
+            .filter(|v| is_plausible_verifier(v))
+            .ok_or_else(|| LoginError::invalid("invalid_request", "code_verifier is missing or malformed"))?;
+        let redirect_uri = req
+            .redirect_uri
+            .filter(|r| r.len() <= MAX_URL_LEN)
+            .ok_or_else(|| LoginError::invalid("invalid_request", "redirect_uri is missing or too long"))?;
+        if !crate::random::is_token_shaped(authentication_request_id) {
+            return Err(LoginError::invalid(
+                "invalid_request",
+                "authenticationRequestId is not one this vault gave out",
+            ));
+        }
+        let application_id = req.client_id.unwrap_or_else(|| DEFAULT_APPLICATION_ID.to_string());
+        // The id_token's audience is the app; it may never be the audience APIs accept access tokens for.
+        if !is_valid_connection_id(&application_id) || application_id == self.user_tokens.audience() {
+            return Err(LoginError::invalid(
+                "invalid_client",
+                "client_id must be 1 to 64 characters of [a-zA-Z0-9-_.:], and not the vault's audience",
+            ));
+        }
+        let outcome = vault_codes::consume(
+            &self.table,
+            &code,
+            authentication_request_id,
+            &s256_challenge(&verifier),
+            &redirect_uri,
+            self.clock.now_secs(),
+        )
+        .await?;
+        let record = outcome.map_err(|refusal| {
+            LoginError::invalid(
+                "invalid_grant",
+                match refusal {
+                    Refusal::Unknown => "the code is unknown or was already used",
+                    Refusal::Expired => "the code has expired",
+                    Refusal::WrongRequest => "the code belongs to another authentication request",
+                    Refusal::WrongVerifier => "code_verifier does not match the code challenge",
+                    Refusal::WrongRedirect => "redirect_uri does not match the login request",
+                },
+            )
+        })?;
+        let access = self
+            .user_tokens
+            .issue_access(
+                &record.user_id,
+                &record.connection_id,
+                &application_id,
+                "openid profile",
+            )
+            .await?;
+        let id = self
+            .user_tokens
+            .issue_id_token(&record.user_id, &application_id)
+            .await?;
+        Ok(VaultTokens {
+            access_token: SecretString::from(access.token),
+            id_token: SecretString::from(id.token),
+            expires_in: access.expires_in,
+            token_type: "Bearer",
+        })
+    }
 }
 
 fn app_redirect(redirect_url: &str, params: &[(&str, &str)]) -> Result<String, LoginError> {
@@ -438,85 +541,6 @@ impl std::fmt::Debug for VaultTokens {
             .field("expires_in", &self.expires_in)
             .finish_non_exhaustive()
     }
-}
-
-pub async fn exchange(
-    services: &Services,
-    authentication_request_id: &str,
-    req: TokenRequest,
-) -> Result<VaultTokens, LoginError> {
-    if req.grant_type.as_deref() != Some("authorization_code") {
-        return Err(LoginError::invalid(
-            "unsupported_grant_type",
-            "grant_type must be authorization_code",
-        ));
-    }
-    let code = req
-        .code
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
-        .ok_or_else(|| LoginError::invalid("invalid_request", "code is missing or malformed"))?;
-    let verifier = req
-        .code_verifier
-        .filter(|v| is_plausible_verifier(v))
-        .ok_or_else(|| LoginError::invalid("invalid_request", "code_verifier is missing or malformed"))?;
-    let redirect_uri = req
-        .redirect_uri
-        .filter(|r| r.len() <= MAX_URL_LEN)
-        .ok_or_else(|| LoginError::invalid("invalid_request", "redirect_uri is missing or too long"))?;
-    if !crate::random::is_token_shaped(authentication_request_id) {
-        return Err(LoginError::invalid(
-            "invalid_request",
-            "authenticationRequestId is not one this vault gave out",
-        ));
-    }
-    let application_id = req.client_id.unwrap_or_else(|| DEFAULT_APPLICATION_ID.to_string());
-    // The id_token's audience is the app; it may never be the audience APIs accept access tokens for.
-    if !is_valid_connection_id(&application_id) || application_id == services.user_tokens.audience() {
-        return Err(LoginError::invalid(
-            "invalid_client",
-            "client_id must be 1 to 64 characters of [a-zA-Z0-9-_.:], and not the vault's audience",
-        ));
-    }
-    let outcome = vault_codes::consume(
-        &services.table,
-        &code,
-        authentication_request_id,
-        &s256_challenge(&verifier),
-        &redirect_uri,
-        services.clock.now_secs(),
-    )
-    .await?;
-    let record = outcome.map_err(|refusal| {
-        LoginError::invalid(
-            "invalid_grant",
-            match refusal {
-                Refusal::Unknown => "the code is unknown or was already used",
-                Refusal::Expired => "the code has expired",
-                Refusal::WrongRequest => "the code belongs to another authentication request",
-                Refusal::WrongVerifier => "code_verifier does not match the code challenge",
-                Refusal::WrongRedirect => "redirect_uri does not match the login request",
-            },
-        )
-    })?;
-    let access = services
-        .user_tokens
-        .issue_access(
-            &record.user_id,
-            &record.connection_id,
-            &application_id,
-            "openid profile",
-        )
-        .await?;
-    let id = services
-        .user_tokens
-        .issue_id_token(&record.user_id, &application_id)
-        .await?;
-    Ok(VaultTokens {
-        access_token: SecretString::from(access.token),
-        id_token: SecretString::from(id.token),
-        expires_in: access.expires_in,
-        token_type: "Bearer",
-    })
 }
 
 #[cfg(test)]

@@ -13,10 +13,11 @@
 
 use serde::Serialize;
 
+use crate::clock::Clock;
+use crate::crypto::Envelope;
 use crate::ids::CLIENT_ID_PREFIX;
 use crate::oauth::connection::IssuedUnder;
-use crate::services::Services;
-use crate::store::{StoreError, connections, credentials, documents, identities};
+use crate::store::{StoreError, Table, connections, credentials, documents, identities};
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,13 +43,13 @@ pub enum MigrationError {
     Connection(#[from] connections::ConnectionStoreError),
 }
 
-pub async fn migrate(services: &Services) -> Result<MigrationReport, MigrationError> {
+/// Migrates the vault in `table`; `envelope` opens the connections it reads, `clock` dates the claims.
+pub async fn migrate(table: &Table, envelope: &Envelope, clock: &dyn Clock) -> Result<MigrationReport, MigrationError> {
     let mut report = MigrationReport::default();
-    let table = &services.table;
 
     let mut cursor = None;
     loop {
-        let (page, next) = connections::list(table, &services.envelope, 100, cursor.as_deref()).await?;
+        let (page, next) = connections::list(table, envelope, 100, cursor.as_deref()).await?;
         for connection in page {
             if connection.generation.is_empty()
                 && connections::assign_generation(table, &connection.connection_id, &crate::random::token(12)).await?
@@ -65,9 +66,9 @@ pub async fn migrate(services: &Services) -> Result<MigrationReport, MigrationEr
     // Oldest first, so the connection a user id really started at claims it.
     let mut items = credentials::scan_all(table).await?;
     items.sort_by_key(|(created_at, _)| *created_at);
-    let now = services.clock.now_secs();
+    let now = clock.now_secs();
     for (_, item) in items {
-        let Some(connection) = connections::get(table, &services.envelope, &item.connection_id).await? else {
+        let Some(connection) = connections::get(table, envelope, &item.connection_id).await? else {
             report.credentials_without_connection += u32::from(item.issued_under.is_none());
             continue;
         };

@@ -89,7 +89,7 @@ impl std::fmt::Debug for FreshAccessToken {
 
 /// The refresh protocol, over what it needs and nothing more: the credentials (which seal their own
 /// secrets), the connections, the provider, time, its timing and the audit trail. Built once per
-/// instance (services.rs); tests build it over an in-memory repository and a test clock.
+/// instance (instance.rs); tests build it over an in-memory repository and a test clock.
 pub struct RefreshProtocol {
     pub credentials: Arc<dyn CredentialRepository>,
     pub connections: Arc<dyn ConnectionDirectory>,

@@ -94,10 +94,10 @@ async fn main() {
     let mut loads = Vec::new();
     let mut held = 0;
     for _ in 0..5 {
-        let cache = PolicyCache::new(Duration::from_secs(10), stack.services.clock.clone());
+        let cache = PolicyCache::new(Duration::from_secs(10), stack.instance.clock.clone());
         let before = LIVE.load(Ordering::Relaxed);
         let t = Instant::now();
-        let policy = cache.load_now(&stack.services.table).await.expect("load");
+        let policy = cache.load_now(&stack.instance.table).await.expect("load");
         loads.push(t.elapsed());
         assert_eq!(
             policy.records().len(),
@@ -108,8 +108,8 @@ async fn main() {
         drop(policy);
     }
     loads.sort();
-    let policy = PolicyCache::new(Duration::from_secs(10), stack.services.clock.clone())
-        .load_now(&stack.services.table)
+    let policy = PolicyCache::new(Duration::from_secs(10), stack.instance.clock.clone())
+        .load_now(&stack.instance.table)
         .await
         .expect("load");
     let read = Action::parse("connections:credentials:read").unwrap();

@@ -91,7 +91,7 @@ fn clients(endpoint: &str, counters: Option<&Arc<CallCounters>>) -> (aws_sdk_dyn
         .region(Region::new("us-east-1"))
         .credentials_provider(creds.clone())
         .endpoint_url(endpoint)
-        .retry_config(credvault::services::dynamodb_retry_config());
+        .retry_config(credvault::instance::dynamodb_retry_config());
     let mut kms = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(aws_sdk_kms::config::Region::new("us-east-1"))

@@ -1,6 +1,6 @@
 //! The local API gateway: one HTTP server in front of the three functions' routers, merged as API
 //! Gateway's routes put them together. Several instances of the merged router, each over its own
-//! `Services`, stand in for several warm Lambda instances with their own caches; requests go round
+//! `Instance`, stand in for several warm Lambda instances with their own caches; requests go round
 //! robin. It also serves the demo page of `make dev`, and is where the OpenAPI document is put
 //! together from the three routers.
 
@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{Html, IntoResponse, Response};
-use credvault::Services;
+use credvault::Instance;
 use credvault::http::{VaultService, with_fallbacks};
 use tower::ServiceExt;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
 
 pub struct Gateway {
     instances: Vec<VaultService>,
@@ -23,14 +22,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// One instance of every function per element of `instances` (each a separately built `Services`).
-    pub fn new(instances: Vec<Arc<Services>>, demo_page: Option<String>) -> Self {
+    /// One instance of every function per element of `instances` (each a separately built `Instance`),
+    /// each function over the capabilities its `main` gives it.
+    pub fn new(instances: Vec<Instance>, demo_page: Option<String>) -> Self {
         let instances = instances
-            .into_iter()
-            .map(|services| {
-                let (routes, _) = merged_routes().split_for_parts();
-                credvault::http::service(with_fallbacks(routes.with_state(services)))
-            })
+            .iter()
+            .map(|instance| credvault::http::service(with_fallbacks(merged_router(instance))))
             .collect();
         Self {
             instances,
@@ -72,25 +69,35 @@ async fn demo(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     }
 }
 
-/// Each function's routes, under the name of its Lambda function.
-pub fn functions() -> [(&'static str, OpenApiRouter<Arc<Services>>); 3] {
-    [
-        ("login-callback", login_callback::routes()),
-        ("credential-fetch", credential_fetch::routes()),
-        ("grant-management", grant_management::routes()),
-    ]
+/// The three functions' routes over one instance, merged as API Gateway puts them side by side (the
+/// fallbacks are added once, to the whole).
+fn merged_router(instance: &Instance) -> Router {
+    let (login, _) = login_callback::routes().split_for_parts();
+    let (fetch, _) = credential_fetch::routes().split_for_parts();
+    let (management, _) = grant_management::routes().split_for_parts();
+    Router::new()
+        .merge(login.with_state(Arc::new(instance.login_flow())))
+        .merge(fetch.with_state(credential_fetch::CredentialFetch::new(instance)))
+        .merge(management.with_state(grant_management::GrantManagement::new(instance)))
 }
 
-fn merged_routes() -> OpenApiRouter<Arc<Services>> {
-    functions().into_iter().fold(
-        OpenApiRouter::with_openapi(credvault::openapi::ApiDoc::openapi()),
-        |all, (_, routes)| all.merge(routes),
-    )
+/// Each function's routes, under the name of its Lambda function, as their OpenAPI description.
+pub fn functions() -> [(&'static str, utoipa::openapi::OpenApi); 3] {
+    [
+        ("login-callback", login_callback::routes().into_openapi()),
+        ("credential-fetch", credential_fetch::routes().into_openapi()),
+        ("grant-management", grant_management::routes().into_openapi()),
+    ]
 }
 
 /// The API's OpenAPI 3.1 document, generated from the three routers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    merged_routes().into_openapi()
+    functions()
+        .into_iter()
+        .fold(credvault::openapi::ApiDoc::openapi(), |mut all, (_, document)| {
+            all.merge(document);
+            all
+        })
 }
 
 /// The document as checked in at `infra/openapi.json`.
@@ -104,8 +111,8 @@ pub fn openapi_json() -> String {
 pub fn operations() -> Vec<(&'static str, String, String)> {
     const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
     let mut all = Vec::new();
-    for (function, routes) in functions() {
-        let paths = serde_json::to_value(routes.into_openapi().paths).unwrap_or_default();
+    for (function, document) in functions() {
+        let paths = serde_json::to_value(document.paths).unwrap_or_default();
         for (path, item) in paths.as_object().into_iter().flatten() {
             for method in METHODS.iter().filter(|m| item.get(**m).is_some()) {
                 all.push((function, method.to_uppercase(), path.clone()));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use credvault::config::RefreshTiming;
 use credvault::oauth::pkce::s256_challenge;
 use credvault::oauth::{Connection, TokenRequestEncoding};
-use credvault::{Config, Services};
+use credvault::{Config, Instance};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -81,7 +81,7 @@ pub struct LocalStack {
     pub config: Config,
     pub connection_id: String,
     /// An extra instance for direct calls from tests (seeding, inspecting).
-    pub services: Arc<Services>,
+    pub instance: Arc<Instance>,
     /// The vault's clock: `advance` it to age stored tokens.
     pub clock: TestClock,
     /// The access key of the administrator the stack bootstraps, as an operator would.
@@ -150,18 +150,16 @@ impl LocalStack {
         let clock = TestClock::default();
         let (dynamodb, kms) = vault_clients(&vault_endpoint, &counters);
         let build = || {
-            Arc::new(
-                Services::from_clients(config.clone(), dynamodb.clone(), kms.clone(), Arc::new(clock.clone()))
-                    .expect("services"),
-            )
+            Instance::from_clients(config.clone(), dynamodb.clone(), kms.clone(), Arc::new(clock.clone()))
+                .expect("instance")
         };
-        let services = build();
+        let instance = Arc::new(build());
         let instances = (0..options.instances.max(1)).map(|_| build()).collect();
         let demo_page = options.demo_page.then(|| crate::demo::page(CONNECTION_ID));
         Gateway::new(instances, demo_page).serve(listener).await;
 
         let connection = demo_connection(&provider, CONNECTION_ID, &options);
-        credvault::store::connections::put(&services.table, &services.envelope, &connection, true)
+        credvault::store::connections::put(&instance.table, &instance.envelope, &connection, true)
             .await
             .expect("seed connection");
 
@@ -169,9 +167,13 @@ impl LocalStack {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        let (_, admin_key) = credvault::management::bootstrap::create_admin(&services, "local administrator")
-            .await
-            .expect("bootstrap admin");
+        let (_, admin_key) = credvault::management::bootstrap::create_admin(
+            &instance.access_admin(),
+            &instance.service_client_admin(),
+            "local administrator",
+        )
+        .await
+        .expect("bootstrap admin");
         let admin_key = secrecy::ExposeSecret::expose_secret(&admin_key).to_string();
         counters.reset();
         Self {
@@ -184,7 +186,7 @@ impl LocalStack {
             base_url,
             config,
             connection_id: CONNECTION_ID.to_string(),
-            services,
+            instance,
             http,
         }
     }
@@ -192,7 +194,7 @@ impl LocalStack {
     /// Adds another connection to the same provider (for mix-up tests).
     pub async fn add_connection(&self, connection_id: &str) {
         let connection = demo_connection(&self.provider, connection_id, &StackOptions::default());
-        credvault::store::connections::put(&self.services.table, &self.services.envelope, &connection, true)
+        credvault::store::connections::put(&self.instance.table, &self.instance.envelope, &connection, true)
             .await
             .expect("add connection");
     }
@@ -351,10 +353,10 @@ impl LocalStack {
         use credvault::store::credentials::{ATTR_REFRESH_TOKEN, context};
         use secrecy::ExposeSecret;
         let item = self.credential(user_id).await?;
-        let ctx = context(&self.services.table, &self.connection_id, user_id, ATTR_REFRESH_TOKEN);
+        let ctx = context(&self.instance.table, &self.connection_id, user_id, ATTR_REFRESH_TOKEN);
         let sealed = item.refresh_token?;
         Some(
-            self.services
+            self.instance
                 .envelope
                 .open_str(&ctx, &sealed)
                 .await
@@ -428,7 +430,7 @@ impl LocalStack {
 
     /// The stored credential item, decoded.
     pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
-        credvault::store::credentials::get(&self.services.table, &self.connection_id, user_id)
+        credvault::store::credentials::get(&self.instance.table, &self.connection_id, user_id)
             .await
             .expect("read credential")
     }

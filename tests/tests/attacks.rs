@@ -314,7 +314,7 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
     );
     // An operator links the other connection to the id: now its login makes the same user, whose
     // token opens the credential stored through either connection.
-    credvault::store::identities::link_checked(&stack.services.table, "alice", "con_other")
+    credvault::store::identities::link_checked(&stack.instance.table, "alice", "con_other")
         .await
         .unwrap();
     stack.provider.set_knobs(|k| k.subject = "alice".into());
@@ -326,7 +326,7 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
         200
     );
     assert!(
-        credvault::store::identities::link_checked(&stack.services.table, "nobody", "con_other")
+        credvault::store::identities::link_checked(&stack.instance.table, "nobody", "con_other")
             .await
             .is_err(),
         "linking an id that never logged in makes no owner"
@@ -471,7 +471,7 @@ async fn a_recreated_connection_is_a_new_generation() {
         Some("identity_conflict"),
         "{outcome:?}"
     );
-    credvault::store::identities::link_checked(&stack.services.table, &alice.user_id, "con_demo")
+    credvault::store::identities::link_checked(&stack.instance.table, &alice.user_id, "con_demo")
         .await
         .unwrap();
     let again = stack.login().await;
@@ -553,7 +553,7 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
             .unwrap();
     };
     let limits = credvault::store::policy::POLICY_LIMITS;
-    let counted = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    let counted = credvault::store::policy::stats(&stack.instance.table).await.unwrap();
     let (counted_roles, counted_records, counted_bytes) = (counted.roles, counted.records, counted.bytes);
     assert_eq!(
         (counted_roles, counted_records),
@@ -597,14 +597,14 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
     stats(1, 1, counted_bytes).await;
     assert_eq!(as_admin(stack, "POST", "/v1/records", Some(&record)).await.0, 201);
     assert_eq!(
-        credvault::store::policy::stats(&stack.services.table)
+        credvault::store::policy::stats(&stack.instance.table)
             .await
             .unwrap()
             .records,
         2
     );
     assert_eq!(as_admin(stack, "DELETE", "/v1/records/rec_x", None).await.0, 204);
-    let after_delete = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    let after_delete = credvault::store::policy::stats(&stack.instance.table).await.unwrap();
     assert_eq!(
         (after_delete.roles, after_delete.records, after_delete.bytes),
         (1, 1, counted_bytes)
@@ -624,7 +624,7 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
         .unwrap()
         .parse()
         .unwrap();
-    let now = stack.services.clock.now_secs();
+    let now = stack.instance.clock.now_secs();
     assert!(ttl > now && ttl <= now + credvault::store::policy::DELETED_RECORD_RETENTION_SECS);
     let (status, shown) = as_admin(stack, "GET", "/v1/records/rec_x", None).await;
     assert_eq!((status, shown["status"].as_str()), (200, Some("DELETED")));

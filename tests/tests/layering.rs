@@ -35,6 +35,41 @@ fn no_import_circles_between_files_of_the_shared_crate() {
     assert!(circles.is_empty(), "{report}");
 }
 
+/// Capabilities, not one object of everything: the shared crate's code takes what it uses (a
+/// `PolicyEngine`, a `LoginFlow`, a table ...), and only `instance.rs`, which builds them once per
+/// instance, names `Instance`. A function's handlers take their own state; its `new` is the one place
+/// it meets the instance.
+#[test]
+fn only_composition_names_the_instance() {
+    let root = credvault_tests::workspace_root();
+    let files = module_files(&root.join("shared/src"));
+    let mut naming = Vec::new();
+    for (module, path) in &files {
+        let code = without_test_modules(&strip_comments_and_literals(&std::fs::read_to_string(path).unwrap()));
+        if tokenize(&code).iter().any(|t| t == "Instance") {
+            naming.push(module.join("::"));
+        }
+    }
+    assert_eq!(
+        naming,
+        ["", "instance"],
+        "files of shared/src naming Instance (\"\" is lib.rs)"
+    );
+    for function in ["credential-fetch", "grant-management", "login-callback"] {
+        let lib = std::fs::read_to_string(root.join(format!("functions/{function}/src/lib.rs"))).unwrap();
+        let code = strip_comments_and_literals(&lib);
+        let uses = code.matches("Instance").count();
+        assert!(
+            uses <= 2,
+            "{function}'s handlers take their own state, not the instance ({uses} mentions)"
+        );
+        assert!(
+            !code.contains("State<Arc<Instance>>") && !code.contains("State<Instance>"),
+            "{function}"
+        );
+    }
+}
+
 #[test]
 fn the_finder_sees_a_circle_through_use_trees_super_and_inline_paths() {
     let files: BTreeMap<Module, String> = [

@@ -437,7 +437,7 @@ async fn the_conditional_writes_hold_in_memory_and_in_dynamodb() {
 
     let stack = LocalStack::start(StackOptions::default()).await;
     let user = stack.login().await;
-    let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
+    let dynamo = DynamoCredentials::new(stack.instance.table.clone(), stack.instance.envelope.clone());
     conditional_writes_hold(&dynamo, &stack.connection_id, &user.user_id).await;
     let carol = stack.login_as("carol").await;
     a_recorded_backoff_holds_for_stale_readers(&dynamo, &stack.connection_id, &carol.user_id).await;
@@ -453,7 +453,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
     let stack = LocalStack::start(StackOptions::default()).await;
     let user = stack.login().await;
     let login_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
-    let dynamo = DynamoCredentials::new(stack.services.table.clone(), stack.services.envelope.clone());
+    let dynamo = DynamoCredentials::new(stack.instance.table.clone(), stack.instance.envelope.clone());
     let read = dynamo
         .get(&stack.connection_id, &user.user_id)
         .await

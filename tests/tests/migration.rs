@@ -96,7 +96,13 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     .await;
     delete(&stack, &format!("IDENTITY#{}", alice.user_id), "IDENTITY").await;
 
-    let report = credvault::migration::migrate(&stack.services).await.unwrap();
+    let report = credvault::migration::migrate(
+        &stack.instance.table,
+        &stack.instance.envelope,
+        stack.instance.clock.as_ref(),
+    )
+    .await
+    .unwrap();
     let report: Value = serde_json::to_value(&report).unwrap();
     assert_eq!(report["connectionsGivenAGeneration"], 1, "{report}");
     assert_eq!(report["credentialsPinned"], 1, "{report}");
@@ -112,7 +118,7 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
         (Some(1), Some(1)),
         "{report}"
     );
-    let stats = credvault::store::policy::stats(&stack.services.table).await.unwrap();
+    let stats = credvault::store::policy::stats(&stack.instance.table).await.unwrap();
     assert_eq!(
         (stats.roles, stats.records, stats.bytes),
         (1, 1, report["policyBytes"].as_i64().unwrap())
@@ -125,7 +131,16 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     assert_eq!(stack.provider.counters().refreshes, 1);
     // Running it again changes nothing.
     let before = stack.state_snapshot().await;
-    let again: Value = serde_json::to_value(credvault::migration::migrate(&stack.services).await.unwrap()).unwrap();
+    let again: Value = serde_json::to_value(
+        credvault::migration::migrate(
+            &stack.instance.table,
+            &stack.instance.envelope,
+            stack.instance.clock.as_ref(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (
             again["connectionsGivenAGeneration"].as_i64(),

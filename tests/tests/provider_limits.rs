@@ -170,7 +170,7 @@ async fn a_five_megabyte_user_endpoint_answer_fails_the_login() {
     let stack = LocalStack::start(StackOptions::default()).await;
     // A GitHub-style connection: no issuer, users identified through the user endpoint.
     stack.add_connection("con_plain").await;
-    let (table, envelope) = (&stack.services.table, &stack.services.envelope);
+    let (table, envelope) = (&stack.instance.table, &stack.instance.envelope);
     let mut connection = credvault::store::connections::get(table, envelope, "con_plain")
         .await
         .unwrap()

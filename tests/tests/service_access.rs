@@ -193,7 +193,10 @@ async fn a_grant_revoked_elsewhere_stops_working_once_the_cache_bound_has_passed
     // The serving instance made the grant itself, so its next check sees it (and caches the policy).
     assert_eq!(fetch().await, 200, "granted");
 
-    credvault::management::access::delete_record(&stack.services, "rec_backend")
+    stack
+        .instance
+        .access_admin()
+        .delete_record("rec_backend")
         .await
         .expect("revoke through another instance");
     assert_eq!(

@@ -156,9 +156,9 @@ async fn a_ciphertext_copied_onto_another_users_item_does_not_decrypt() {
     // The envelope opens a ciphertext only under the context of its own item and attribute.
     let sealed = alice_sealed.as_b().unwrap().as_ref();
     let ctx =
-        |user: &str, attribute| credentials::context(&stack.services.table, &stack.connection_id, user, attribute);
+        |user: &str, attribute| credentials::context(&stack.instance.table, &stack.connection_id, user, attribute);
     let opened = stack
-        .services
+        .instance
         .envelope
         .open_str(&ctx(&alice.user_id, credentials::ATTR_ACCESS_TOKEN), sealed)
         .await
@@ -170,7 +170,7 @@ async fn a_ciphertext_copied_onto_another_users_item_does_not_decrypt() {
     ] {
         assert!(
             stack
-                .services
+                .instance
                 .envelope
                 .open_str(&ctx(user, attribute), sealed)
                 .await

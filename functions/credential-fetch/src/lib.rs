@@ -6,15 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::extract::State;
 use axum::response::Response;
+use credvault::access::PolicyEngine;
 use credvault::audit::AuditEvent;
+use credvault::audit::AuditTrail;
 use credvault::clock::iso8601;
 use credvault::http::{Path, Query, json_response, no_content, with_fallbacks};
+use credvault::identity::Authenticator;
 use credvault::identity::Caller;
 use credvault::oauth::connection::{MAX_USER_ID_LEN, is_valid_connection_id};
 use credvault::openapi::{AnyRefusal, CallerRefusals, CredentialBody, ErrorBody};
-use credvault::{ApiError, Services, access, vault};
+use credvault::vault::RefreshProtocol;
+use credvault::{ApiError, Instance, access, vault};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,17 +30,47 @@ use utoipa_axum::routes;
 /// A day: nothing sensible asks for a token valid longer than providers issue them.
 const MAX_MINIMUM_VALIDITY_SECS: u64 = 86_400;
 
+/// What this function's routes use: who is calling, what they may do, the refresh protocol, the audit
+/// trail, and the default of `minimumValiditySeconds`.
+#[derive(Clone)]
+pub struct CredentialFetch {
+    pub authenticator: Arc<Authenticator>,
+    pub policy: Arc<PolicyEngine>,
+    pub refresh: Arc<RefreshProtocol>,
+    pub audit: Arc<AuditTrail>,
+    pub default_minimum_validity: Duration,
+}
+
+impl CredentialFetch {
+    /// The capabilities this function takes from its instance (in `main`, and in the local gateway).
+    pub fn new(instance: &Instance) -> Self {
+        Self {
+            authenticator: instance.authenticator.clone(),
+            policy: instance.policy.clone(),
+            refresh: instance.refresh.clone(),
+            audit: instance.audit.clone(),
+            default_minimum_validity: instance.config.default_minimum_validity,
+        }
+    }
+}
+
+impl FromRef<CredentialFetch> for Arc<Authenticator> {
+    fn from_ref(app: &CredentialFetch) -> Self {
+        app.authenticator.clone()
+    }
+}
+
 /// This function's routes with their OpenAPI description, before state and fallbacks.
-pub fn routes() -> OpenApiRouter<Arc<Services>> {
+pub fn routes() -> OpenApiRouter<CredentialFetch> {
     OpenApiRouter::new()
         .routes(routes!(user_credentials, disconnect))
         .routes(routes!(session_credentials))
 }
 
 /// What the Lambda serves: exactly this function's routes.
-pub fn router(services: Arc<Services>) -> Router {
+pub fn router(app: CredentialFetch) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(services))
+    with_fallbacks(routes.with_state(app))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -77,14 +112,14 @@ struct ValidityQuery {
     )
 )]
 async fn user_credentials(
-    State(services): State<Arc<Services>>,
+    State(app): State<CredentialFetch>,
     Path(path): Path<CredentialPath>,
     caller: Caller,
     Query(query): Query<ValidityQuery>,
 ) -> Result<Response, ApiError> {
     let (connection_id, user_id) = checked_ids(path.connection_id, path.user_id)?;
-    let min_validity = minimum_validity(&services, query)?;
-    read(&services, &caller, &connection_id, &user_id, min_validity).await
+    let min_validity = minimum_validity(&app, query)?;
+    read(&app, &caller, &connection_id, &user_id, min_validity).await
 }
 
 /// The caller's own credential for the connection it logged in with (the login SDK's
@@ -105,7 +140,7 @@ async fn user_credentials(
     )
 )]
 async fn session_credentials(
-    State(services): State<Arc<Services>>,
+    State(app): State<CredentialFetch>,
     caller: Caller,
     Query(query): Query<ValidityQuery>,
 ) -> Result<Response, ApiError> {
@@ -118,8 +153,8 @@ async fn session_credentials(
             ));
         }
     };
-    let min_validity = minimum_validity(&services, query)?;
-    read(&services, &caller, &connection_id, &user_id, min_validity).await
+    let min_validity = minimum_validity(&app, query)?;
+    read(&app, &caller, &connection_id, &user_id, min_validity).await
 }
 
 /// Disconnect: revokes the refresh token at the provider where it can, then deletes the credential.
@@ -137,23 +172,17 @@ async fn session_credentials(
     )
 )]
 async fn disconnect(
-    State(services): State<Arc<Services>>,
+    State(app): State<CredentialFetch>,
     Path(path): Path<CredentialPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let (connection_id, user_id) = checked_ids(path.connection_id, path.user_id)?;
     let resource = access::credentials_resource(&connection_id, &user_id);
     let result = async {
-        access::require_credential_access(
-            &services.policies,
-            &services.table,
-            &caller,
-            &connection_id,
-            &user_id,
-            "connections:credentials:delete",
-        )
-        .await?;
-        Ok::<_, ApiError>(services.refresh.disconnect(&connection_id, &user_id).await?)
+        app.policy
+            .require_credential_access(&caller, &connection_id, &user_id, "connections:credentials:delete")
+            .await?;
+        Ok::<_, ApiError>(app.refresh.disconnect(&connection_id, &user_id).await?)
     }
     .await;
     let mut event = AuditEvent::new(
@@ -165,42 +194,35 @@ async fn disconnect(
     if let Ok(vault::Revocation::Skipped(change)) = &result {
         event = event.reason(change.reason());
     }
-    services.audit.write(event).await;
+    app.audit.write(event).await;
     result?;
     Ok(no_content())
 }
 
 /// Reads (refreshing first if needed) and audits the credential, refused or not.
 async fn read(
-    services: &Services,
+    app: &CredentialFetch,
     caller: &Caller,
     connection_id: &str,
     user_id: &str,
     min_validity: Duration,
 ) -> Result<Response, ApiError> {
     let resource = access::credentials_resource(connection_id, user_id);
-    let allowed = access::require_credential_access(
-        &services.policies,
-        &services.table,
-        caller,
-        connection_id,
-        user_id,
-        "connections:credentials:read",
-    )
-    .await
-    .map_err(ApiError::from);
+    let allowed = app
+        .policy
+        .require_credential_access(caller, connection_id, user_id, "connections:credentials:read")
+        .await
+        .map_err(ApiError::from);
     let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Ok(()));
     let result = match allowed {
         // Allowed: the event is written while the credential is read (AuditTrail::while_reading).
         Ok(()) => {
-            services
-                .audit
+            app.audit
                 .while_reading(
                     event,
                     async {
                         Ok::<_, ApiError>(
-                            services
-                                .refresh
+                            app.refresh
                                 .fresh_access_token(connection_id, user_id, min_validity)
                                 .await?,
                         )
@@ -217,7 +239,7 @@ async fn read(
                 &resource,
                 Err(refused.error_code()),
             );
-            services.audit.write(event.refreshed(false)).await;
+            app.audit.write(event.refreshed(false)).await;
             Err(refused)
         }
     };
@@ -250,9 +272,9 @@ fn checked_ids(connection_id: String, user_id: String) -> Result<(String, String
     Ok((connection_id, user_id))
 }
 
-fn minimum_validity(services: &Services, query: ValidityQuery) -> Result<Duration, ApiError> {
+fn minimum_validity(app: &CredentialFetch, query: ValidityQuery) -> Result<Duration, ApiError> {
     match query.minimum_validity_seconds {
-        None => Ok(services.config.default_minimum_validity),
+        None => Ok(app.default_minimum_validity),
         Some(v) => v
             .parse::<u64>()
             .ok()

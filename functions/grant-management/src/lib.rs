@@ -6,24 +6,25 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use credvault::access::PolicyEngine;
 use credvault::access::{self, AccessRecord, Role};
-use credvault::audit::{AuditEvent, AuditQuery};
+use credvault::audit::{AuditEvent, AuditQuery, AuditTrail};
 use credvault::http::{Json, Page, Path, Query, json_response, no_content, with_fallbacks};
-use credvault::identity::Caller;
 use credvault::identity::service_clients::{self as client_identity, ServiceClient};
-use credvault::management::access as access_management;
+use credvault::identity::{Authenticator, Caller};
+use credvault::management::access::{self as access_management, AccessAdmin};
 use credvault::management::authority::Authority;
-use credvault::management::connections::{self, ConnectionInput};
-use credvault::management::service_clients::{self, ClientInput};
+use credvault::management::connections::{self, ConnectionAdmin, ConnectionInput};
+use credvault::management::service_clients::{self, ClientInput, ServiceClientAdmin};
 use credvault::openapi::{
     AccessKeyBody, AccessRecordBody, AnyRefusal, AuditListBody, CallerRefusals, ClientListBody, ConnectionBody,
     ConnectionListBody, ErrorBody, JwksBody, PermissionBody, RecordListBody, RoleListBody,
 };
 use credvault::store::documents::Kind;
-use credvault::{ApiError, Services};
+use credvault::{ApiError, Instance};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,8 +35,60 @@ use utoipa_axum::routes;
 /// Access records may list up to 1000 users; their bodies are bigger than the others'.
 const MAX_RECORD_BODY: usize = 128 * 1024;
 
+/// What this function's routes use: who is calling and what they may do, the three areas of
+/// management, and the audit trail every change is written to.
+#[derive(Clone)]
+pub struct GrantManagement {
+    pub authenticator: Arc<Authenticator>,
+    pub policy: Arc<PolicyEngine>,
+    pub connections: Arc<ConnectionAdmin>,
+    pub access: Arc<AccessAdmin>,
+    pub clients: Arc<ServiceClientAdmin>,
+    pub audit: Arc<AuditTrail>,
+}
+
+impl GrantManagement {
+    /// The capabilities this function takes from its instance (in `main`, and in the local gateway).
+    pub fn new(instance: &Instance) -> Self {
+        Self {
+            authenticator: instance.authenticator.clone(),
+            policy: instance.policy.clone(),
+            connections: Arc::new(instance.connection_admin()),
+            access: Arc::new(instance.access_admin()),
+            clients: Arc::new(instance.service_client_admin()),
+            audit: instance.audit.clone(),
+        }
+    }
+
+    async fn require(&self, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
+        Ok(self.policy.require(caller, resource, action).await?)
+    }
+
+    /// Runs a change and audits it under `resource`, refused or not.
+    async fn audited(
+        &self,
+        action: &str,
+        caller: &Caller,
+        resource: &str,
+        change: impl Future<Output = Result<Response, ApiError>>,
+    ) -> Result<Response, ApiError> {
+        let result = change.await;
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.error_code());
+        self.audit
+            .write(AuditEvent::new(action, Some(caller.subject()), resource, outcome))
+            .await;
+        result
+    }
+}
+
+impl FromRef<GrantManagement> for Arc<Authenticator> {
+    fn from_ref(app: &GrantManagement) -> Self {
+        app.authenticator.clone()
+    }
+}
+
 /// This function's routes with their OpenAPI description, before state and fallbacks.
-pub fn routes() -> OpenApiRouter<Arc<Services>> {
+pub fn routes() -> OpenApiRouter<GrantManagement> {
     OpenApiRouter::new()
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, update_connection, delete_connection))
@@ -53,9 +106,9 @@ pub fn routes() -> OpenApiRouter<Arc<Services>> {
 }
 
 /// What the Lambda serves: exactly this function's routes.
-pub fn router(services: Arc<Services>) -> Router {
+pub fn router(app: GrantManagement) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(services))
+    with_fallbacks(routes.with_state(app))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -144,27 +197,6 @@ struct AuditFilter {
     cursor: Option<String>,
 }
 
-async fn require(services: &Services, caller: &Caller, resource: &str, action: &str) -> Result<(), ApiError> {
-    Ok(access::require(&services.policies, &services.table, caller, resource, action).await?)
-}
-
-/// Runs a change and audits it under `resource`, refused or not.
-async fn audited(
-    services: &Services,
-    action: &str,
-    caller: &Caller,
-    resource: &str,
-    change: impl Future<Output = Result<Response, ApiError>>,
-) -> Result<Response, ApiError> {
-    let result = change.await;
-    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.error_code());
-    services
-        .audit
-        .write(AuditEvent::new(action, Some(caller.subject()), resource, outcome))
-        .await;
-    result
-}
-
 /// The resource a create touches: the collection, or the named item. An id that could never be
 /// valid is a 400 before any permission is checked, so the caller learns what is wrong.
 fn creation_target(collection: &str, id: Option<&str>, code: &'static str) -> Result<String, ApiError> {
@@ -185,15 +217,15 @@ fn creation_target(collection: &str, id: Option<&str>, code: &'static str) -> Re
     responses((status = 200, description = "A page of connections.", body = ConnectionListBody), CallerRefusals, AnyRefusal)
 )]
 async fn list_connections(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, "Connections", "connections:read").await?;
+    app.require(&caller, "Connections", "connections:read").await?;
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &connections::list(&services, limit, cursor.as_deref()).await?,
+        &app.connections.list(limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -210,15 +242,15 @@ async fn list_connections(
     )
 )]
 async fn create_connection(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     body: Result<Json<ConnectionInput>, ApiError>,
 ) -> Result<Response, ApiError> {
-    audited(&services, "connection.create", &caller, "Connections", async {
+    app.audited("connection.create", &caller, "Connections", async {
         let input = body?.0;
         let target = creation_target("Connections", input.connection_id.as_deref(), "invalid_connection_id")?;
-        require(&services, &caller, &target, "connections:create").await?;
-        let created = connections::create(&services, Authority::Caller(&caller), input).await?;
+        app.require(&caller, &target, "connections:create").await?;
+        let created = app.connections.create(Authority::Caller(&caller), input).await?;
         Ok(json_response(201, &connections::present(&created)))
     })
     .await
@@ -235,18 +267,17 @@ async fn create_connection(
     )
 )]
 async fn get_connection(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(
-        &services,
+    app.require(
         &caller,
         &item_resource("Connections", &connection_id)?,
         "connections:read",
     )
     .await?;
-    let connection = connections::get(&services, &connection_id).await?;
+    let connection = app.connections.get(&connection_id).await?;
     Ok(json_response(200, &connections::present(&connection)))
 }
 
@@ -265,15 +296,18 @@ async fn get_connection(
     )
 )]
 async fn update_connection(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
     caller: Caller,
     body: Result<Json<ConnectionInput>, ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Connections", &connection_id)?;
-    audited(&services, "connection.update", &caller, &resource, async {
-        require(&services, &caller, &resource, "connections:update").await?;
-        let updated = connections::update(&services, Authority::Caller(&caller), &connection_id, body?.0).await?;
+    app.audited("connection.update", &caller, &resource, async {
+        app.require(&caller, &resource, "connections:update").await?;
+        let updated = app
+            .connections
+            .update(Authority::Caller(&caller), &connection_id, body?.0)
+            .await?;
         Ok(json_response(200, &connections::present(&updated)))
     })
     .await
@@ -290,14 +324,14 @@ async fn update_connection(
     )
 )]
 async fn delete_connection(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ConnectionPath { connection_id }): Path<ConnectionPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Connections", &connection_id)?;
-    audited(&services, "connection.delete", &caller, &resource, async {
-        require(&services, &caller, &resource, "connections:delete").await?;
-        connections::delete(&services, &connection_id).await?;
+    app.audited("connection.delete", &caller, &resource, async {
+        app.require(&caller, &resource, "connections:delete").await?;
+        app.connections.delete(&connection_id).await?;
         Ok(no_content())
     })
     .await
@@ -311,15 +345,15 @@ async fn delete_connection(
     responses((status = 200, description = "A page of service clients.", body = ClientListBody), CallerRefusals, AnyRefusal)
 )]
 async fn list_clients(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, "Clients", "clients:read").await?;
+    app.require(&caller, "Clients", "clients:read").await?;
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_management::list(&services, Kind::Client, limit, cursor.as_deref()).await?,
+        &app.access.list(Kind::Client, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -335,15 +369,15 @@ async fn list_clients(
     )
 )]
 async fn create_client(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     body: Result<Json<ClientInput>, ApiError>,
 ) -> Result<Response, ApiError> {
-    audited(&services, "client.create", &caller, "Clients", async {
+    app.audited("client.create", &caller, "Clients", async {
         let input = body?.0;
         let target = creation_target("Clients", input.client_id.as_deref(), "invalid_client_id")?;
-        require(&services, &caller, &target, "clients:create").await?;
-        let client = service_clients::create_client(&services, Authority::Caller(&caller), input).await?;
+        app.require(&caller, &target, "clients:create").await?;
+        let client = app.clients.create_client(Authority::Caller(&caller), input).await?;
         Ok(json_response(201, &service_clients::present(&client)))
     })
     .await
@@ -360,20 +394,13 @@ async fn create_client(
     )
 )]
 async fn get_client(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(
-        &services,
-        &caller,
-        &item_resource("Clients", &client_id)?,
-        "clients:read",
-    )
-    .await?;
-    let client = client_identity::load_client(&services.table, &client_id)
-        .await?
-        .ok_or_else(client_not_found)?;
+    app.require(&caller, &item_resource("Clients", &client_id)?, "clients:read")
+        .await?;
+    let client = app.clients.get(&client_id).await?.ok_or_else(client_not_found)?;
     Ok(json_response(200, &service_clients::present(&client)))
 }
 
@@ -390,15 +417,15 @@ async fn get_client(
     )
 )]
 async fn update_client(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
     body: Result<Json<ClientInput>, ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Clients", &client_id)?;
-    audited(&services, "client.update", &caller, &resource, async {
-        require(&services, &caller, &resource, "clients:update").await?;
-        let client = service_clients::update_client(&services, &client_id, body?.0).await?;
+    app.audited("client.update", &caller, &resource, async {
+        app.require(&caller, &resource, "clients:update").await?;
+        let client = app.clients.update_client(&client_id, body?.0).await?;
         Ok(json_response(200, &service_clients::present(&client)))
     })
     .await
@@ -415,14 +442,16 @@ async fn update_client(
     )
 )]
 async fn delete_client(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Clients", &client_id)?;
-    audited(&services, "client.delete", &caller, &resource, async {
-        require(&services, &caller, &resource, "clients:delete").await?;
-        service_clients::delete_client(&services, Authority::Caller(&caller), &client_id).await?;
+    app.audited("client.delete", &caller, &resource, async {
+        app.require(&caller, &resource, "clients:delete").await?;
+        app.clients
+            .delete_client(Authority::Caller(&caller), &client_id)
+            .await?;
         Ok(no_content())
     })
     .await
@@ -443,16 +472,19 @@ async fn delete_client(
     )
 )]
 async fn create_access_key(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ClientPath { client_id }): Path<ClientPath>,
     caller: Caller,
     body: Result<Option<Json<AccessKeyInput>>, ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Clients", &client_id)?;
-    audited(&services, "client.key.create", &caller, &format!("{resource}/AccessKeys"), async {
-        require(&services, &caller, &resource, "clients:update").await?;
+    app.audited("client.key.create", &caller, &format!("{resource}/AccessKeys"), async {
+        app.require(&caller, &resource, "clients:update").await?;
         let public_key = body?.and_then(|Json(input)| input.public_key);
-        let created = service_clients::add_key(&services, Authority::Caller(&caller), &client_id, public_key).await?;
+        let created = app
+            .clients
+            .add_key(Authority::Caller(&caller), &client_id, public_key)
+            .await?;
         let mut body = json!({"keyId": created.key.key_id, "clientId": client_id, "publicKey": created.key.public_key,
             "generationDate": created.key.generation_date});
         if let Some(access_key) = &created.access_key {
@@ -475,19 +507,20 @@ async fn create_access_key(
     )
 )]
 async fn delete_access_key(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(AccessKeyPath { client_id, key_id }): Path<AccessKeyPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Clients", &client_id)?;
-    audited(
-        &services,
+    app.audited(
         "client.key.delete",
         &caller,
         &format!("{resource}/AccessKeys/{key_id}"),
         async {
-            require(&services, &caller, &resource, "clients:update").await?;
-            service_clients::delete_key(&services, Authority::Caller(&caller), &client_id, &key_id).await?;
+            app.require(&caller, &resource, "clients:update").await?;
+            app.clients
+                .delete_key(Authority::Caller(&caller), &client_id, &key_id)
+                .await?;
             Ok(no_content())
         },
     )
@@ -505,12 +538,10 @@ async fn delete_access_key(
     )
 )]
 async fn client_jwks(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(ClientPath { client_id }): Path<ClientPath>,
 ) -> Result<Response, ApiError> {
-    let client = client_identity::load_client(&services.table, &client_id)
-        .await?
-        .ok_or_else(client_not_found)?;
+    let client = app.clients.get(&client_id).await?.ok_or_else(client_not_found)?;
     Ok(json_response(200, &client_identity::client_jwks(&client)))
 }
 
@@ -526,15 +557,15 @@ fn client_not_found() -> ApiError {
     responses((status = 200, description = "A page of roles.", body = RoleListBody), CallerRefusals, AnyRefusal)
 )]
 async fn list_roles(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, "Roles", "roles:read").await?;
+    app.require(&caller, "Roles", "roles:read").await?;
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_management::list(&services, Kind::Role, limit, cursor.as_deref()).await?,
+        &app.access.list(Kind::Role, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -551,16 +582,16 @@ async fn list_roles(
     )
 )]
 async fn create_role(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     body: Result<Json<Role>, ApiError>,
 ) -> Result<Response, ApiError> {
-    audited(&services, "role.create", &caller, "Roles", async {
+    app.audited("role.create", &caller, "Roles", async {
         let role = body?.0;
         let named = Some(role.role_id.as_str()).filter(|r| !r.is_empty());
         let target = creation_target("Roles", named, "invalid_role_id")?;
-        require(&services, &caller, &target, "roles:create").await?;
-        let doc = access_management::create_role(&services, Authority::Caller(&caller), role).await?;
+        app.require(&caller, &target, "roles:create").await?;
+        let doc = app.access.create_role(Authority::Caller(&caller), role).await?;
         Ok(json_response(201, &access_management::present(Kind::Role, &doc)))
     })
     .await
@@ -577,12 +608,13 @@ async fn create_role(
     )
 )]
 async fn get_role(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RolePath { role_id }): Path<RolePath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, &item_resource("Roles", &role_id)?, "roles:read").await?;
-    let doc = access_management::get(&services, Kind::Role, &role_id).await?;
+    app.require(&caller, &item_resource("Roles", &role_id)?, "roles:read")
+        .await?;
+    let doc = app.access.get(Kind::Role, &role_id).await?;
     Ok(json_response(200, &access_management::present(Kind::Role, &doc)))
 }
 
@@ -599,15 +631,18 @@ async fn get_role(
     )
 )]
 async fn update_role(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RolePath { role_id }): Path<RolePath>,
     caller: Caller,
     body: Result<Json<Role>, ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Roles", &role_id)?;
-    audited(&services, "role.update", &caller, &resource, async {
-        require(&services, &caller, &resource, "roles:update").await?;
-        let doc = access_management::update_role(&services, Authority::Caller(&caller), &role_id, body?.0).await?;
+    app.audited("role.update", &caller, &resource, async {
+        app.require(&caller, &resource, "roles:update").await?;
+        let doc = app
+            .access
+            .update_role(Authority::Caller(&caller), &role_id, body?.0)
+            .await?;
         Ok(json_response(200, &access_management::present(Kind::Role, &doc)))
     })
     .await
@@ -624,14 +659,14 @@ async fn update_role(
     )
 )]
 async fn delete_role(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RolePath { role_id }): Path<RolePath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Roles", &role_id)?;
-    audited(&services, "role.delete", &caller, &resource, async {
-        require(&services, &caller, &resource, "roles:delete").await?;
-        access_management::delete_role(&services, &role_id).await?;
+    app.audited("role.delete", &caller, &resource, async {
+        app.require(&caller, &resource, "roles:delete").await?;
+        app.access.delete_role(&role_id).await?;
         Ok(no_content())
     })
     .await
@@ -645,15 +680,15 @@ async fn delete_role(
     responses((status = 200, description = "A page of access records.", body = RecordListBody), CallerRefusals, AnyRefusal)
 )]
 async fn list_records(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, "Records", "records:read").await?;
+    app.require(&caller, "Records", "records:read").await?;
     let (limit, cursor) = page.limit_and_cursor()?;
     Ok(json_response(
         200,
-        &access_management::list(&services, Kind::Record, limit, cursor.as_deref()).await?,
+        &app.access.list(Kind::Record, limit, cursor.as_deref()).await?,
     ))
 }
 
@@ -671,16 +706,16 @@ async fn list_records(
     )
 )]
 async fn create_record(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     body: Result<Json<AccessRecord, MAX_RECORD_BODY>, ApiError>,
 ) -> Result<Response, ApiError> {
-    audited(&services, "record.create", &caller, "Records", async {
+    app.audited("record.create", &caller, "Records", async {
         let record = body?.0;
         let named = Some(record.record_id.as_str()).filter(|r| !r.is_empty());
         let target = creation_target("Records", named, "invalid_record_id")?;
-        require(&services, &caller, &target, "records:create").await?;
-        let doc = access_management::create_record(&services, Authority::Caller(&caller), record).await?;
+        app.require(&caller, &target, "records:create").await?;
+        let doc = app.access.create_record(Authority::Caller(&caller), record).await?;
         Ok(record_response(201, &doc))
     })
     .await
@@ -698,18 +733,13 @@ async fn create_record(
     )
 )]
 async fn get_record(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RecordPath { record_id }): Path<RecordPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    require(
-        &services,
-        &caller,
-        &item_resource("Records", &record_id)?,
-        "records:read",
-    )
-    .await?;
-    let doc = access_management::get(&services, Kind::Record, &record_id).await?;
+    app.require(&caller, &item_resource("Records", &record_id)?, "records:read")
+        .await?;
+    let doc = app.access.get(Kind::Record, &record_id).await?;
     Ok(record_response(200, &doc))
 }
 
@@ -733,25 +763,21 @@ async fn get_record(
     )
 )]
 async fn update_record(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RecordPath { record_id }): Path<RecordPath>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Json<AccessRecord, MAX_RECORD_BODY>, ApiError>,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Records", &record_id)?;
-    audited(&services, "record.update", &caller, &resource, async {
-        require(&services, &caller, &resource, "records:update").await?;
+    app.audited("record.update", &caller, &resource, async {
+        app.require(&caller, &resource, "records:update").await?;
         let record = body?.0;
         let unmodified_since = headers.get(header::IF_UNMODIFIED_SINCE).and_then(|v| v.to_str().ok());
-        let doc = access_management::update_record(
-            &services,
-            Authority::Caller(&caller),
-            &record_id,
-            record,
-            unmodified_since,
-        )
-        .await?;
+        let doc = app
+            .access
+            .update_record(Authority::Caller(&caller), &record_id, record, unmodified_since)
+            .await?;
         Ok(record_response(202, &doc))
     })
     .await
@@ -768,14 +794,14 @@ async fn update_record(
     )
 )]
 async fn delete_record(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(RecordPath { record_id }): Path<RecordPath>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let resource = item_resource("Records", &record_id)?;
-    audited(&services, "record.delete", &caller, &resource, async {
-        require(&services, &caller, &resource, "records:delete").await?;
-        access_management::delete_record(&services, &record_id).await?;
+    app.audited("record.delete", &caller, &resource, async {
+        app.require(&caller, &resource, "records:delete").await?;
+        app.access.delete_record(&record_id).await?;
         Ok(no_content())
     })
     .await
@@ -806,7 +832,7 @@ fn record_response(status: u16, doc: &credvault::store::documents::Document) -> 
     )
 )]
 async fn check_permission(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     Path(PermissionPath {
         user_id,
         resource_uri,
@@ -815,13 +841,8 @@ async fn check_permission(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     if caller.subject() != user_id {
-        require(
-            &services,
-            &caller,
-            &format!("Users/{user_id}"),
-            "users:permissions:read",
-        )
-        .await?;
+        app.require(&caller, &format!("Users/{user_id}"), "users:permissions:read")
+            .await?;
     }
     if access::ResourceUri::parse(&resource_uri).is_none() {
         return Err(ApiError::bad_request(
@@ -835,15 +856,7 @@ async fn check_permission(
             "permission is not a valid action",
         ));
     }
-    if access::is_allowed(
-        &services.policies,
-        &services.table,
-        &user_id,
-        &resource_uri,
-        &permission,
-    )
-    .await?
-    {
+    if app.policy.is_allowed(&user_id, &resource_uri, &permission).await? {
         Ok(json_response(
             200,
             &json!({"userId": user_id, "resourceUri": resource_uri, "permission": permission}),
@@ -868,11 +881,11 @@ async fn check_permission(
     )
 )]
 async fn list_audit(
-    State(services): State<Arc<Services>>,
+    State(app): State<GrantManagement>,
     caller: Caller,
     Query(filter): Query<AuditFilter>,
 ) -> Result<Response, ApiError> {
-    require(&services, &caller, "Audit", "audit:read").await?;
+    app.require(&caller, "Audit", "audit:read").await?;
     let (limit, cursor) = Page {
         limit: filter.limit,
         cursor: filter.cursor,
@@ -908,7 +921,7 @@ async fn list_audit(
         limit,
         cursor,
     };
-    Ok(json_response(200, &services.audit.list(query).await?))
+    Ok(json_response(200, &app.audit.list(query).await?))
 }
 
 /// The resource a management route acts on, `{collection}/{id}`, for an id that is one resource

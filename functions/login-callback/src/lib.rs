@@ -7,10 +7,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
+use credvault::ApiError;
 use credvault::http::{Json, Path, Query, json_response, redirect, with_fallbacks};
-use credvault::login::{self, StartRequest, StartResponse, TokenRequest};
+use credvault::login::{LoginFlow, StartRequest, StartResponse, TokenRequest};
 use credvault::openapi::{AnyRefusal, CallbackParams, ErrorBody, JwksBody, OpenIdConfigurationBody, VaultTokensBody};
-use credvault::{ApiError, Services};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 pub const OPENAPI_DOCUMENT: &str = include_str!("../../../infra/openapi.json");
 
 /// This function's routes with their OpenAPI description, before state and fallbacks.
-pub fn routes() -> OpenApiRouter<Arc<Services>> {
+pub fn routes() -> OpenApiRouter<Arc<LoginFlow>> {
     OpenApiRouter::new()
         .routes(routes!(start_authentication))
         .routes(routes!(provider_callback))
@@ -30,10 +30,11 @@ pub fn routes() -> OpenApiRouter<Arc<Services>> {
         .routes(routes!(openapi_document))
 }
 
-/// What the Lambda serves: exactly this function's routes.
-pub fn router(services: Arc<Services>) -> Router {
+/// What the Lambda serves: exactly this function's routes, over the login flow (every route here is
+/// the login's, or publishes what its tokens are verified with).
+pub fn router(login: Arc<LoginFlow>) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(services))
+    with_fallbacks(routes.with_state(login))
 }
 
 /// Starts a login: the vault keeps the request and sends the browser to the provider.
@@ -48,10 +49,10 @@ pub fn router(services: Arc<Services>) -> Router {
     )
 )]
 async fn start_authentication(
-    State(services): State<Arc<Services>>,
+    State(login): State<Arc<LoginFlow>>,
     body: Result<Json<StartRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let started = login::start(&services, body?.0).await?;
+    let started = login.start(body?.0).await?;
     Ok(json_response(200, &started))
 }
 
@@ -71,11 +72,11 @@ async fn start_authentication(
     )
 )]
 async fn provider_callback(
-    State(services): State<Arc<Services>>,
+    State(login): State<Arc<LoginFlow>>,
     Path(connection_id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let location = login::callback(&services, &connection_id, &params).await?;
+    let location = login.callback(&connection_id, &params).await?;
     Ok(redirect(&location))
 }
 
@@ -91,11 +92,11 @@ async fn provider_callback(
     )
 )]
 async fn exchange_vault_code(
-    State(services): State<Arc<Services>>,
+    State(login): State<Arc<LoginFlow>>,
     Path(authentication_request_id): Path<String>,
     body: Result<Json<TokenRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let tokens = login::exchange(&services, &authentication_request_id, body?.0).await?;
+    let tokens = login.exchange(&authentication_request_id, body?.0).await?;
     Ok(json_response(
         200,
         &json!({
@@ -112,8 +113,8 @@ async fn exchange_vault_code(
     get, path = "/.well-known/openid-configuration", tag = "login", operation_id = "openIdConfiguration",
     responses((status = 200, description = "OpenID Provider metadata.", body = OpenIdConfigurationBody), AnyRefusal)
 )]
-async fn openid_configuration(State(services): State<Arc<Services>>) -> Response {
-    let issuer = &services.config.issuer;
+async fn openid_configuration(State(login): State<Arc<LoginFlow>>) -> Response {
+    let issuer = &login.issuer;
     json_response(
         200,
         &json!({
@@ -134,8 +135,8 @@ async fn openid_configuration(State(services): State<Arc<Services>>) -> Response
     get, path = "/.well-known/openid-configuration/jwks", tag = "login", operation_id = "jwks",
     responses((status = 200, description = "The vault's signing key as a JWK Set.", body = JwksBody), AnyRefusal)
 )]
-async fn jwks(State(services): State<Arc<Services>>) -> Result<Response, ApiError> {
-    let jwks = services.user_tokens.signing_key.jwks().await?;
+async fn jwks(State(login): State<Arc<LoginFlow>>) -> Result<Response, ApiError> {
+    let jwks = login.user_tokens.signing_key.jwks().await?;
     Ok(json_response(200, &jwks))
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     credvault::telemetry::init();
     let config = credvault::Config::from_env()?;
-    let services = Arc::new(credvault::Services::from_config(config).await?);
-    lambda_http::run(credvault::http::service(login_callback::router(services))).await
+    let instance = credvault::Instance::from_config(config).await?;
+    let login = Arc::new(instance.login_flow());
+    lambda_http::run(credvault::http::service(login_callback::router(login))).await
 }

@@ -217,77 +217,87 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
-/// Succeeds when `caller` may do `action` on `resource`; otherwise `Forbidden`.
-pub async fn require(
-    policies: &PolicyCache,
-    table: &Table,
-    caller: &Caller,
-    resource: &str,
-    action: &str,
-) -> Result<(), AccessError> {
-    if is_allowed(policies, table, caller.subject(), resource, action).await? {
-        Ok(())
-    } else {
-        Err(AccessError::Forbidden)
+/// The permission checks of one instance: its policy snapshot (`PolicyCache`) over the table the
+/// roles, records and identities are in. Shared by every route of the instance, so that its own grant
+/// changes (`invalidate`) apply to its next check at once.
+pub struct PolicyEngine {
+    cache: PolicyCache,
+    table: Table,
+}
+
+impl PolicyEngine {
+    pub fn new(cache: PolicyCache, table: Table) -> Self {
+        Self { cache, table }
     }
-}
 
-/// May `subject` (a user or client id) do `action` on `resource`? Invalid URIs or actions grant nothing.
-pub async fn is_allowed(
-    policies: &PolicyCache,
-    table: &Table,
-    subject: &str,
-    resource: &str,
-    action: &str,
-) -> Result<bool, StoreError> {
-    let (Some(resource), Some(action)) = (ResourceUri::parse(resource), Action::parse(action)) else {
-        return Ok(false);
-    };
-    let policy = policies.get(table).await?;
-    Ok(policy.allows(subject, &resource, &action))
-}
+    /// Succeeds when `caller` may do `action` on `resource`; otherwise `Forbidden`.
+    pub async fn require(&self, caller: &Caller, resource: &str, action: &str) -> Result<(), AccessError> {
+        if self.is_allowed(caller.subject(), resource, action).await? {
+            Ok(())
+        } else {
+            Err(AccessError::Forbidden)
+        }
+    }
 
-/// Does `user_id` belong to the connection as it is now (its current generation)?
-async fn belongs_to_now(table: &Table, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
-    match crate::store::connections::generation(table, connection_id).await? {
-        Some(generation) => identities::belongs_to(table, user_id, connection_id, &generation).await,
-        None => Ok(false),
+    /// May `subject` (a user or client id) do `action` on `resource`? Invalid URIs or actions grant nothing.
+    pub async fn is_allowed(&self, subject: &str, resource: &str, action: &str) -> Result<bool, StoreError> {
+        let (Some(resource), Some(action)) = (ResourceUri::parse(resource), Action::parse(action)) else {
+            return Ok(false);
+        };
+        let policy = self.cache.get(&self.table).await?;
+        Ok(policy.allows(subject, &resource, &action))
+    }
+
+    /// Users read and delete their own credentials: the exact user id, and a connection that id belongs
+    /// to (the one they logged in through, or one an administrator linked). Anyone else needs `action`
+    /// on the credential.
+    pub async fn require_credential_access(
+        &self,
+        caller: &Caller,
+        connection_id: &str,
+        user_id: &str,
+        action: &str,
+    ) -> Result<(), AccessError> {
+        if let Caller::User {
+            user_id: me,
+            connection_id: logged_in_through,
+        } = caller
+            && me == user_id
+            && (logged_in_through == connection_id || self.belongs_to_now(me, connection_id).await?)
+        {
+            return Ok(());
+        }
+        self.require(caller, &credentials_resource(connection_id, user_id), action)
+            .await
+    }
+
+    /// Does `user_id` belong to the connection as it is now (its current generation)?
+    async fn belongs_to_now(&self, user_id: &str, connection_id: &str) -> Result<bool, StoreError> {
+        match crate::store::connections::generation(&self.table, connection_id).await? {
+            Some(generation) => identities::belongs_to(&self.table, user_id, connection_id, &generation).await,
+            None => Ok(false),
+        }
+    }
+
+    /// A snapshot loaded now, for decisions that must not rest on a revoked grant (grant changes).
+    pub async fn load_now(&self) -> Result<Arc<Policy>, StoreError> {
+        self.cache.load_now(&self.table).await
+    }
+
+    /// Is the caller an administrator (`vault:admin` on `*`), by the policy as it is now?
+    pub async fn is_administrator(&self, caller: &Caller) -> Result<bool, StoreError> {
+        Ok(self.load_now().await?.is_administrator(caller.subject()))
+    }
+
+    /// Forgets the snapshot: this instance's own grant changes apply to its next check at once.
+    pub fn invalidate(&self) {
+        self.cache.invalidate();
     }
 }
 
 /// The resource a credential is, for grants: `Connections/{connectionId}/Users/{userId}/Credentials`.
 pub fn credentials_resource(connection_id: &str, user_id: &str) -> String {
     format!("Connections/{connection_id}/Users/{user_id}/Credentials")
-}
-
-/// Users read and delete their own credentials: the exact user id, and a connection that id belongs
-/// to (the one they logged in through, or one an administrator linked). Anyone else needs `action`
-/// on the credential.
-pub async fn require_credential_access(
-    policies: &PolicyCache,
-    table: &Table,
-    caller: &Caller,
-    connection_id: &str,
-    user_id: &str,
-    action: &str,
-) -> Result<(), AccessError> {
-    if let Caller::User {
-        user_id: me,
-        connection_id: logged_in_through,
-    } = caller
-        && me == user_id
-        && (logged_in_through == connection_id || belongs_to_now(table, me, connection_id).await?)
-    {
-        return Ok(());
-    }
-    require(
-        policies,
-        table,
-        caller,
-        &credentials_resource(connection_id, user_id),
-        action,
-    )
-    .await
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
-//! On whose authority a management change is made, and who counts as an administrator.
+//! On whose authority a management change is made. Who counts as an administrator is the policy's
+//! to say (`PolicyEngine::is_administrator`).
 
-use crate::error::ApiError;
 use crate::identity::Caller;
-use crate::services::Services;
 
 /// On whose authority a grant change is made.
 #[derive(Debug, Clone, Copy)]
@@ -11,13 +10,4 @@ pub enum Authority<'a> {
     Caller(&'a Caller),
     /// The operator, with AWS credentials (bootstrap, migration): not checked.
     Operator,
-}
-
-/// Is the caller an administrator (`vault:admin` on `*`), by the policy as it is now?
-pub async fn is_administrator(services: &Services, caller: &Caller) -> Result<bool, ApiError> {
-    Ok(services
-        .policies
-        .load_now(&services.table)
-        .await?
-        .is_administrator(caller.subject()))
 }

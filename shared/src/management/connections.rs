@@ -3,18 +3,21 @@
 //! issuer's OIDC discovery document, whose `issuer` must be that URL.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::authority::{Authority, is_administrator};
+use super::authority::Authority;
 pub use super::connection_body::{ConnectionData, ConnectionInput};
+use crate::access::PolicyEngine;
+use crate::crypto::Envelope;
 use crate::error::ApiError;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
-use crate::services::Services;
+use crate::store::Table;
 use crate::store::connections;
 
 /// The connection as the API shows it: everything but the client secret.
@@ -39,81 +42,282 @@ pub fn present(connection: &Connection) -> Value {
     })
 }
 
-pub async fn create(
-    services: &Services,
-    authority: Authority<'_>,
-    input: ConnectionInput,
-) -> Result<Connection, ApiError> {
-    let connection_id = input
-        .connection_id
-        .clone()
-        .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
-    let chosen_id = input.connection_id.is_some();
-    let mut connection = build(services, &connection_id, input, None).await?;
-    if !in_own_namespace(&connection) {
-        require_administrator(
-            services,
-            authority,
-            "a userIdExpression that does not start with {connectionId}|",
-        )
-        .await?;
-    }
-    // A chosen id may be one a deleted connection had: its users' ids, and grants naming ids nobody
-    // has logged in with yet, would be this connection's to make.
-    if chosen_id {
-        require_administrator(services, authority, "choosing the connectionId").await?;
-    }
-    // A new generation each time the id is created: credentials of an earlier connection with this
-    // id never go to this one.
-    connection.generation = crate::random::token(12);
-    if !connections::put(&services.table, &services.envelope, &connection, true).await? {
-        return Err(ApiError::Conflict {
-            code: "connection_exists",
-            detail: "a connection with this id exists already".into(),
-        });
-    }
-    Ok(connection)
+/// Connection management: what it writes (the table, the envelope sealing client secrets), whom it
+/// asks before identity-deciding changes (the policy), and how it reads an issuer's discovery document.
+pub struct ConnectionAdmin {
+    pub table: Table,
+    pub envelope: Arc<Envelope>,
+    pub policy: Arc<PolicyEngine>,
+    /// The provider HTTP client (redirects off, bounded bodies), for OIDC discovery.
+    pub http: reqwest::Client,
+    pub insecure_allow_http_loopback: bool,
 }
 
-/// A full replace; a body without `clientSecret` keeps the stored one, but only while every endpoint
-/// the secret is sent to stays the same: the secret was given for those endpoints, and whoever may
-/// update a connection must not be able to steer it elsewhere without knowing it.
-pub async fn update(
-    services: &Services,
-    authority: Authority<'_>,
-    connection_id: &str,
-    input: ConnectionInput,
-) -> Result<Connection, ApiError> {
-    let existing = get(services, connection_id).await?;
-    if input.connection_id.as_deref().is_some_and(|id| id != connection_id) {
-        return Err(ApiError::bad_request(
-            "invalid_connection_id",
-            "connectionId in the body differs from the path",
-        ));
+impl ConnectionAdmin {
+    pub async fn create(&self, authority: Authority<'_>, input: ConnectionInput) -> Result<Connection, ApiError> {
+        let connection_id = input
+            .connection_id
+            .clone()
+            .unwrap_or_else(|| format!("con_{}", crate::random::token(12).replace('-', "x")));
+        let chosen_id = input.connection_id.is_some();
+        let mut connection = self.build(&connection_id, input, None).await?;
+        if !in_own_namespace(&connection) {
+            self.require_administrator(authority, "a userIdExpression that does not start with {connectionId}|")
+                .await?;
+        }
+        // A chosen id may be one a deleted connection had: its users' ids, and grants naming ids nobody
+        // has logged in with yet, would be this connection's to make.
+        if chosen_id {
+            self.require_administrator(authority, "choosing the connectionId")
+                .await?;
+        }
+        // A new generation each time the id is created: credentials of an earlier connection with this
+        // id never go to this one.
+        connection.generation = crate::random::token(12);
+        if !connections::put(&self.table, &self.envelope, &connection, true).await? {
+            return Err(ApiError::Conflict {
+                code: "connection_exists",
+                detail: "a connection with this id exists already".into(),
+            });
+        }
+        Ok(connection)
     }
-    let secret_given = input.client_secret.is_some();
-    let generation = existing.generation.clone();
-    let mut connection = build(services, connection_id, input, Some(existing.client_secret.clone())).await?;
-    connection.generation = generation;
-    // Whoever decides who a login is decides which person every stored user id of the connection means.
-    if identity_source(&connection) != identity_source(&existing) {
-        require_administrator(
-            services,
-            authority,
-            "changing issuerUrl, clientId, data.oidcUserEndpointUrl or data.userIdExpression",
-        )
-        .await?;
+
+    /// A full replace; a body without `clientSecret` keeps the stored one, but only while every endpoint
+    /// the secret is sent to stays the same: the secret was given for those endpoints, and whoever may
+    /// update a connection must not be able to steer it elsewhere without knowing it.
+    pub async fn update(
+        &self,
+        authority: Authority<'_>,
+        connection_id: &str,
+        input: ConnectionInput,
+    ) -> Result<Connection, ApiError> {
+        let existing = self.get(connection_id).await?;
+        if input.connection_id.as_deref().is_some_and(|id| id != connection_id) {
+            return Err(ApiError::bad_request(
+                "invalid_connection_id",
+                "connectionId in the body differs from the path",
+            ));
+        }
+        let secret_given = input.client_secret.is_some();
+        let generation = existing.generation.clone();
+        let mut connection = self
+            .build(connection_id, input, Some(existing.client_secret.clone()))
+            .await?;
+        connection.generation = generation;
+        // Whoever decides who a login is decides which person every stored user id of the connection means.
+        if identity_source(&connection) != identity_source(&existing) {
+            self.require_administrator(
+                authority,
+                "changing issuerUrl, clientId, data.oidcUserEndpointUrl or data.userIdExpression",
+            )
+            .await?;
+        }
+        if !secret_given && secret_endpoints(&connection) != secret_endpoints(&existing) {
+            return Err(bad(
+                "client_secret_required",
+                "changing tokenUrl, revocationUrl, issuerUrl, data.oidcUserEndpointUrl or clientId needs clientSecret again",
+            ));
+        }
+        if !connections::put(&self.table, &self.envelope, &connection, false).await? {
+            return Err(not_found());
+        }
+        Ok(connection)
     }
-    if !secret_given && secret_endpoints(&connection) != secret_endpoints(&existing) {
-        return Err(bad(
-            "client_secret_required",
-            "changing tokenUrl, revocationUrl, issuerUrl, data.oidcUserEndpointUrl or clientId needs clientSecret again",
-        ));
+
+    /// Changes that decide identities are for administrators (`vault:admin` on `*`) and the operator.
+    async fn require_administrator(&self, authority: Authority<'_>, what: &str) -> Result<(), ApiError> {
+        match authority {
+            Authority::Operator => Ok(()),
+            Authority::Caller(caller) if self.policy.is_administrator(caller).await? => Ok(()),
+            Authority::Caller(_) => Err(ApiError::refused(
+                "administrators_only",
+                format!("{what} is for administrators (vault:admin on *)"),
+            )),
+        }
     }
-    if !connections::put(&services.table, &services.envelope, &connection, false).await? {
-        return Err(not_found());
+
+    pub async fn get(&self, connection_id: &str) -> Result<Connection, ApiError> {
+        if !is_valid_connection_id(connection_id) {
+            return Err(not_found());
+        }
+        connections::get(&self.table, &self.envelope, connection_id)
+            .await?
+            .ok_or_else(not_found)
     }
-    Ok(connection)
+
+    pub async fn delete(&self, connection_id: &str) -> Result<(), ApiError> {
+        if is_valid_connection_id(connection_id) && connections::delete(&self.table, connection_id).await? {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+
+    pub async fn list(&self, limit: i32, cursor: Option<&str>) -> Result<Value, ApiError> {
+        let (page, next) = connections::list(&self.table, &self.envelope, limit, cursor).await?;
+        let items: Vec<Value> = page.iter().map(present).collect();
+        Ok(json!({"connections": items, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
+    }
+
+    async fn build(
+        &self,
+        connection_id: &str,
+        input: ConnectionInput,
+        stored_secret: Option<SecretString>,
+    ) -> Result<Connection, ApiError> {
+        let input = super::presets::apply(input).map_err(|e| ApiError::bad_request("invalid_preset", e.to_string()))?;
+        if !is_valid_connection_id(connection_id) {
+            return Err(bad(
+                "invalid_connection_id",
+                "connectionId must be 1 to 64 characters of [a-zA-Z0-9-_.:]",
+            ));
+        }
+        if input.kind.as_deref().is_some_and(|k| k != "OAUTH2") {
+            return Err(bad(
+                "unsupported_connection_type",
+                "only OAUTH2 connections are supported",
+            ));
+        }
+        let insecure = self.insecure_allow_http_loopback;
+        let check_url = |field: &'static str, value: &str| {
+            if value.len() <= 256 && is_acceptable_provider_url(value, insecure) {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(
+                    "invalid_url",
+                    format!("{field} must be an https URL"),
+                ))
+            }
+        };
+        let issuer_url = input
+            .issuer_url
+            .map(|u| crate::oauth::discovery::normalize_issuer(&u).to_string());
+        if let Some(issuer) = &issuer_url {
+            check_url("issuerUrl", issuer)?;
+        }
+        let (authentication_url, token_url, discovered_revocation, discovered_auth_method) =
+            match (input.authentication_url, input.token_url, &issuer_url) {
+                (Some(auth), Some(token), _) => (auth, token, None, None),
+                (None, None, Some(issuer)) => {
+                    let d = self.discover(issuer).await?;
+                    (d.authentication_url, d.token_url, d.revocation_url, Some(d.auth_method))
+                }
+                _ => {
+                    return Err(bad(
+                        "invalid_connection",
+                        "give authenticationUrl and tokenUrl, or only issuerUrl to discover them",
+                    ));
+                }
+            };
+        check_url("authenticationUrl", &authentication_url)?;
+        check_url("tokenUrl", &token_url)?;
+        let revocation_url = input.revocation_url.or(discovered_revocation);
+        let token_endpoint_auth_method = match (input.token_endpoint_auth_method, discovered_auth_method) {
+            (Some(chosen), _) => chosen,
+            (None, Some(discovered)) => discovered.ok_or_else(|| {
+                bad(
+                    "unsupported_auth_method",
+                    "the provider's discovery lists neither client_secret_basic nor client_secret_post",
+                )
+            })?,
+            (None, None) => TokenEndpointAuthMethod::ClientSecretPost,
+        };
+        if let Some(revocation) = &revocation_url {
+            check_url("revocationUrl", revocation)?;
+        }
+        let client_id = input
+            .client_id
+            .filter(|c| !c.is_empty() && c.len() <= 256)
+            .ok_or_else(|| bad("invalid_client_id", "clientId is required"))?;
+        let client_secret = match (input.client_secret, stored_secret) {
+            (Some(secret), _) if !secret.is_empty() && secret.len() <= 2048 => SecretString::from(secret),
+            (Some(_), _) => {
+                return Err(bad(
+                    "invalid_client_secret",
+                    "clientSecret must be 1 to 2048 characters",
+                ));
+            }
+            (None, Some(stored)) => stored,
+            (None, None) => return Err(bad("invalid_client_secret", "clientSecret is required")),
+        };
+        let data = input.data.unwrap_or(ConnectionData {
+            name: None,
+            supported_content_type: None,
+            user_id_expression: None,
+            oidc_user_endpoint_url: None,
+        });
+        if let Some(url) = &data.oidc_user_endpoint_url {
+            check_url("data.oidcUserEndpointUrl", url)?;
+        }
+        if issuer_url.is_none() && data.oidc_user_endpoint_url.is_none() {
+            return Err(bad(
+                "invalid_connection",
+                "give issuerUrl (OIDC) or data.oidcUserEndpointUrl: the vault must learn who logged in",
+            ));
+        }
+        let token_request_encoding = match data.supported_content_type.as_deref() {
+            None => TokenRequestEncoding::Form,
+            Some(value) => TokenRequestEncoding::from_content_type(value).ok_or_else(|| {
+                bad(
+                    "invalid_content_type",
+                    "data.supportedContentType is application/x-www-form-urlencoded or application/json",
+                )
+            })?,
+        };
+        let user_id_expression = data
+            .user_id_expression
+            .unwrap_or_else(|| DEFAULT_USER_ID_EXPRESSION.to_string());
+        if !is_valid_user_id_expression(&user_id_expression) {
+            return Err(bad(
+                "invalid_user_id_expression",
+                "data.userIdExpression is text with {claim} placeholders",
+            ));
+        }
+        let name = data.name.unwrap_or_else(|| connection_id.to_string());
+        if name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(bad("invalid_field", "data.name is at most 64 printable characters"));
+        }
+        crate::oauth::authorize::merge_properties(&BTreeMap::new(), &input.default_connection_properties)?;
+        Ok(Connection {
+            connection_id: connection_id.to_string(),
+            name,
+            authentication_url,
+            token_url,
+            issuer_url,
+            revocation_url,
+            user_info_url: data.oidc_user_endpoint_url,
+            client_id,
+            client_secret,
+            default_connection_properties: input.default_connection_properties,
+            token_request_encoding,
+            token_endpoint_auth_method,
+            dialect: input.dialect.unwrap_or_default(),
+            user_id_expression,
+            // Set by `create` (a new one) or `update` (the stored one).
+            generation: String::new(),
+        })
+    }
+
+    /// OIDC discovery of an issuer the operator configured (never a URL from a login request).
+    async fn discover(&self, issuer: &str) -> Result<Discovered, ApiError> {
+        let unavailable =
+            |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
+        let d = crate::oauth::discovery::discover(&self.http, issuer, self.insecure_allow_http_loopback)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        match (d.authorization_endpoint, d.token_endpoint) {
+            (Some(authentication_url), Some(token_url)) => Ok(Discovered {
+                authentication_url,
+                token_url,
+                revocation_url: d.revocation_endpoint,
+                auth_method: TokenEndpointAuthMethod::from_discovery(
+                    d.token_endpoint_auth_methods_supported.as_deref(),
+                ),
+            }),
+            _ => Err(unavailable("the document names no authorization or token endpoint")),
+        }
+    }
 }
 
 /// What decides which user a login through the connection is: the issuer whose id_tokens are
@@ -137,18 +341,6 @@ fn in_own_namespace(c: &Connection) -> bool {
     c.user_id_expression.starts_with("{connectionId}|")
 }
 
-/// Changes that decide identities are for administrators (`vault:admin` on `*`) and the operator.
-async fn require_administrator(services: &Services, authority: Authority<'_>, what: &str) -> Result<(), ApiError> {
-    match authority {
-        Authority::Operator => Ok(()),
-        Authority::Caller(caller) if is_administrator(services, caller).await? => Ok(()),
-        Authority::Caller(_) => Err(ApiError::refused(
-            "administrators_only",
-            format!("{what} is for administrators (vault:admin on *)"),
-        )),
-    }
-}
-
 /// Where the connection's client secret (and the tokens it guards) are sent, and as which client.
 fn secret_endpoints(c: &Connection) -> [Option<&str>; 5] {
     [
@@ -160,174 +352,12 @@ fn secret_endpoints(c: &Connection) -> [Option<&str>; 5] {
     ]
 }
 
-pub async fn get(services: &Services, connection_id: &str) -> Result<Connection, ApiError> {
-    if !is_valid_connection_id(connection_id) {
-        return Err(not_found());
-    }
-    connections::get(&services.table, &services.envelope, connection_id)
-        .await?
-        .ok_or_else(not_found)
-}
-
-pub async fn delete(services: &Services, connection_id: &str) -> Result<(), ApiError> {
-    if is_valid_connection_id(connection_id) && connections::delete(&services.table, connection_id).await? {
-        Ok(())
-    } else {
-        Err(not_found())
-    }
-}
-
-pub async fn list(services: &Services, limit: i32, cursor: Option<&str>) -> Result<Value, ApiError> {
-    let (page, next) = connections::list(&services.table, &services.envelope, limit, cursor).await?;
-    let items: Vec<Value> = page.iter().map(present).collect();
-    Ok(json!({"connections": items, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
-}
-
 fn not_found() -> ApiError {
     ApiError::not_found("connection_not_found", "no such connection")
 }
 
 fn bad(code: &'static str, detail: &str) -> ApiError {
     ApiError::bad_request(code, detail.to_string())
-}
-
-async fn build(
-    services: &Services,
-    connection_id: &str,
-    input: ConnectionInput,
-    stored_secret: Option<SecretString>,
-) -> Result<Connection, ApiError> {
-    let input = super::presets::apply(input).map_err(|e| ApiError::bad_request("invalid_preset", e.to_string()))?;
-    if !is_valid_connection_id(connection_id) {
-        return Err(bad(
-            "invalid_connection_id",
-            "connectionId must be 1 to 64 characters of [a-zA-Z0-9-_.:]",
-        ));
-    }
-    if input.kind.as_deref().is_some_and(|k| k != "OAUTH2") {
-        return Err(bad(
-            "unsupported_connection_type",
-            "only OAUTH2 connections are supported",
-        ));
-    }
-    let insecure = services.config.insecure_allow_http_loopback;
-    let check_url = |field: &'static str, value: &str| {
-        if value.len() <= 256 && is_acceptable_provider_url(value, insecure) {
-            Ok(())
-        } else {
-            Err(ApiError::bad_request(
-                "invalid_url",
-                format!("{field} must be an https URL"),
-            ))
-        }
-    };
-    let issuer_url = input
-        .issuer_url
-        .map(|u| crate::oauth::discovery::normalize_issuer(&u).to_string());
-    if let Some(issuer) = &issuer_url {
-        check_url("issuerUrl", issuer)?;
-    }
-    let (authentication_url, token_url, discovered_revocation, discovered_auth_method) =
-        match (input.authentication_url, input.token_url, &issuer_url) {
-            (Some(auth), Some(token), _) => (auth, token, None, None),
-            (None, None, Some(issuer)) => {
-                let d = discover(services, issuer).await?;
-                (d.authentication_url, d.token_url, d.revocation_url, Some(d.auth_method))
-            }
-            _ => {
-                return Err(bad(
-                    "invalid_connection",
-                    "give authenticationUrl and tokenUrl, or only issuerUrl to discover them",
-                ));
-            }
-        };
-    check_url("authenticationUrl", &authentication_url)?;
-    check_url("tokenUrl", &token_url)?;
-    let revocation_url = input.revocation_url.or(discovered_revocation);
-    let token_endpoint_auth_method = match (input.token_endpoint_auth_method, discovered_auth_method) {
-        (Some(chosen), _) => chosen,
-        (None, Some(discovered)) => discovered.ok_or_else(|| {
-            bad(
-                "unsupported_auth_method",
-                "the provider's discovery lists neither client_secret_basic nor client_secret_post",
-            )
-        })?,
-        (None, None) => TokenEndpointAuthMethod::ClientSecretPost,
-    };
-    if let Some(revocation) = &revocation_url {
-        check_url("revocationUrl", revocation)?;
-    }
-    let client_id = input
-        .client_id
-        .filter(|c| !c.is_empty() && c.len() <= 256)
-        .ok_or_else(|| bad("invalid_client_id", "clientId is required"))?;
-    let client_secret = match (input.client_secret, stored_secret) {
-        (Some(secret), _) if !secret.is_empty() && secret.len() <= 2048 => SecretString::from(secret),
-        (Some(_), _) => {
-            return Err(bad(
-                "invalid_client_secret",
-                "clientSecret must be 1 to 2048 characters",
-            ));
-        }
-        (None, Some(stored)) => stored,
-        (None, None) => return Err(bad("invalid_client_secret", "clientSecret is required")),
-    };
-    let data = input.data.unwrap_or(ConnectionData {
-        name: None,
-        supported_content_type: None,
-        user_id_expression: None,
-        oidc_user_endpoint_url: None,
-    });
-    if let Some(url) = &data.oidc_user_endpoint_url {
-        check_url("data.oidcUserEndpointUrl", url)?;
-    }
-    if issuer_url.is_none() && data.oidc_user_endpoint_url.is_none() {
-        return Err(bad(
-            "invalid_connection",
-            "give issuerUrl (OIDC) or data.oidcUserEndpointUrl: the vault must learn who logged in",
-        ));
-    }
-    let token_request_encoding = match data.supported_content_type.as_deref() {
-        None => TokenRequestEncoding::Form,
-        Some(value) => TokenRequestEncoding::from_content_type(value).ok_or_else(|| {
-            bad(
-                "invalid_content_type",
-                "data.supportedContentType is application/x-www-form-urlencoded or application/json",
-            )
-        })?,
-    };
-    let user_id_expression = data
-        .user_id_expression
-        .unwrap_or_else(|| DEFAULT_USER_ID_EXPRESSION.to_string());
-    if !is_valid_user_id_expression(&user_id_expression) {
-        return Err(bad(
-            "invalid_user_id_expression",
-            "data.userIdExpression is text with {claim} placeholders",
-        ));
-    }
-    let name = data.name.unwrap_or_else(|| connection_id.to_string());
-    if name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(bad("invalid_field", "data.name is at most 64 printable characters"));
-    }
-    crate::oauth::authorize::merge_properties(&BTreeMap::new(), &input.default_connection_properties)?;
-    Ok(Connection {
-        connection_id: connection_id.to_string(),
-        name,
-        authentication_url,
-        token_url,
-        issuer_url,
-        revocation_url,
-        user_info_url: data.oidc_user_endpoint_url,
-        client_id,
-        client_secret,
-        default_connection_properties: input.default_connection_properties,
-        token_request_encoding,
-        token_endpoint_auth_method,
-        dialect: input.dialect.unwrap_or_default(),
-        user_id_expression,
-        // Set by `create` (a new one) or `update` (the stored one).
-        generation: String::new(),
-    })
 }
 
 /// What an issuer's discovery document says about a new connection.
@@ -337,26 +367,4 @@ struct Discovered {
     revocation_url: Option<String>,
     /// `None`: it supports neither of the methods the vault speaks.
     auth_method: Option<TokenEndpointAuthMethod>,
-}
-
-/// OIDC discovery of an issuer the operator configured (never a URL from a login request).
-async fn discover(services: &Services, issuer: &str) -> Result<Discovered, ApiError> {
-    let unavailable =
-        |why: &str| ApiError::bad_request("discovery_failed", format!("OIDC discovery of issuerUrl failed: {why}"));
-    let d = crate::oauth::discovery::discover(
-        services.provider.http(),
-        issuer,
-        services.config.insecure_allow_http_loopback,
-    )
-    .await
-    .map_err(|e| unavailable(&e.to_string()))?;
-    match (d.authorization_endpoint, d.token_endpoint) {
-        (Some(authentication_url), Some(token_url)) => Ok(Discovered {
-            authentication_url,
-            token_url,
-            revocation_url: d.revocation_endpoint,
-            auth_method: TokenEndpointAuthMethod::from_discovery(d.token_endpoint_auth_methods_supported.as_deref()),
-        }),
-        _ => Err(unavailable("the document names no authorization or token endpoint")),
-    }
 }

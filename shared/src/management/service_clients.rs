@@ -2,6 +2,8 @@
 //! keys. Only public keys are stored; a key made here is returned once, inside an Authress-format
 //! access key, and forgotten. Verifying a client's token is in `identity/service_clients.rs`.
 
+use std::sync::Arc;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
@@ -9,13 +11,15 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::authority::{Authority, is_administrator};
+use super::authority::Authority;
+use crate::access::PolicyEngine;
 use crate::access::delegation;
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::identity::service_clients::{ServiceClient, VerificationKey, ed25519_key_from_spki, ed25519_spki};
 use crate::ids::is_valid_client_id;
-use crate::services::Services;
+use crate::store::Table;
 use crate::store::documents::{self, Kind};
 
 /// Authress allows five active keys per client.
@@ -67,64 +71,208 @@ fn validate_input(input: &ClientInput) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Makes a client. An id chosen by the caller may be one that active records still name (a client
-/// deleted and made again): the caller then becomes whatever those records give, so the delegation
-/// rules decide, as for its keys.
-pub async fn create_client(
-    services: &Services,
-    authority: Authority<'_>,
-    input: ClientInput,
-) -> Result<ServiceClient, ApiError> {
-    validate_input(&input)?;
-    let client_id = input
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("sc_{}", crate::random::token(12).replace('-', "x")));
-    if !is_valid_client_id(&client_id) {
-        return Err(ApiError::bad_request(
-            "invalid_client_id",
-            "clientId must start with sc_ and be at most 64 characters of [a-zA-Z0-9-_:@|~]",
-        ));
-    }
-    if let (Authority::Caller(caller), Some(_)) = (authority, &input.client_id) {
-        authorize_client_identity(services, caller, &client_id).await?;
-    }
-    let client = ServiceClient {
-        client_id: client_id.clone(),
-        name: input.name,
-        description: input.description,
-        verification_keys: Vec::new(),
-    };
-    let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
-    if !documents::create(
-        &services.table,
-        Kind::Client,
-        &client_id,
-        &body,
-        services.clock.now_millis(),
-    )
-    .await?
-    {
-        return Err(ApiError::Conflict {
-            code: "client_exists",
-            detail: "a client with this id exists already".into(),
-        });
-    }
-    Ok(client)
+/// Service clients and their access keys: the documents they are, whom to ask before a change that
+/// acts on what a client holds (the policy), and the account id inside every access key.
+pub struct ServiceClientAdmin {
+    pub table: Table,
+    pub policy: Arc<PolicyEngine>,
+    pub clock: Arc<dyn Clock>,
+    /// The Authress account id access keys carry (`clientId.keyId.accountId.privateKey`).
+    pub account_id: String,
 }
 
-pub async fn update_client(
-    services: &Services,
-    client_id: &str,
-    input: ClientInput,
-) -> Result<ServiceClient, ApiError> {
-    validate_input(&input)?;
-    change_client(services, client_id, |client| {
-        client.name = input.name.clone();
-        client.description = input.description.clone();
+impl ServiceClientAdmin {
+    /// A client as stored, or `None`.
+    pub async fn get(&self, client_id: &str) -> Result<Option<ServiceClient>, ApiError> {
+        Ok(crate::identity::service_clients::load_client(&self.table, client_id).await?)
+    }
+
+    /// Makes a client. An id chosen by the caller may be one that active records still name (a client
+    /// deleted and made again): the caller then becomes whatever those records give, so the delegation
+    /// rules decide, as for its keys.
+    pub async fn create_client(&self, authority: Authority<'_>, input: ClientInput) -> Result<ServiceClient, ApiError> {
+        validate_input(&input)?;
+        let client_id = input
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("sc_{}", crate::random::token(12).replace('-', "x")));
+        if !is_valid_client_id(&client_id) {
+            return Err(ApiError::bad_request(
+                "invalid_client_id",
+                "clientId must start with sc_ and be at most 64 characters of [a-zA-Z0-9-_:@|~]",
+            ));
+        }
+        if let (Authority::Caller(caller), Some(_)) = (authority, &input.client_id) {
+            self.authorize_client_identity(caller, &client_id).await?;
+        }
+        let client = ServiceClient {
+            client_id: client_id.clone(),
+            name: input.name,
+            description: input.description,
+            verification_keys: Vec::new(),
+        };
+        let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
+        if !documents::create(&self.table, Kind::Client, &client_id, &body, self.clock.now_millis()).await? {
+            return Err(ApiError::Conflict {
+                code: "client_exists",
+                detail: "a client with this id exists already".into(),
+            });
+        }
+        Ok(client)
+    }
+
+    pub async fn update_client(&self, client_id: &str, input: ClientInput) -> Result<ServiceClient, ApiError> {
+        validate_input(&input)?;
+        self.change_client(client_id, |client| {
+            client.name = input.name.clone();
+            client.description = input.description.clone();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a key: made here (the private key is returned once), or the caller's own public key. A new key
+    /// is the power to act as the client, now and later (see `authorize_key_management`).
+    pub async fn add_key(
+        &self,
+        authority: Authority<'_>,
+        client_id: &str,
+        uploaded_public_key: Option<String>,
+    ) -> Result<NewAccessKey, ApiError> {
+        if let Authority::Caller(caller) = authority {
+            self.authorize_key_management(caller, client_id).await?;
+        }
+        let key_id = crate::random::token(9).replace(['-', '_'], "x");
+        let (public_key, access_key) = match uploaded_public_key {
+            Some(public) => {
+                if public.len() > 256 || ed25519_key_from_spki(&public).is_none() {
+                    return Err(ApiError::bad_request(
+                        "invalid_public_key",
+                        "publicKey must be a base64 DER Ed25519 public key",
+                    ));
+                }
+                (public, None)
+            }
+            None => {
+                let (public, access) = generate_access_key(client_id, &key_id, &self.account_id)?;
+                (public, Some(access))
+            }
+        };
+        let key = VerificationKey {
+            key_id,
+            public_key,
+            generation_date: crate::clock::iso8601(self.clock.now_secs()),
+        };
+        let added = key.clone();
+        self.change_client(client_id, move |client| {
+            if client.verification_keys.len() >= MAX_KEYS {
+                return Err(ApiError::bad_request(
+                    "too_many_keys",
+                    "a client has at most 5 access keys; delete one first",
+                ));
+            }
+            client.verification_keys.push(added.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(NewAccessKey { key, access_key })
+    }
+
+    /// Deletes a key; held to the same rule as adding one, or anyone with `clients:update` could lock an
+    /// administrator out.
+    pub async fn delete_key(&self, authority: Authority<'_>, client_id: &str, key_id: &str) -> Result<(), ApiError> {
+        if let Authority::Caller(caller) = authority {
+            self.authorize_key_management(caller, client_id).await?;
+        }
+        self.change_client(client_id, |client| {
+            let before = client.verification_keys.len();
+            client.verification_keys.retain(|k| k.key_id != key_id);
+            if client.verification_keys.len() == before {
+                return Err(ApiError::not_found("access_key_not_found", "no such access key"));
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn load_document(&self, client_id: &str) -> Result<Option<documents::Document>, ApiError> {
+        if !is_valid_client_id(client_id) {
+            return Ok(None);
+        }
+        Ok(documents::get(&self.table, Kind::Client, client_id).await?)
+    }
+
+    /// Read-modify-write of a client, conditional on the version read; retried when another change won.
+    async fn change_client(
+        &self,
+        client_id: &str,
+        change: impl Fn(&mut ServiceClient) -> Result<(), ApiError>,
+    ) -> Result<ServiceClient, ApiError> {
+        for _ in 0..5 {
+            let doc = self.load_document(client_id).await?.ok_or_else(client_not_found)?;
+            let mut client: ServiceClient =
+                serde_json::from_value(doc.body).map_err(|e| ApiError::internal(format!("stored client: {e}")))?;
+            change(&mut client)?;
+            let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
+            let now = self.clock.now_millis().max(doc.updated_at_ms + 1);
+            match documents::replace(
+                &self.table,
+                Kind::Client,
+                client_id,
+                &body,
+                Some(doc.updated_at_ms),
+                now,
+            )
+            .await?
+            {
+                documents::ReplaceOutcome::Replaced(_) => return Ok(client),
+                documents::ReplaceOutcome::NotFound => {
+                    return Err(client_not_found());
+                }
+                documents::ReplaceOutcome::Conflict => continue,
+            }
+        }
+        Err(ApiError::internal("service client kept changing"))
+    }
+
+    /// A client's access keys are the power to be that client, now and with whatever it is given later:
+    /// only an administrator manages them, or the client its own (rotation).
+    pub async fn authorize_key_management(&self, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
+        if matches!(caller, Caller::ServiceClient { client_id: me } if me == client_id)
+            || self.policy.is_administrator(caller).await?
+        {
+            return Ok(());
+        }
+        Err(ApiError::refused(
+            "administrators_only",
+            "a client's access keys are managed by administrators (vault:admin on *) or by the client itself",
+        ))
+    }
+
+    /// Re-creating a client id (or deleting a client) is acting on what it holds: allowed only to a caller
+    /// who could give, itself, everything the active records naming the client give.
+    pub async fn authorize_client_identity(&self, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
+        let snapshot = self.policy.load_now().await?;
+        for record in snapshot.records().iter().filter(|r| r.has_user(client_id)) {
+            delegation::check_record(&snapshot, caller.subject(), record)?;
+        }
         Ok(())
-    })
-    .await
+    }
+
+    /// Deletes a service client (roles and records have theirs in `management/access.rs`); like its keys, only by
+    /// a caller who could give what it holds, so nobody can lock an administrator out.
+    pub async fn delete_client(&self, authority: Authority<'_>, client_id: &str) -> Result<(), ApiError> {
+        if let Authority::Caller(caller) = authority
+            && is_valid_client_id(client_id)
+        {
+            self.authorize_client_identity(caller, client_id).await?;
+        }
+        if !is_valid_client_id(client_id) || !documents::delete(&self.table, Kind::Client, client_id).await? {
+            return Err(client_not_found());
+        }
+        Ok(())
+    }
 }
 
 /// What `POST /v1/clients/{clientId}/access-keys` returns: the private key only when the vault made it.
@@ -134,157 +282,9 @@ pub struct NewAccessKey {
     pub access_key: Option<SecretString>,
 }
 
-/// Adds a key: made here (the private key is returned once), or the caller's own public key. A new key
-/// is the power to act as the client, now and later (see `authorize_key_management`).
-pub async fn add_key(
-    services: &Services,
-    authority: Authority<'_>,
-    client_id: &str,
-    uploaded_public_key: Option<String>,
-) -> Result<NewAccessKey, ApiError> {
-    if let Authority::Caller(caller) = authority {
-        authorize_key_management(services, caller, client_id).await?;
-    }
-    let key_id = crate::random::token(9).replace(['-', '_'], "x");
-    let (public_key, access_key) = match uploaded_public_key {
-        Some(public) => {
-            if public.len() > 256 || ed25519_key_from_spki(&public).is_none() {
-                return Err(ApiError::bad_request(
-                    "invalid_public_key",
-                    "publicKey must be a base64 DER Ed25519 public key",
-                ));
-            }
-            (public, None)
-        }
-        None => {
-            let (public, access) = generate_access_key(client_id, &key_id, &services.config.account_id)?;
-            (public, Some(access))
-        }
-    };
-    let key = VerificationKey {
-        key_id,
-        public_key,
-        generation_date: crate::clock::iso8601(services.clock.now_secs()),
-    };
-    let added = key.clone();
-    change_client(services, client_id, move |client| {
-        if client.verification_keys.len() >= MAX_KEYS {
-            return Err(ApiError::bad_request(
-                "too_many_keys",
-                "a client has at most 5 access keys; delete one first",
-            ));
-        }
-        client.verification_keys.push(added.clone());
-        Ok(())
-    })
-    .await?;
-    Ok(NewAccessKey { key, access_key })
-}
-
-/// Deletes a key; held to the same rule as adding one, or anyone with `clients:update` could lock an
-/// administrator out.
-pub async fn delete_key(
-    services: &Services,
-    authority: Authority<'_>,
-    client_id: &str,
-    key_id: &str,
-) -> Result<(), ApiError> {
-    if let Authority::Caller(caller) = authority {
-        authorize_key_management(services, caller, client_id).await?;
-    }
-    change_client(services, client_id, |client| {
-        let before = client.verification_keys.len();
-        client.verification_keys.retain(|k| k.key_id != key_id);
-        if client.verification_keys.len() == before {
-            return Err(ApiError::not_found("access_key_not_found", "no such access key"));
-        }
-        Ok(())
-    })
-    .await
-    .map(|_| ())
-}
-
-async fn load_document(services: &Services, client_id: &str) -> Result<Option<documents::Document>, ApiError> {
-    if !is_valid_client_id(client_id) {
-        return Ok(None);
-    }
-    Ok(documents::get(&services.table, Kind::Client, client_id).await?)
-}
-
-/// Read-modify-write of a client, conditional on the version read; retried when another change won.
-async fn change_client(
-    services: &Services,
-    client_id: &str,
-    change: impl Fn(&mut ServiceClient) -> Result<(), ApiError>,
-) -> Result<ServiceClient, ApiError> {
-    for _ in 0..5 {
-        let doc = load_document(services, client_id).await?.ok_or_else(client_not_found)?;
-        let mut client: ServiceClient =
-            serde_json::from_value(doc.body).map_err(|e| ApiError::internal(format!("stored client: {e}")))?;
-        change(&mut client)?;
-        let body = serde_json::to_value(&client).map_err(ApiError::internal)?;
-        let now = services.clock.now_millis().max(doc.updated_at_ms + 1);
-        match documents::replace(
-            &services.table,
-            Kind::Client,
-            client_id,
-            &body,
-            Some(doc.updated_at_ms),
-            now,
-        )
-        .await?
-        {
-            documents::ReplaceOutcome::Replaced(_) => return Ok(client),
-            documents::ReplaceOutcome::NotFound => {
-                return Err(client_not_found());
-            }
-            documents::ReplaceOutcome::Conflict => continue,
-        }
-    }
-    Err(ApiError::internal("service client kept changing"))
-}
-
 /// The client as the API shows it: public keys only.
 pub fn present(client: &ServiceClient) -> serde_json::Value {
     serde_json::to_value(client).unwrap_or_default()
-}
-
-/// A client's access keys are the power to be that client, now and with whatever it is given later:
-/// only an administrator manages them, or the client its own (rotation).
-pub async fn authorize_key_management(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
-    if matches!(caller, Caller::ServiceClient { client_id: me } if me == client_id)
-        || is_administrator(services, caller).await?
-    {
-        return Ok(());
-    }
-    Err(ApiError::refused(
-        "administrators_only",
-        "a client's access keys are managed by administrators (vault:admin on *) or by the client itself",
-    ))
-}
-
-/// Re-creating a client id (or deleting a client) is acting on what it holds: allowed only to a caller
-/// who could give, itself, everything the active records naming the client give.
-pub async fn authorize_client_identity(services: &Services, caller: &Caller, client_id: &str) -> Result<(), ApiError> {
-    let snapshot = services.policies.load_now(&services.table).await?;
-    for record in snapshot.records().iter().filter(|r| r.has_user(client_id)) {
-        delegation::check_record(&snapshot, caller.subject(), record)?;
-    }
-    Ok(())
-}
-
-/// Deletes a service client (roles and records have theirs in `management/access.rs`); like its keys, only by
-/// a caller who could give what it holds, so nobody can lock an administrator out.
-pub async fn delete_client(services: &Services, authority: Authority<'_>, client_id: &str) -> Result<(), ApiError> {
-    if let Authority::Caller(caller) = authority
-        && is_valid_client_id(client_id)
-    {
-        authorize_client_identity(services, caller, client_id).await?;
-    }
-    if !is_valid_client_id(client_id) || !documents::delete(&services.table, Kind::Client, client_id).await? {
-        return Err(client_not_found());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! One vault process for the chaos suite: a gateway over one `Services`, on a given port, as one
+//! One vault process for the chaos suite: a gateway over one `Instance`, on a given port, as one
 //! warm Lambda instance would be. Configured like the Lambda functions (`CREDVAULT_*`, read by
 //! `Config::from_env`), plus:
 //!
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use credvault::clock::SystemClock;
-use credvault::{Config, Services};
+use credvault::{Config, Instance};
 use credvault_tests::aws::{CallCounters, vault_clients};
 use credvault_tests::gateway::Gateway;
 use std::io::Read;
@@ -43,8 +43,8 @@ async fn main() {
     let counters = Arc::new(CallCounters::default());
     let (dynamodb, _) = vault_clients(&required("CHAOS_DYNAMODB_ENDPOINT"), &counters);
     let (_, kms) = vault_clients(&required("CHAOS_KMS_ENDPOINT"), &counters);
-    let services = match Services::from_clients(config, dynamodb, kms, Arc::new(SystemClock)) {
-        Ok(services) => Arc::new(services),
+    let instance = match Instance::from_clients(config, dynamodb, kms, Arc::new(SystemClock)) {
+        Ok(instance) => instance,
         Err(e) => {
             eprintln!("vault-process: {e}");
             std::process::exit(2)
@@ -69,7 +69,7 @@ async fn main() {
         "http://{}",
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    Gateway::new(vec![services], None).serve(listener).await;
+    Gateway::new(vec![instance], None).serve(listener).await;
     println!("listening {url}");
     // A blocking read on its own thread: tokio's stdin would need another tokio feature for this one use.
     let _ = tokio::task::spawn_blocking(|| {

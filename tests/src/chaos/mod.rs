@@ -450,8 +450,8 @@ pub async fn run(profile: &Profile) -> Report {
     // The driver's own instance, straight to moto: seeds the connection, reads the table at the end.
     let config = credvault::Config::from_lookup(|name| env.get(name).cloned()).expect("chaos config");
     let (dynamodb, kms) = vault_clients(&aws.endpoint, &Arc::new(CallCounters::default()));
-    let services = credvault::Services::from_clients(config, dynamodb, kms, Arc::new(credvault::clock::SystemClock))
-        .expect("driver services");
+    let services = credvault::Instance::from_clients(config, dynamodb, kms, Arc::new(credvault::clock::SystemClock))
+        .expect("driver instance");
     let connection = provider_connection(&provider, CONNECTION_ID);
     credvault::store::connections::put(&services.table, &services.envelope, &connection, true)
         .await

@@ -11,8 +11,9 @@ use secrecy::ExposeSecret;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "administrator".to_string());
     let config = credvault::Config::from_env()?;
-    let services = credvault::Services::from_config(config).await?;
-    let (client_id, access_key) = credvault::management::bootstrap::create_admin(&services, &name)
+    let instance = credvault::Instance::from_config(config).await?;
+    let (grants, clients) = (instance.access_admin(), instance.service_client_admin());
+    let (client_id, access_key) = credvault::management::bootstrap::create_admin(&grants, &clients, &name)
         .await
         .map_err(|e| format!("could not create the administrator: {}", e.error_code()))?;
     eprintln!("Created administrator service client {client_id}. Its access key follows; it is shown only this once.");

@@ -11,8 +11,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: link-identity <userId> <connectionId>".into());
     };
     let config = credvault::Config::from_env()?;
-    let services = credvault::Services::from_config(config).await?;
-    credvault::store::identities::link_checked(&services.table, &user_id, &connection_id).await?;
+    let instance = credvault::Instance::from_config(config).await?;
+    credvault::store::identities::link_checked(&instance.table, &user_id, &connection_id).await?;
     eprintln!("Logins through {connection_id} may now make the user id {user_id}.");
     Ok(())
 }

@@ -8,8 +8,8 @@
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = credvault::Config::from_env()?;
-    let services = credvault::Services::from_config(config).await?;
-    let report = credvault::migration::migrate(&services).await?;
+    let instance = credvault::Instance::from_config(config).await?;
+    let report = credvault::migration::migrate(&instance.table, &instance.envelope, instance.clock.as_ref()).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

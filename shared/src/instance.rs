@@ -1,13 +1,21 @@
-//! Everything a handler needs, built once per Lambda instance (in `main`) and shared by reference.
+//! One Lambda instance's shared parts, built once from the config in a function's `main`: the AWS
+//! clients under their timeouts, the envelope and its data-key cache, the policy snapshot, the refresh
+//! protocol with its single flight. Handlers never see this: each function's `main` takes from it the
+//! capabilities its routes use (an `Authenticator`, a `PolicyEngine`, a `LoginFlow`, ...), each holding
+//! only what it needs.
 
 use std::sync::Arc;
 
-use crate::access::PolicyCache;
+use crate::access::{PolicyCache, PolicyEngine};
 use crate::audit::AuditTrail;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsTimeouts, Config};
 use crate::crypto::{DataKeyCache, Envelope};
-use crate::identity::{SigningKey, UserTokens};
+use crate::identity::{Authenticator, SigningKey, UserTokens};
+use crate::login::LoginFlow;
+use crate::management::access::AccessAdmin;
+use crate::management::connections::ConnectionAdmin;
+use crate::management::service_clients::ServiceClientAdmin;
 use crate::oauth::id_token::ProviderKeys;
 use crate::oauth::provider::ProviderClient;
 use crate::store::Table;
@@ -69,23 +77,24 @@ fn with_timeouts(
     (dynamodb, kms)
 }
 
-pub struct Services {
+pub struct Instance {
     pub config: Config,
     pub table: Table,
     pub envelope: Arc<Envelope>,
     /// The stored credentials, sealing and opening their own secrets.
     pub credentials: Arc<dyn CredentialRepository>,
     /// The refresh lease protocol over those credentials (vault.rs).
-    pub refresh: RefreshProtocol,
+    pub refresh: Arc<RefreshProtocol>,
     pub audit: Arc<AuditTrail>,
     pub provider: Arc<ProviderClient>,
-    pub provider_keys: ProviderKeys,
-    pub user_tokens: UserTokens,
+    pub user_tokens: Arc<UserTokens>,
     pub clock: Arc<dyn Clock>,
-    pub policies: PolicyCache,
+    /// One policy snapshot for every route of the instance, so its own grant changes apply at once.
+    pub policy: Arc<PolicyEngine>,
+    pub authenticator: Arc<Authenticator>,
 }
 
-impl Services {
+impl Instance {
     /// Builds AWS clients from the standard credential chain, pointed at the emulator when configured.
     pub async fn from_config(config: Config) -> Result<Self, StartupError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
@@ -115,11 +124,6 @@ impl Services {
             config.refresh.provider_timeout,
             config.refresh.provider_attempts,
         )?);
-        let provider_keys = ProviderKeys::new(
-            provider.http().clone(),
-            config.insecure_allow_http_loopback,
-            clock.clone(),
-        );
         let envelope = Arc::new(Envelope::new(
             kms.clone(),
             config.data_key_id.clone(),
@@ -129,18 +133,18 @@ impl Services {
                 clock.clone(),
             ),
         ));
-        let user_tokens = UserTokens::new(
+        let user_tokens = Arc::new(UserTokens::new(
             SigningKey::new(kms, config.signing_key_id.clone()),
             config.issuer.clone(),
             config.audience.clone(),
             config.user_token_lifetime,
             clock.clone(),
-        );
+        ));
         let table = Table::new(dynamodb, config.table_name.clone());
         let credentials: Arc<dyn CredentialRepository> =
             Arc::new(DynamoCredentials::new(table.clone(), envelope.clone()));
         let audit = Arc::new(AuditTrail::new(table.clone(), clock.clone(), config.audit_retention));
-        let refresh = RefreshProtocol {
+        let refresh = Arc::new(RefreshProtocol {
             credentials: credentials.clone(),
             connections: Arc::new(DynamoConnections::new(table.clone(), envelope.clone())),
             provider: provider.clone(),
@@ -148,7 +152,18 @@ impl Services {
             timing: config.refresh.clone(),
             audit: audit.clone(),
             fetches: Default::default(),
-        };
+        });
+        let policy = Arc::new(PolicyEngine::new(
+            PolicyCache::new(config.grant_cache_max_age, clock.clone()),
+            table.clone(),
+        ));
+        let authenticator = Arc::new(Authenticator {
+            user_tokens: user_tokens.clone(),
+            table: table.clone(),
+            clock: clock.clone(),
+            issuer: config.issuer.clone(),
+            account_audience: config.account_audience(),
+        });
         Ok(Self {
             table,
             envelope,
@@ -156,11 +171,63 @@ impl Services {
             refresh,
             audit,
             provider,
-            provider_keys,
             user_tokens,
-            policies: PolicyCache::new(config.grant_cache_max_age, clock.clone()),
+            policy,
+            authenticator,
             clock,
             config,
         })
+    }
+
+    /// The login flow (login-callback), with its own cache of provider signing keys.
+    pub fn login_flow(&self) -> LoginFlow {
+        LoginFlow {
+            table: self.table.clone(),
+            envelope: self.envelope.clone(),
+            credentials: self.credentials.clone(),
+            provider: self.provider.clone(),
+            provider_keys: ProviderKeys::new(
+                self.provider.http().clone(),
+                self.config.insecure_allow_http_loopback,
+                self.clock.clone(),
+            ),
+            user_tokens: self.user_tokens.clone(),
+            clock: self.clock.clone(),
+            audit: self.audit.clone(),
+            issuer: self.config.issuer.clone(),
+            allowed_redirect_urls: self.config.allowed_redirect_urls.clone(),
+            login_request_lifetime: self.config.login_request_lifetime,
+            vault_code_lifetime: self.config.vault_code_lifetime,
+        }
+    }
+
+    /// Connection management (grant-management).
+    pub fn connection_admin(&self) -> ConnectionAdmin {
+        ConnectionAdmin {
+            table: self.table.clone(),
+            envelope: self.envelope.clone(),
+            policy: self.policy.clone(),
+            http: self.provider.http().clone(),
+            insecure_allow_http_loopback: self.config.insecure_allow_http_loopback,
+        }
+    }
+
+    /// Roles and access records (grant-management, bootstrap).
+    pub fn access_admin(&self) -> AccessAdmin {
+        AccessAdmin {
+            table: self.table.clone(),
+            policy: self.policy.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Service clients and their keys (grant-management, bootstrap).
+    pub fn service_client_admin(&self) -> ServiceClientAdmin {
+        ServiceClientAdmin {
+            table: self.table.clone(),
+            policy: self.policy.clone(),
+            clock: self.clock.clone(),
+            account_id: self.config.account_id.clone(),
+        }
     }
 }
