@@ -121,7 +121,7 @@ pub async fn get(
         .await
         .map_err(|e| classify("GetItem", e))?;
     match out.item {
-        Some(item) => Ok(Some(from_item(table, envelope, &item).await?)),
+        Some(item) => Ok(Some(from_item(table, envelope, item).await?)),
         None => Ok(None),
     }
 }
@@ -180,13 +180,13 @@ pub async fn list(
     };
     let (items, next) = super::query_page(table, page).await?;
     let mut connections = Vec::with_capacity(items.len());
-    for item in &items {
+    for item in items {
         connections.push(from_item(table, envelope, item).await?);
     }
     Ok((connections, next))
 }
 
-async fn from_item(table: &Table, envelope: &Envelope, item: &Item) -> Result<Connection, ConnectionStoreError> {
+async fn from_item(table: &Table, envelope: &Envelope, item: Item) -> Result<Connection, ConnectionStoreError> {
     let stored: StoredConnection = super::parse_item(item)?;
     let ctx = table.context(PK, &stored.sk, ATTR_CLIENT_SECRET);
     let client_secret = envelope.open_str(&ctx, &stored.client_secret).await?;

@@ -293,7 +293,7 @@ pub async fn get(table: &Table, connection_id: &str, user_id: &str) -> Result<Op
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    out.item.map(|item| from_item(&item)).transpose()
+    out.item.map(from_item).transpose()
 }
 
 /// Every credential with its creation time, by a Scan: for the one-off security migration only (no
@@ -314,7 +314,8 @@ pub async fn scan_all(table: &Table) -> Result<Vec<(i64, CredentialItem)>, Store
             .await
             .map_err(|e| classify("Scan", e))?;
         for item in out.items.unwrap_or_default() {
-            all.push((opt_n(&item, "createdAt")?.unwrap_or_default(), from_item(&item)?));
+            let created_at = opt_n(&item, "createdAt")?.unwrap_or_default();
+            all.push((created_at, from_item(item)?));
         }
         match out.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
@@ -323,7 +324,7 @@ pub async fn scan_all(table: &Table) -> Result<Vec<(i64, CredentialItem)>, Store
     }
 }
 
-fn from_item(item: &super::Item) -> Result<CredentialItem, StoreError> {
+fn from_item(item: super::Item) -> Result<CredentialItem, StoreError> {
     super::parse_item::<StoredCredential>(item)?.into_credential()
 }
 
@@ -1032,7 +1033,7 @@ mod tests {
             "binary, not a list"
         );
         assert!(!item.contains_key(ATTR_REFRESH_TOKEN), "absent, not null");
-        let read = from_item(&item).unwrap();
+        let read = from_item(item).unwrap();
         assert_eq!(read.access_token, vec![0, 159, 255]);
         assert_eq!(read.status, CredentialStatus::ReauthRequired);
         assert_eq!(
@@ -1049,6 +1050,6 @@ mod tests {
         );
 
         let bad: super::super::Item = serde_dynamo::to_item(stored("ACTIVE-ish")).unwrap();
-        assert!(matches!(from_item(&bad), Err(StoreError::Malformed(_))));
+        assert!(matches!(from_item(bad), Err(StoreError::Malformed(_))));
     }
 }

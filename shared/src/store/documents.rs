@@ -82,7 +82,7 @@ pub(crate) fn item(
     })
 }
 
-pub(crate) fn from_item(item: &Item) -> Result<Document, StoreError> {
+pub(crate) fn from_item(item: Item) -> Result<Document, StoreError> {
     let stored: StoredDocument = super::parse_item(item)?;
     let body = serde_json::from_str(&stored.body).map_err(|e| StoreError::Malformed(format!("body: {e}")))?;
     Ok(Document {
@@ -130,7 +130,7 @@ pub async fn get(table: &Table, kind: Kind, id: &str) -> Result<Option<Document>
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    out.item.map(|item| from_item(&item)).transpose()
+    out.item.map(from_item).transpose()
 }
 
 #[derive(Debug)]
@@ -172,7 +172,7 @@ pub async fn replace(
             let item = out
                 .attributes
                 .ok_or_else(|| StoreError::Malformed("update returned nothing".into()))?;
-            Ok(ReplaceOutcome::Replaced(from_item(&item)?))
+            Ok(ReplaceOutcome::Replaced(from_item(item)?))
         }
         Err(err) => {
             use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -209,7 +209,7 @@ pub async fn list(
         filter: None,
     };
     let (items, next) = super::query_page(table, page).await?;
-    Ok((items.iter().map(from_item).collect::<Result<Vec<_>, _>>()?, next))
+    Ok((items.into_iter().map(from_item).collect::<Result<Vec<_>, _>>()?, next))
 }
 
 /// Every document of a kind (for the policy snapshot).

@@ -17,6 +17,17 @@ const CLAIM: &str = "attribute_not_exists(pk) OR contains(connections, :connecti
 /// Links are added to an id that exists; linking never creates an owner.
 const LINK: &str = "attribute_exists(pk)";
 
+/// The identity item as DynamoDB holds it, where it is read (serde_dynamo): the one place its
+/// attribute names are spelled besides the update expressions (the claim writes `userId`, `createdAt`
+/// and `connections` too).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredIdentity {
+    /// `{connectionId}#{generation}` of every connection that may make the id (a string set).
+    #[serde(default)]
+    connections: Vec<String>,
+}
+
 pub fn pk(user_id: &str) -> String {
     format!("IDENTITY#{user_id}")
 }
@@ -75,11 +86,8 @@ pub async fn belongs_to(
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    Ok(out
-        .item
-        .and_then(|item| item.get("connections").cloned())
-        .and_then(|c| c.as_ss().ok().cloned())
-        .is_some_and(|set| set.contains(&wanted)))
+    let stored: Option<StoredIdentity> = out.item.map(super::parse_item).transpose()?;
+    Ok(stored.is_some_and(|identity| identity.connections.contains(&wanted)))
 }
 
 /// An administrator's explicit link: logins through `connection_id` may now make `user_id` too.

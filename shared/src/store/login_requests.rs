@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{Consumed, Item, StoreError, TTL_ATTRIBUTE, Table, b, classify, get_b, get_n, get_s, n, s};
+use super::{Consumed, Item, StoreError, Table, classify, n, s};
 use crate::crypto::{EncryptionContext, LOGIN_VERIFIER_SCOPE, PartitionScope};
 
 /// The verifiers' KMS scope (see `crypto::envelope`), which fixes the items' layout: every login
@@ -49,21 +49,44 @@ pub fn verifier_context(table: &Table, state: &str) -> EncryptionContext {
     table.context(&pk(state), SK, ATTR_PROVIDER_VERIFIER)
 }
 
+/// The login request item exactly as DynamoDB holds it (serde_dynamo): the one place its attribute
+/// names are spelled. The condition above and the TTL name the same attributes.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredLoginRequest {
+    pk: String,
+    sk: String,
+    authentication_request_id: String,
+    connection_id: String,
+    redirect_url: String,
+    app_code_challenge: String,
+    /// `ATTR_PROVIDER_VERIFIER`, a unit test checks.
+    #[serde(with = "serde_bytes")]
+    provider_code_verifier: Vec<u8>,
+    nonce: String,
+    expires_at: i64,
+    /// `TTL_ATTRIBUTE`: DynamoDB deletes the request once it can no longer be used.
+    delete_after: i64,
+}
+
 pub async fn put(table: &Table, request: LoginRequest) -> Result<(), StoreError> {
+    let item = super::to_item(StoredLoginRequest {
+        pk: pk(&request.state),
+        sk: SK.to_string(),
+        authentication_request_id: request.authentication_request_id,
+        connection_id: request.connection_id,
+        redirect_url: request.redirect_url,
+        app_code_challenge: request.app_code_challenge,
+        provider_code_verifier: request.provider_code_verifier,
+        nonce: request.nonce,
+        expires_at: request.expires_at,
+        delete_after: request.expires_at,
+    })?;
     table
         .client
         .put_item()
         .table_name(&table.name)
-        .item("pk", s(pk(&request.state)))
-        .item("sk", s(SK))
-        .item("authenticationRequestId", s(request.authentication_request_id))
-        .item("connectionId", s(request.connection_id))
-        .item("redirectUrl", s(request.redirect_url))
-        .item("appCodeChallenge", s(request.app_code_challenge))
-        .item(ATTR_PROVIDER_VERIFIER, b(request.provider_code_verifier))
-        .item("nonce", s(request.nonce))
-        .item("expiresAt", n(request.expires_at))
-        .item(TTL_ATTRIBUTE, n(request.expires_at))
+        .set_item(Some(item))
         .condition_expression("attribute_not_exists(pk)")
         .send()
         .await
@@ -90,26 +113,30 @@ pub async fn consume(
     let values = vec![(":connection", s(connection_id)), (":now", n(now_secs))];
     Ok(
         match super::consume_once(table, &pk(state), SK, CONSUME, values).await? {
-            Consumed::Taken(item) => ConsumeOutcome::Consumed(from_item(state, &item)?),
+            Consumed::Taken(item) => ConsumeOutcome::Consumed(from_item(state, item)?),
             Consumed::Refused(None) => ConsumeOutcome::Unknown,
-            Consumed::Refused(Some(old)) if get_s(&old, "connectionId")? != connection_id => {
-                ConsumeOutcome::ForeignConnection
+            Consumed::Refused(Some(old)) => {
+                if from_item(state, old)?.connection_id != connection_id {
+                    ConsumeOutcome::ForeignConnection
+                } else {
+                    ConsumeOutcome::Expired
+                }
             }
-            Consumed::Refused(Some(_)) => ConsumeOutcome::Expired,
         },
     )
 }
 
-fn from_item(state: &str, item: &Item) -> Result<LoginRequest, StoreError> {
+fn from_item(state: &str, item: Item) -> Result<LoginRequest, StoreError> {
+    let stored: StoredLoginRequest = super::parse_item(item)?;
     Ok(LoginRequest {
         state: state.to_string(),
-        authentication_request_id: get_s(item, "authenticationRequestId")?,
-        connection_id: get_s(item, "connectionId")?,
-        redirect_url: get_s(item, "redirectUrl")?,
-        app_code_challenge: get_s(item, "appCodeChallenge")?,
-        provider_code_verifier: get_b(item, ATTR_PROVIDER_VERIFIER)?,
-        nonce: get_s(item, "nonce")?,
-        expires_at: get_n(item, "expiresAt")?,
+        authentication_request_id: stored.authentication_request_id,
+        connection_id: stored.connection_id,
+        redirect_url: stored.redirect_url,
+        app_code_challenge: stored.app_code_challenge,
+        provider_code_verifier: stored.provider_code_verifier,
+        nonce: stored.nonce,
+        expires_at: stored.expires_at,
     })
 }
 
@@ -136,5 +163,35 @@ mod tests {
         assert_ne!(a.pk, b.pk);
         assert_eq!((a.kms_pk(), b.kms_pk()), ("LOGIN", "LOGIN"));
         assert_eq!((a.sk.as_str(), a.attribute), (SK, ATTR_PROVIDER_VERIFIER));
+    }
+
+    #[test]
+    fn the_item_names_the_attributes_the_kms_scope_ttl_and_condition_name() {
+        let item = crate::store::to_item(StoredLoginRequest {
+            pk: pk("state"),
+            sk: SK.into(),
+            authentication_request_id: "rid".into(),
+            connection_id: "con_a".into(),
+            redirect_url: "https://app/cb".into(),
+            app_code_challenge: "challenge".into(),
+            provider_code_verifier: vec![1, 2, 3],
+            nonce: "nonce".into(),
+            expires_at: 100,
+            delete_after: 100,
+        })
+        .unwrap();
+        assert!(
+            item[ATTR_PROVIDER_VERIFIER].as_b().is_ok(),
+            "the sealed verifier is binary"
+        );
+        assert_eq!(item[crate::store::TTL_ATTRIBUTE].as_n().map(String::as_str), Ok("100"));
+        for name in ["connectionId", "expiresAt"] {
+            assert!(CONSUME.contains(name) && item.contains_key(name), "{name}");
+        }
+        let back = from_item("state", item).unwrap();
+        assert_eq!(
+            (back.provider_code_verifier, back.connection_id.as_str()),
+            (vec![1, 2, 3], "con_a")
+        );
     }
 }

@@ -109,9 +109,10 @@ pub(crate) fn to_item<T: serde::Serialize>(shape: T) -> Result<Item, StoreError>
     serde_dynamo::to_item(shape).map_err(|e| StoreError::Malformed(format!("item: {e}")))
 }
 
-/// The serde shape of a stored item; a missing or mistyped attribute is `Malformed`.
-pub(crate) fn parse_item<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
-    serde_dynamo::from_item(item.clone()).map_err(|e| StoreError::Malformed(format!("item: {e}")))
+/// The serde shape of a stored item; a missing or mistyped attribute is `Malformed`. Takes the item
+/// the SDK answered with by value: a read parses it without a copy.
+pub(crate) fn parse_item<T: serde::de::DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Malformed(format!("item: {e}")))
 }
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
@@ -151,18 +152,6 @@ pub(crate) fn opt_n(item: &Item, name: &str) -> Result<Option<i64>, StoreError> 
             .map_err(|_| StoreError::Malformed(format!("{name} is not an integer"))),
         Some(_) => Err(StoreError::Malformed(format!("{name} is not a number"))),
     }
-}
-
-pub(crate) fn opt_b(item: &Item, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    match item.get(name) {
-        None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::B(v)) => Ok(Some(v.clone().into_inner())),
-        Some(_) => Err(StoreError::Malformed(format!("{name} is not binary"))),
-    }
-}
-
-pub(crate) fn get_b(item: &Item, name: &str) -> Result<Vec<u8>, StoreError> {
-    opt_b(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
 }
 
 /// The SHA-256 of a secret, base64url: how single-use secrets are keyed, so the raw value is never stored.

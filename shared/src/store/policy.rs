@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 
 use super::documents::{self, Document, Kind, from_item};
-use super::{Item, StoreError, TTL_ATTRIBUTE, Table, classify, n, opt_n, s};
+use super::{Item, StoreError, TTL_ATTRIBUTE, Table, classify, n, s};
 
 const CREATE: &str = "attribute_not_exists(pk)";
 const UNCHANGED: &str = "attribute_exists(pk) AND updatedAtMs = :expected";
@@ -46,13 +46,28 @@ pub enum PolicyLimit {
     Bytes,
 }
 
-/// The counters and the version, as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The counters and the version, as stored: also the counter item's serde_dynamo shape, the one place
+/// its attribute names are spelled (the update expressions below name the same; a unit test checks).
+/// All zero before the first policy write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyStats {
+    #[serde(rename = "roleCount", default)]
     pub roles: i64,
+    #[serde(rename = "recordCount", default)]
     pub records: i64,
+    #[serde(rename = "policyBytes", default)]
     pub bytes: i64,
+    #[serde(rename = "policyVersion", default)]
     pub version: i64,
+}
+
+impl PolicyStats {
+    fn count(&self, kind: Kind) -> i64 {
+        match kind {
+            Kind::Role => self.roles,
+            _ => self.records,
+        }
+    }
 }
 
 /// Why a policy write did not happen.
@@ -159,15 +174,14 @@ async fn transact(
 
 /// The counter, as it was, says whether the version moved or a limit stood in the way.
 fn why_stats_refused(kind: Kind, old: Option<&Item>, seen_version: Option<i64>) -> Refused {
-    let read = |name: &str| {
-        old.and_then(|item| opt_n(item, name).ok().flatten())
-            .unwrap_or_default()
-    };
-    if seen_version.is_some_and(|seen| read("policyVersion") != seen) {
+    let old: PolicyStats = old
+        .and_then(|item| super::parse_item(item.clone()).ok())
+        .unwrap_or_default();
+    if seen_version.is_some_and(|seen| old.version != seen) {
         return Refused::PolicyChanged;
     }
-    let (count_name, max_count) = counter(kind);
-    if read(count_name) >= max_count {
+    let (_, max_count) = counter(kind);
+    if old.count(kind) >= max_count {
         Refused::LimitReached(PolicyLimit::Count)
     } else {
         Refused::LimitReached(PolicyLimit::Bytes)
@@ -370,7 +384,7 @@ pub async fn deleted_record(table: &Table, id: &str) -> Result<Option<Document>,
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    out.item.map(|item| from_item(&item)).transpose()
+    out.item.map(from_item).transpose()
 }
 
 /// The counters and the version (all zero before the first policy write).
@@ -385,15 +399,10 @@ pub async fn stats(table: &Table) -> Result<PolicyStats, StoreError> {
         .send()
         .await
         .map_err(|e| classify("GetItem", e))?;
-    let item = out.item.unwrap_or_default();
-    let read = |name| opt_n(&item, name).map(Option::unwrap_or_default);
-    Ok(PolicyStats {
-        roles: read("roleCount")?,
-        records: read("recordCount")?,
-        bytes: read("policyBytes")?,
-        version: read("policyVersion")?,
-    })
+    Ok(out.item.map(super::parse_item).transpose()?.unwrap_or_default())
 }
+
+const SET_COUNTS: &str = "SET roleCount = :roles, recordCount = :records, policyBytes = :bytes ADD policyVersion :one";
 
 /// Sets the counters outright (the security migration recounts them), moving the version on. Unlike
 /// every other write here it is unconditioned: it may create the item, and whatever it finds is wrong.
@@ -404,9 +413,7 @@ pub async fn set_counts(table: &Table, roles: i64, records: i64, bytes: i64) -> 
         .table_name(&table.name)
         .key("pk", s(STATS_PK))
         .key("sk", s(STATS_SK))
-        .update_expression(
-            "SET roleCount = :roles, recordCount = :records, policyBytes = :bytes ADD policyVersion :one",
-        )
+        .update_expression(SET_COUNTS)
         .expression_attribute_values(":roles", n(roles))
         .expression_attribute_values(":records", n(records))
         .expression_attribute_values(":bytes", n(bytes))
@@ -415,4 +422,63 @@ pub async fn set_counts(table: &Table, roles: i64, records: i64, bytes: i64) -> 
         .await
         .map_err(|e| classify("UpdateItem", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attribute names an expression uses: its words that are neither placeholders nor keywords.
+    fn names(expression: &str) -> Vec<String> {
+        const KEYWORDS: [&str; 7] = [
+            "ADD",
+            "SET",
+            "AND",
+            "OR",
+            "attribute_exists",
+            "attribute_not_exists",
+            "pk",
+        ];
+        expression
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '#'))
+            .filter(|w| !w.is_empty() && !w.starts_with([':', '#']) && !KEYWORDS.contains(w))
+            .filter(|w| !w.chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_counter_updates_name_only_attributes_of_the_stats_shape() {
+        let shape = crate::store::to_item(PolicyStats::default()).unwrap();
+        let table = Table::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            "t",
+        );
+        let mut used = Vec::new();
+        for kind in [Kind::Role, Kind::Record] {
+            for (delta, seen) in [(1, Some(0)), (1, Some(7)), (-1, None)] {
+                let update = stats_update(kind, delta, delta * 10, seen, &table).unwrap();
+                used.extend(names(update.update_expression()));
+                used.extend(names(update.condition_expression().unwrap_or_default()));
+                used.extend(
+                    update
+                        .expression_attribute_names()
+                        .into_iter()
+                        .flatten()
+                        .map(|(_, v)| v.clone()),
+                );
+            }
+        }
+        used.extend(names(SET_COUNTS));
+        assert!(used.len() > 8, "{used:?}");
+        for name in &used {
+            assert!(shape.contains_key(name), "{name} is not an attribute of PolicyStats");
+        }
+        let stored: PolicyStats = crate::store::parse_item(shape).unwrap();
+        assert_eq!(stored, PolicyStats::default());
+    }
 }

@@ -68,10 +68,10 @@ pub async fn consume(
         (":now", n(now_secs)),
     ];
     match super::consume_once(table, &pk(code), SK, CONSUME, values).await? {
-        Consumed::Taken(item) => Ok(Ok(from_item(&item)?)),
+        Consumed::Taken(item) => Ok(Ok(from_item(item)?)),
         Consumed::Refused(None) => Ok(Err(Refusal::Unknown)),
         Consumed::Refused(Some(old)) => {
-            let old = from_item(&old)?;
+            let old = from_item(old)?;
             Ok(Err(if old.authentication_request_id != authentication_request_id {
                 Refusal::WrongRequest
             } else if old.app_code_challenge != computed_challenge {
@@ -85,6 +85,6 @@ pub async fn consume(
     }
 }
 
-fn from_item(item: &Item) -> Result<VaultCode, StoreError> {
+fn from_item(item: Item) -> Result<VaultCode, StoreError> {
     super::parse_item(item)
 }
