@@ -57,10 +57,14 @@ impl From<StoreError> for VaultError {
         VaultError::Repository(RepositoryError::Store(err))
     }
 }
-/// Losers poll from 50 ms, doubling to 500 ms: a refresh takes at least one provider round trip, and
-/// every poll is a consistent read someone pays for.
-const POLL_BASE: Duration = Duration::from_millis(50);
-const POLL_CAP: Duration = Duration::from_millis(500);
+
+/// Instances that lost the lease poll from 20 ms, doubling to 100 ms (each wait jittered down to half):
+/// a refresh takes at least one provider round trip, so polling faster buys nothing, and a waiter
+/// sees the commit at most ~100 ms late. A longer cap left herds waiting up to half a second past a
+/// 200 ms refresh. Only one fetch per instance and credential polls (the others wait on it,
+/// single_flight.rs), so a long provider call costs each instance about ten reads a second.
+const POLL_BASE: Duration = Duration::from_millis(20);
+const POLL_CAP: Duration = Duration::from_millis(100);
 /// Providers that send no `expires_in` on refresh: treat the token as not expiring (see login.rs).
 const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
 
