@@ -26,4 +26,4 @@ chaos:
 
 # Mutation testing of the protocol-critical code (slow: on demand, never part of `make test`).
 mutants:
-	@bash scripts/mutants.sh
+	@bash scripts/mutants.sh $(ARGS)

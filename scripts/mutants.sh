@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make mutants`: cargo-mutants (pinned, installed into .local/ on first use) over the
 # protocol-critical code, each mutant tested by the crate's unit tests and the integration tests that
-# exercise that code. Far too slow for `make test` (a build and a test run per mutant): on demand.
+# exercise that code. Far too slow for `make test` (a build and a test run per mutant; about 900
+# mutants, hours on two cores): on demand. Arguments go to cargo-mutants, so one area can be run at a
+# time, e.g. `make mutants ARGS="--file shared/src/vault.rs"` (named files replace the default list) or `bash scripts/mutants.sh --shard 0/4`.
 # Survivors are listed in mutants.out/missed.txt; each needs a test that kills it, or a one-line
 # justification in tests/mutants-justified.txt.
 set -euo pipefail
@@ -13,18 +15,42 @@ tools=.local/cargo-tools
 if ! "$tools/bin/cargo-mutants" --version 2>/dev/null | grep -q "$version"; then
   cargo install --locked --quiet --root "$tools" "cargo-mutants@$version"
 fi
+# nextest selects tests across the two packages with one filter (`cargo test --test X` would ask the
+# shared crate for integration tests it does not have). It comes with the machine's toolchain; a
+# machine without it gets the pinned one.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked --quiet --root "$tools" cargo-nextest@0.9.143
+  export PATH="$PWD/$tools/bin:$PATH"
+fi
+
+# One moto server for every test process of the run (nextest runs each test in its own process; each
+# test makes its own table and keys, so they share it as the suite's processes do).
+coproc MOTO { exec .venv/bin/python tests/scripts/moto_launcher.py 0; }
+read -r moto_url <&"${MOTO[0]}"
+export CREDVAULT_TEST_MOTO_URL="$moto_url"
+trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
+
+# The shared crate's unit tests, and the integration tests of the refresh protocol, storage, access
+# control, tokens and provider answers.
+integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
+             look_alike_user_ids tokens provider_dialects)
+filter='package(credvault)'
+for t in "${integration[@]}"; do
+  filter+=" | binary_id(credvault-tests::$t)"
+done
+
+# The protocol-critical files, unless the arguments name files themselves.
+files=(--file shared/src/vault.rs --file 'shared/src/store/*.rs' --file 'shared/src/crypto/*.rs'
+       --file 'shared/src/access/*.rs' --file 'shared/src/identity/*.rs'
+       --file shared/src/oauth/provider.rs --file shared/src/oauth/dialect.rs)
+for arg in "$@"; do
+  if [ "$arg" = --file ] || [ "${arg#--file=}" != "$arg" ]; then files=(); fi
+done
 
 "$tools/bin/cargo-mutants" mutants \
+  --test-tool nextest \
   --package credvault \
-  --file shared/src/vault.rs \
-  --file 'shared/src/store/*.rs' \
-  --file 'shared/src/crypto/*.rs' \
-  --file 'shared/src/access/*.rs' \
-  --file 'shared/src/identity/*.rs' \
-  --file shared/src/oauth/provider.rs \
-  --file shared/src/oauth/dialect.rs \
+  "${files[@]}" \
   --test-package credvault --test-package credvault-tests \
   "$@" \
-  -- --lib --test lease_protocol --test refresh --test refresh_faults --test concurrency \
-     --test storage --test attacks --test service_access --test look_alike_user_ids --test tokens \
-     --test provider_dialects
+  -- -E "$filter"

@@ -127,6 +127,9 @@ pub struct Config {
     pub account_id: String,
     /// App redirect URLs accepted by `POST /api/authentication`, compared exactly.
     pub allowed_redirect_urls: Vec<String>,
+    /// Origins (`https://app.example.com`) browser apps may call the login and credential routes
+    /// from, besides the origins of the redirect URLs (`CREDVAULT_ALLOWED_ORIGINS`, comma-separated).
+    pub extra_allowed_origins: Vec<String>,
     /// Endpoint override for DynamoDB and KMS (the local emulator); `None` on AWS.
     pub aws_endpoint_url: Option<String>,
     pub user_token_lifetime: Duration,
@@ -207,13 +210,8 @@ impl Config {
             audience: get("CREDVAULT_AUDIENCE").unwrap_or_else(|| issuer.clone()),
             account_id: get("CREDVAULT_ACCOUNT_ID").unwrap_or_else(|| "credvault".to_string()),
             issuer,
-            allowed_redirect_urls: get("CREDVAULT_ALLOWED_REDIRECT_URLS")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            allowed_redirect_urls: list(get("CREDVAULT_ALLOWED_REDIRECT_URLS")),
+            extra_allowed_origins: list(get("CREDVAULT_ALLOWED_ORIGINS")),
             aws_endpoint_url: get("CREDVAULT_AWS_ENDPOINT_URL").filter(|v| !v.is_empty()),
             aws_timeouts,
             user_token_lifetime: secs("CREDVAULT_USER_TOKEN_SECONDS", 3600)?,
@@ -245,6 +243,14 @@ impl Config {
         }
         for url in &self.allowed_redirect_urls {
             url::Url::parse(url).map_err(|e| invalid("CREDVAULT_ALLOWED_REDIRECT_URLS", format!("{url}: {e}")))?;
+        }
+        for origin in &self.extra_allowed_origins {
+            if origin_of(origin).as_deref() != Some(origin.as_str()) {
+                return Err(invalid(
+                    "CREDVAULT_ALLOWED_ORIGINS",
+                    format!("{origin} is not an origin (scheme://host[:port], nothing after it)"),
+                ));
+            }
         }
         if self.user_token_lifetime.is_zero() || self.vault_code_lifetime.is_zero() {
             return Err(invalid("CREDVAULT_USER_TOKEN_SECONDS", "lifetimes must be positive"));
@@ -292,6 +298,34 @@ impl Config {
     pub fn callback_url(&self, connection_id: &str) -> String {
         callback_url(&self.issuer, connection_id)
     }
+
+    /// The origins browser apps may call the login and credential routes from (CORS): the origin of
+    /// every allowed redirect URL (an app that logs in there runs there), and the explicit ones.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self.allowed_redirect_urls.iter().filter_map(|u| origin_of(u)).collect();
+        origins.extend(self.extra_allowed_origins.iter().cloned());
+        origins.sort();
+        origins.dedup();
+        origins
+    }
+}
+
+/// A comma-separated setting as its non-empty, trimmed items.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The web origin of a URL (`https://app.example.com:8443`), as browsers send it in `Origin`;
+/// `None` for URLs without one (`file:`, custom schemes of native apps).
+pub fn origin_of(url: &str) -> Option<String> {
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The provider redirect URI of a connection of the vault at `issuer`.
@@ -330,6 +364,40 @@ mod tests {
         assert_eq!(c.issuer, "https://vault.example.com");
         assert!(c.refresh.worst_provider_time() < c.refresh.lease_length);
         assert_eq!(c.callback_url("con_a"), "https://vault.example.com/api/callback/con_a");
+    }
+
+    #[test]
+    fn allowed_origins_are_the_redirect_urls_origins_and_the_explicit_ones() {
+        let c = base(&[
+            (
+                "CREDVAULT_ALLOWED_REDIRECT_URLS",
+                "https://app.example.com/cb, https://app.example.com/other,http://localhost:5173/x?y=1,myapp://callback",
+            ),
+            ("CREDVAULT_ALLOWED_ORIGINS", "https://console.example.org:8443, https://app.example.com"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.allowed_origins(),
+            [
+                "http://localhost:5173",
+                "https://app.example.com",
+                "https://console.example.org:8443"
+            ],
+            "one per origin; a native app's custom scheme has none"
+        );
+        for not_an_origin in [
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "app.example.com",
+            "*",
+        ] {
+            let err = base(&[("CREDVAULT_ALLOWED_ORIGINS", not_an_origin)])
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("CREDVAULT_ALLOWED_ORIGINS"), "{not_an_origin}: {err}");
+        }
     }
 
     #[test]

@@ -35,9 +35,14 @@ pub fn service(router: Router) -> VaultService {
 /// Ends every router: the API's own 404 and 405 JSON instead of axum's empty answers. Called once
 /// all routes are in, since the 405 fallback is given to the routes present.
 pub fn with_fallbacks(router: Router) -> Router {
-    router
-        .fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    with_method_not_allowed(router).fallback(|| async { ApiError::not_found("route_not_found", "no such route") })
+}
+
+/// The API's 405 for the routes present that have none yet. A router that adds a layer to its routes
+/// (CORS) calls this first, so that the layer also sees requests of other methods: a preflight
+/// (`OPTIONS`) reaches the CORS layer instead of a 405 set after it.
+pub fn with_method_not_allowed(router: Router) -> Router {
+    router.method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
 impl IntoResponse for ApiError {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod aws_failure;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod crypto;
 pub mod error;
 pub mod http;

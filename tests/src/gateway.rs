@@ -72,13 +72,16 @@ async fn demo(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
 /// The three functions' routes over one instance, merged as API Gateway puts them side by side (the
 /// fallbacks are added once, to the whole).
 fn merged_router(instance: &Instance) -> Router {
-    let (login, _) = login_callback::routes().split_for_parts();
-    let (fetch, _) = credential_fetch::routes().split_for_parts();
-    let (management, _) = grant_management::routes().split_for_parts();
+    let origins = instance.config.allowed_origins();
     Router::new()
-        .merge(login.with_state(Arc::new(instance.login_flow())))
-        .merge(fetch.with_state(credential_fetch::CredentialFetch::new(instance)))
-        .merge(management.with_state(grant_management::GrantManagement::new(instance)))
+        .merge(login_callback::serve(Arc::new(instance.login_flow()), &origins))
+        .merge(credential_fetch::serve(
+            credential_fetch::CredentialFetch::new(instance),
+            &origins,
+        ))
+        .merge(grant_management::serve(grant_management::GrantManagement::new(
+            instance,
+        )))
 }
 
 /// Each function's routes, under the name of its Lambda function, as their OpenAPI description.

@@ -706,3 +706,49 @@ fn the_api_stage_throttles_by_default() {
         assert!(p["Description"].as_str().is_some_and(|d| !d.is_empty()), "{parameter}");
     }
 }
+
+/// The HTTP API answers browser preflights itself: with the origins the functions are given, and the
+/// methods, headers, credentials and cache time the code allows (`shared/src/cors.rs`).
+#[test]
+fn the_api_cors_configuration_is_what_the_code_allows() {
+    use serde_json::json;
+    let template = template();
+    let cors = &template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"];
+    assert_eq!(cors[0], "AllowBrowserApps", "{cors}");
+    assert_eq!(
+        cors[2],
+        json!({"Ref": "AWS::NoValue"}),
+        "no CORS at all without origins"
+    );
+    let on = &cors[1];
+    assert_eq!(
+        on["AllowOrigins"],
+        json!({"Fn::Split": [",", {"Ref": "AllowedOrigins"}]})
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["CREDVAULT_ALLOWED_ORIGINS"],
+        json!({"Ref": "AllowedOrigins"}),
+        "the functions allow the origins the API does"
+    );
+    let lower = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let headers: BTreeSet<String> = credvault::cors::ALLOWED_HEADERS.iter().map(|h| h.to_string()).collect();
+    assert_eq!(lower(&on["AllowHeaders"]), headers);
+    let methods: BTreeSet<String> = credvault::cors::ALLOWED_METHODS
+        .iter()
+        .map(|m| m.as_str().to_ascii_lowercase())
+        .collect();
+    assert_eq!(lower(&on["AllowMethods"]), methods);
+    assert_eq!(on["AllowCredentials"], json!(credvault::cors::ALLOW_CREDENTIALS));
+    assert_eq!(on["MaxAge"], json!(credvault::cors::MAX_AGE.as_secs()));
+    assert_eq!(
+        template["Conditions"]["AllowBrowserApps"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AllowedOrigins"}, ""]}]})
+    );
+}

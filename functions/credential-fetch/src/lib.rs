@@ -13,7 +13,7 @@ use credvault::access::PolicyEngine;
 use credvault::audit::AuditEvent;
 use credvault::audit::AuditTrail;
 use credvault::clock::iso8601;
-use credvault::http::{Path, Query, json_response, no_content, with_fallbacks};
+use credvault::http::{Path, Query, json_response, no_content, with_fallbacks, with_method_not_allowed};
 use credvault::identity::Authenticator;
 use credvault::identity::Caller;
 use credvault::oauth::connection::{MAX_USER_ID_LEN, is_valid_connection_id};
@@ -67,10 +67,15 @@ pub fn routes() -> OpenApiRouter<CredentialFetch> {
         .routes(routes!(session_credentials))
 }
 
-/// What the Lambda serves: exactly this function's routes.
-pub fn router(app: CredentialFetch) -> Router {
+/// What the Lambda serves: exactly this function's routes, open to browser apps on `allowed_origins`.
+pub fn router(app: CredentialFetch, allowed_origins: &[String]) -> Router {
+    with_fallbacks(serve(app, allowed_origins))
+}
+
+/// The routes over their state and layers, without fallbacks (the local gateway merges these).
+pub fn serve(app: CredentialFetch, allowed_origins: &[String]) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(app))
+    credvault::cors::allow(with_method_not_allowed(routes.with_state(app)), allowed_origins)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -7,5 +7,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = credvault::Config::from_env()?;
     let instance = credvault::Instance::from_config(config).await?;
     let app = credential_fetch::CredentialFetch::new(&instance);
-    lambda_http::run(credvault::http::service(credential_fetch::router(app))).await
+    let allowed_origins = instance.config.allowed_origins();
+    lambda_http::run(credvault::http::service(credential_fetch::router(
+        app,
+        &allowed_origins,
+    )))
+    .await
 }

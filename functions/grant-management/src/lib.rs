@@ -107,8 +107,14 @@ pub fn routes() -> OpenApiRouter<GrantManagement> {
 
 /// What the Lambda serves: exactly this function's routes.
 pub fn router(app: GrantManagement) -> Router {
+    with_fallbacks(serve(app))
+}
+
+/// The routes over their state, without fallbacks (the local gateway merges these). No CORS: the
+/// management API is for backends, so browsers keep its answers from any other origin's page.
+pub fn serve(app: GrantManagement) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(app))
+    routes.with_state(app)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use credvault::ApiError;
-use credvault::http::{Json, Path, Query, json_response, redirect, with_fallbacks};
+use credvault::http::{Json, Path, Query, json_response, redirect, with_fallbacks, with_method_not_allowed};
 use credvault::login::{LoginFlow, StartRequest, StartResponse, TokenRequest};
 use credvault::openapi::{AnyRefusal, CallbackParams, ErrorBody, JwksBody, OpenIdConfigurationBody, VaultTokensBody};
 use secrecy::ExposeSecret;
@@ -31,10 +31,15 @@ pub fn routes() -> OpenApiRouter<Arc<LoginFlow>> {
 }
 
 /// What the Lambda serves: exactly this function's routes, over the login flow (every route here is
-/// the login's, or publishes what its tokens are verified with).
-pub fn router(login: Arc<LoginFlow>) -> Router {
+/// the login's, or publishes what its tokens are verified with), open to browser apps on `allowed_origins`.
+pub fn router(login: Arc<LoginFlow>, allowed_origins: &[String]) -> Router {
+    with_fallbacks(serve(login, allowed_origins))
+}
+
+/// The routes over their state and layers, without fallbacks (the local gateway merges these).
+pub fn serve(login: Arc<LoginFlow>, allowed_origins: &[String]) -> Router {
     let (routes, _) = routes().split_for_parts();
-    with_fallbacks(routes.with_state(login))
+    credvault::cors::allow(with_method_not_allowed(routes.with_state(login)), allowed_origins)
 }
 
 /// Starts a login: the vault keeps the request and sends the browser to the provider.

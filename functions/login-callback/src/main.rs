@@ -9,5 +9,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = credvault::Config::from_env()?;
     let instance = credvault::Instance::from_config(config).await?;
     let login = Arc::new(instance.login_flow());
-    lambda_http::run(credvault::http::service(login_callback::router(login))).await
+    let allowed_origins = instance.config.allowed_origins();
+    lambda_http::run(credvault::http::service(login_callback::router(
+        login,
+        &allowed_origins,
+    )))
+    .await
 }
