@@ -403,6 +403,7 @@ impl LoginFlow {
             access_issued_at: now,
             token_type: tokens.token_type,
             scope: tokens.scope,
+            metadata: tokens.metadata,
         })?;
         for _ in 0..SAVE_ATTEMPTS {
             let previous = repository.get(connection_id, user_id).await?;

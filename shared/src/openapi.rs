@@ -92,6 +92,10 @@ pub struct CredentialBody {
     /// The scope the provider granted, when it said.
     #[schema(nullable = false)]
     pub scope: Option<String>,
+    /// Fields of the provider's token answer the connection allow-lists (`metadataFields`), which
+    /// callers need beside the token: Salesforce `instance_url`, Slack `team.id`. Absent when none.
+    #[schema(nullable = false)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The vault's tokens for a login: an access token for APIs and an id_token for the app.
@@ -150,6 +154,12 @@ pub struct ConnectionBody {
     pub issuer_url: Option<String>,
     pub revocation_url: Option<String>,
     pub client_id: String,
+    /// `client_secret_basic` or `client_secret_post`.
+    pub token_endpoint_auth_method: String,
+    /// How the token endpoint's answers are read: `standard`, `github`, `slack` or `atlassian`.
+    pub dialect: String,
+    /// Fields of the token answers returned as the credential's `metadata`.
+    pub metadata_fields: Vec<String>,
     pub default_connection_properties: BTreeMap<String, String>,
     pub data: ConnectionDataBody,
 }

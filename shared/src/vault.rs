@@ -78,6 +78,8 @@ pub struct FreshAccessToken {
     pub issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
+    /// The connection's allow-listed provider fields (`instance_url`), as last stored.
+    pub metadata: crate::oauth::answer::ProviderMetadata,
     /// Whether this request made the provider call.
     pub refreshed: bool,
 }
@@ -405,6 +407,12 @@ impl RefreshProtocol {
             issued_at: now,
             token_type: tokens.token_type,
             scope,
+            // What was just stored: the answer's fields, or the stored ones when it sent none.
+            metadata: if tokens.metadata.is_empty() {
+                item.metadata.clone()
+            } else {
+                tokens.metadata
+            },
             refreshed: true,
         }))
     }
@@ -553,6 +561,7 @@ impl RefreshProtocol {
             issued_at: item.access_issued_at,
             token_type: item.token_type.clone(),
             scope: item.scope.clone(),
+            metadata: item.metadata.clone(),
             refreshed,
         })
     }
@@ -573,6 +582,7 @@ fn seal_answer(
         access_issued_at: now,
         token_type: tokens.token_type.clone(),
         scope,
+        metadata: tokens.metadata.clone(),
     })?)
 }
 
@@ -673,6 +683,7 @@ mod tests {
             next_attempt_at_ms: None,
             refresh_failures: 0,
             rotation_unconfirmed_at: None,
+            metadata: Default::default(),
         }
     }
 

@@ -146,6 +146,9 @@ pub struct Knobs {
     pub client_auth: ClientAuth,
     /// How the token endpoint words its answers.
     pub dialect: ProviderDialect,
+    /// Added to the top level of every token answer that succeeds (Salesforce's `instance_url`,
+    /// Slack's `team`), next to the tokens.
+    pub extra_token_fields: serde_json::Map<String, Value>,
 }
 
 /// Token-endpoint answers in a provider's own words: errors with HTTP 200 (GitHub's `{"error"}`,
@@ -187,6 +190,7 @@ impl Default for Knobs {
             client_secret: CLIENT_SECRET.to_string(),
             client_auth: ClientAuth::Either,
             dialect: ProviderDialect::Standard,
+            extra_token_fields: serde_json::Map::new(),
         }
     }
 }
@@ -707,7 +711,10 @@ async fn token_in_dialect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let dialect = p.state().knobs.dialect;
+    let (dialect, extras) = {
+        let state = p.state();
+        (state.knobs.dialect, state.knobs.extra_token_fields.clone())
+    };
     let is_login = token_params(&headers, &body).get("grant_type").map(String::as_str) == Some("authorization_code");
     let resp = token(State(p), connect, headers, body).await;
     if dialect == ProviderDialect::Standard
@@ -745,6 +752,10 @@ async fn token_in_dialect(
             let user = value.clone();
             value = json!({"ok": true, "access_token": "xoxb-bot-token-not-the-users", "token_type": "bot",
                 "authed_user": user, "id_token": user.get("id_token").cloned().unwrap_or(Value::Null)});
+            // Slack's team and enterprise sit at the top level, beside authed_user.
+            for (name, extra) in extras {
+                value[name] = extra;
+            }
         } else {
             value["ok"] = json!(true);
         }
@@ -987,6 +998,9 @@ fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refr
     );
     let mut body =
         json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
+    for (name, value) in &state.knobs.extra_token_fields {
+        body[name] = value.clone();
+    }
     if with_refresh_token {
         let rt = secret("rt");
         state.issued_secrets.push(rt.clone());

@@ -78,6 +78,9 @@ fn apply_tokens(stored: &mut CredentialItem, tokens: NewTokens) {
     if tokens.scope.is_some() {
         stored.scope = tokens.scope;
     }
+    if !tokens.metadata.is_empty() {
+        stored.metadata = tokens.metadata;
+    }
     // A saved answer ends any backoff and confirms whatever rotation was in doubt.
     stored.next_attempt_at_ms = None;
     stored.refresh_failures = 0;
@@ -96,6 +99,7 @@ impl TokenSealer for IdentitySealer {
             access_issued_at: tokens.access_issued_at,
             token_type: tokens.token_type,
             scope: tokens.scope,
+            metadata: tokens.metadata,
         })
     }
 }
@@ -304,6 +308,7 @@ impl CredentialRepository for MemoryCredentials {
                         next_attempt_at_ms: None,
                         refresh_failures: 0,
                         rotation_unconfirmed_at: None,
+                        metadata: tokens.metadata,
                     },
                 );
                 Ok(())

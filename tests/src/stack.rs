@@ -30,6 +30,8 @@ pub struct StackOptions {
     pub client_secret: String,
     /// The connection's dialect (the fake provider's is a knob of its own).
     pub dialect: credvault::oauth::dialect::Dialect,
+    /// The connection's metadata fields (returned beside the access token).
+    pub metadata_fields: Vec<String>,
     pub extra_redirect_urls: Vec<String>,
     pub demo_page: bool,
     /// Gateway port; 0 picks a free one.
@@ -59,6 +61,7 @@ impl Default for StackOptions {
             token_endpoint_auth_method: credvault::oauth::client_auth::TokenEndpointAuthMethod::ClientSecretPost,
             client_secret: CLIENT_SECRET.to_string(),
             dialect: credvault::oauth::dialect::Dialect::Standard,
+            metadata_fields: Vec::new(),
             extra_redirect_urls: Vec::new(),
             demo_page: false,
             port: 0,
@@ -458,6 +461,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         token_request_encoding: options.token_request_encoding,
         token_endpoint_auth_method: options.token_endpoint_auth_method,
         dialect: options.dialect,
+        metadata_fields: options.metadata_fields.clone(),
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
         generation: credvault::random::token(9),
     }

@@ -66,6 +66,7 @@ async fn provider_grant(provider: &FakeProvider, connection: &Connection, client
         access_issued_at: 0,
         token_type: tokens.token_type,
         scope: tokens.scope,
+        metadata: Default::default(),
     }
 }
 
@@ -282,6 +283,7 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         access_issued_at: 0,
         token_type: "Bearer".into(),
         scope: None,
+        metadata: Default::default(),
     };
     let late = repo
         .sealer(connection_id, user_id)
@@ -396,6 +398,7 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         access_issued_at: 0,
         token_type: "Bearer".into(),
         scope: None,
+        metadata: Default::default(),
     };
     let same = repo
         .sealer(connection_id, user_id)
@@ -481,6 +484,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
         access_issued_at: 0,
         token_type: "Bearer".into(),
         scope: Some(format!("scope-{n}")),
+        metadata: Default::default(),
     };
     let late = dynamo
         .sealer(&stack.connection_id, &user.user_id)

@@ -233,3 +233,141 @@ async fn discovery_picks_the_client_authentication() {
         );
     }
 }
+
+/// A credential's `metadata`: the fields of the provider's answers the connection allow-lists, and
+/// nothing else of them.
+async fn metadata_of(stack: &LocalStack, user: &credvault_tests::LoggedIn) -> Value {
+    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
+    let (status, body) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["metadata"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_listed_answer_fields_come_back_as_metadata_and_nothing_else_does() {
+    let stack = LocalStack::start(StackOptions {
+        metadata_fields: vec!["instance_url".to_string()],
+        ..StackOptions::default()
+    })
+    .await;
+    let fields = |instance: Option<&str>| {
+        let mut extra = serde_json::Map::new();
+        if let Some(instance) = instance {
+            extra.insert("instance_url".into(), serde_json::json!(instance));
+        }
+        // Beside it, what a provider also sends and no caller may see through metadata.
+        extra.insert("signature".into(), serde_json::json!("planted-signature"));
+        extra.insert("refresh_token_expires_in".into(), serde_json::json!(7776000));
+        extra
+    };
+    stack
+        .provider
+        .set_knobs(|k| k.extra_token_fields = fields(Some("https://na1.example.my.salesforce.com")));
+    let user = login_then_expired(&stack).await;
+    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
+    let (_, body) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        1,
+        "the login's token was born expired"
+    );
+    assert_eq!(
+        body["metadata"],
+        serde_json::json!({"instance_url": "https://na1.example.my.salesforce.com"}),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("planted-signature"));
+
+    // A refresh that moves the instance updates it; one that names none keeps it.
+    stack
+        .provider
+        .set_knobs(|k| k.extra_token_fields = fields(Some("https://eu5.example.my.salesforce.com")));
+    stack.clock.advance(3600);
+    assert_eq!(
+        metadata_of(&stack, &user).await,
+        serde_json::json!({"instance_url": "https://eu5.example.my.salesforce.com"})
+    );
+    stack.provider.set_knobs(|k| k.extra_token_fields = fields(None));
+    stack.clock.advance(3600);
+    assert_eq!(
+        metadata_of(&stack, &user).await,
+        serde_json::json!({"instance_url": "https://eu5.example.my.salesforce.com"})
+    );
+    assert_eq!(stack.provider.counters().refreshes, 3);
+
+    // A connection without metadata fields returns none, whatever the provider sends.
+    let plain = LocalStack::start(StackOptions::default()).await;
+    plain
+        .provider
+        .set_knobs(|k| k.extra_token_fields = fields(Some("https://na1.example.my.salesforce.com")));
+    let someone = plain.login().await;
+    assert_eq!(metadata_of(&plain, &someone).await, Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_team_ids_come_from_the_top_level_beside_authed_user() {
+    let stack = LocalStack::start(StackOptions {
+        dialect: Dialect::Slack,
+        metadata_fields: vec!["team.id".to_string(), "enterprise.id".to_string()],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| {
+        k.dialect = ProviderDialect::Slack;
+        k.extra_token_fields = serde_json::json!({"team": {"id": "T0123", "name": "Acme"}, "enterprise": null})
+            .as_object()
+            .cloned()
+            .unwrap();
+    });
+    let user = stack.login().await;
+    assert_eq!(
+        metadata_of(&stack, &user).await,
+        serde_json::json!({"team.id": "T0123"}),
+        "a null enterprise is left out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_fields_never_name_a_secret_and_presets_fill_them() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    for fields in [
+        serde_json::json!(["refresh_token"]),
+        serde_json::json!(["authed_user.access_token"]),
+        serde_json::json!(["id_token"]),
+        serde_json::json!(["Instance_URL"]),
+        serde_json::json!(["a", "b", "c", "d", "e", "f", "g", "h", "i"]),
+    ] {
+        let body = serde_json::json!({
+            "preset": "salesforce", "clientId": "sf-client", "clientSecret": "sf-secret", "metadataFields": fields,
+        });
+        let (status, answer) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+        assert_eq!(
+            (status, answer["errorCode"].as_str()),
+            (400, Some("invalid_metadata_fields")),
+            "{fields}"
+        );
+    }
+    let (_, listed) = stack.call("GET", "/v1/connections", Some(&admin), None).await;
+    assert_eq!(
+        listed["connections"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was created"
+    );
+
+    for (preset, expected) in [
+        ("salesforce", serde_json::json!(["instance_url"])),
+        ("slack", serde_json::json!(["team.id", "enterprise.id"])),
+        ("google", serde_json::json!([])),
+    ] {
+        // Endpoints given, so no discovery runs against the real provider.
+        let body = serde_json::json!({
+            "connectionId": format!("con_{preset}"), "preset": preset, "clientId": "id", "clientSecret": "secret",
+            "authenticationUrl": "https://provider.example/authorize", "tokenUrl": "https://provider.example/token",
+            "data": {"oidcUserEndpointUrl": "https://provider.example/userinfo"},
+        });
+        let (status, created) = stack.call("POST", "/v1/connections", Some(&admin), Some(&body)).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["metadataFields"], expected, "{preset}");
+    }
+}

@@ -257,6 +257,9 @@ async fn read(
     if let Some(scope) = &token.scope {
         body["scope"] = json!(scope);
     }
+    if !token.metadata.is_empty() {
+        body["metadata"] = json!(token.metadata);
+    }
     Ok(json_response(200, &body))
 }
 

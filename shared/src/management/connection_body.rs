@@ -42,6 +42,9 @@ pub struct ConnectionInput {
     pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
     /// How the token endpoint's answers are read: `standard` (RFC 6749), `github`, `slack`, `atlassian`.
     pub dialect: Option<Dialect>,
+    /// Fields of the token answers to return beside the access token, as `metadata` of the credential
+    /// (`instance_url`, `team.id`): at most 8 dotted paths of lowercase words, none naming a secret.
+    pub metadata_fields: Option<Vec<String>>,
     #[serde(default)]
     pub default_connection_properties: BTreeMap<String, String>,
     pub data: Option<ConnectionData>,

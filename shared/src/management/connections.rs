@@ -14,7 +14,10 @@ use crate::access::PolicyEngine;
 use crate::crypto::Envelope;
 use crate::error::ApiError;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
-use crate::oauth::connection::{DEFAULT_USER_ID_EXPRESSION, is_valid_connection_id, is_valid_user_id_expression};
+use crate::oauth::connection::{
+    DEFAULT_USER_ID_EXPRESSION, MAX_METADATA_FIELDS, is_acceptable_metadata_field, is_valid_connection_id,
+    is_valid_user_id_expression,
+};
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
 use crate::store::Table;
@@ -32,6 +35,7 @@ pub fn present(connection: &Connection) -> Value {
         "clientId": connection.client_id,
         "tokenEndpointAuthMethod": connection.token_endpoint_auth_method,
         "dialect": connection.dialect,
+        "metadataFields": connection.metadata_fields,
         "defaultConnectionProperties": connection.default_connection_properties,
         "data": {
             "name": connection.name,
@@ -167,6 +171,16 @@ impl ConnectionAdmin {
         stored_secret: Option<SecretString>,
     ) -> Result<Connection, ApiError> {
         let input = super::presets::apply(input).map_err(|e| ApiError::bad_request("invalid_preset", e.to_string()))?;
+        // Checked before discovery: a body that cannot be stored costs no call to the issuer.
+        let metadata_fields = input.metadata_fields.clone().unwrap_or_default();
+        if metadata_fields.len() > MAX_METADATA_FIELDS
+            || !metadata_fields.iter().all(|f| is_acceptable_metadata_field(f))
+        {
+            return Err(bad(
+                "invalid_metadata_fields",
+                "metadataFields are at most 8 dotted paths of lowercase words (team.id), none naming a token, secret, key or code",
+            ));
+        }
         if !is_valid_connection_id(connection_id) {
             return Err(bad(
                 "invalid_connection_id",
@@ -279,6 +293,7 @@ impl ConnectionAdmin {
             return Err(bad("invalid_field", "data.name is at most 64 printable characters"));
         }
         crate::oauth::authorize::merge_properties(&BTreeMap::new(), &input.default_connection_properties)?;
+
         Ok(Connection {
             connection_id: connection_id.to_string(),
             name,
@@ -293,6 +308,7 @@ impl ConnectionAdmin {
             token_request_encoding,
             token_endpoint_auth_method,
             dialect: input.dialect.unwrap_or_default(),
+            metadata_fields,
             user_id_expression,
             // Set by `create` (a new one) or `update` (the stored one).
             generation: String::new(),

@@ -33,6 +33,9 @@ pub struct Preset {
     pub user_id_expression: Option<String>,
     #[serde(default)]
     pub default_connection_properties: BTreeMap<String, String>,
+    /// Fields of the provider's token answers callers need beside the token (`instance_url`).
+    #[serde(default)]
+    pub metadata_fields: Vec<String>,
     pub notes: String,
 }
 
@@ -106,6 +109,7 @@ pub fn apply(mut input: ConnectionInput) -> Result<ConnectionInput, PresetError>
     input.revocation_url = input.revocation_url.or_else(|| fill(&preset.revocation_url));
     input.token_endpoint_auth_method = input.token_endpoint_auth_method.or(preset.token_endpoint_auth_method);
     input.dialect = input.dialect.or(Some(preset.dialect));
+    input.metadata_fields = input.metadata_fields.or_else(|| Some(preset.metadata_fields.clone()));
     let mut properties = preset.default_connection_properties.clone();
     properties.extend(std::mem::take(&mut input.default_connection_properties));
     input.default_connection_properties = properties;

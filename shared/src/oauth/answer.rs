@@ -63,7 +63,13 @@ pub struct TokenResponse {
     pub token_type: String,
     pub scope: Option<String>,
     pub id_token: Option<SecretString>,
+    /// The connection's allow-listed, non-secret fields of the answer (`instance_url`, `team.id`),
+    /// which callers need beside the access token; empty when none came.
+    pub metadata: ProviderMetadata,
 }
+
+/// Allow-listed fields of a token answer, by their dotted path, as text.
+pub type ProviderMetadata = std::collections::BTreeMap<String, String>;
 
 impl fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,6 +78,7 @@ impl fmt::Debug for TokenResponse {
             .field("has_id_token", &self.id_token.is_some())
             .field("expires_in", &self.expires_in)
             .field("token_type", &self.token_type)
+            .field("metadata", &self.metadata)
             .finish_non_exhaustive()
     }
 }

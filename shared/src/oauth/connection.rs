@@ -125,12 +125,36 @@ pub struct Connection {
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     /// How its token endpoint's answers are read (dialect.rs).
     pub dialect: Dialect,
+    /// Fields of the token answers callers get beside the access token (`instance_url`, `team.id`):
+    /// never a secret (`is_acceptable_metadata_field`).
+    pub metadata_fields: Vec<String>,
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
     /// New each time the connection id is created: credentials of a deleted and re-created
     /// connection are not sent to it.
     pub generation: String,
+}
+
+/// At most this many metadata fields per connection.
+pub const MAX_METADATA_FIELDS: usize = 8;
+
+/// Words no metadata field may contain: the answer's other secrets (tokens, keys, codes) must never
+/// reach a caller through the metadata, whoever configures the connection.
+const SECRET_WORDS: [&str; 6] = ["token", "secret", "password", "code", "key", "assertion"];
+
+/// Can `field` be a metadata field? A dotted path (`team.id`) of 1 to 8 lowercase words of
+/// `[a-z0-9_]`, at most 64 characters, none of which looks like a secret.
+pub fn is_acceptable_metadata_field(field: &str) -> bool {
+    let segments: Vec<&str> = field.split('.').collect();
+    field.len() <= 64
+        && segments.len() <= 8
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        })
+        && !SECRET_WORDS.iter().any(|word| field.contains(word))
 }
 
 /// What a credential was issued under. Its refresh token (and the connection's client secret with
@@ -303,6 +327,7 @@ impl fmt::Debug for Connection {
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("token_request_encoding", &self.token_request_encoding)
+            .field("metadata_fields", &self.metadata_fields)
             .field("generation", &self.generation)
             .finish()
     }
@@ -316,6 +341,33 @@ pub fn is_valid_connection_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_fields_are_dotted_words_that_name_no_secret() {
+        for ok in ["instance_url", "team.id", "enterprise.id", "a.b.c", "x1_2"] {
+            assert!(is_acceptable_metadata_field(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "team.",
+            ".id",
+            "Team.id",
+            "team id",
+            "refresh_token",
+            "authed_user.access_token",
+            "id_token",
+            "client_secret",
+            "api_key",
+            "keys",
+            "code",
+            "passwords",
+            "assertion",
+            &"a.".repeat(10),
+            &"x".repeat(65),
+        ] {
+            assert!(!is_acceptable_metadata_field(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn debug_hides_the_client_secret() {
@@ -333,6 +385,7 @@ mod tests {
             token_request_encoding: TokenRequestEncoding::Form,
             token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
             dialect: Dialect::Standard,
+            metadata_fields: Vec::new(),
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),
         };

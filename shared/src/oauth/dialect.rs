@@ -57,12 +57,14 @@ const SLACK_UNKNOWN: &[&str] = &[
     "request_timeout",
 ];
 
-/// The answer `status` / `body` (with its `Retry-After`) of a token request, read in `dialect`.
+/// The answer `status` / `body` (with its `Retry-After`) of a token request, read in `dialect`;
+/// `metadata_fields` are the connection's allow-listed fields to keep beside the tokens.
 pub fn interpret(
     dialect: Dialect,
     status: u16,
     body: &[u8],
     retry_after: Option<Duration>,
+    metadata_fields: &[String],
 ) -> Result<TokenResponse, ProviderError> {
     if !(200..300).contains(&status) {
         let error = serde_json::from_slice::<Value>(body)
@@ -77,7 +79,12 @@ pub fn interpret(
     // A success that cannot be read may have carried a rotated refresh token.
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ProviderError::transient("token response is not JSON", Delivery::Unknown))?;
-    match dialect {
+    let with_metadata = |mut answer: TokenResponse| {
+        // From the top level: Slack's `team` sits beside `authed_user`, not inside it.
+        answer.metadata = metadata(&value, metadata_fields);
+        answer
+    };
+    let answer = match dialect {
         Dialect::Standard | Dialect::Atlassian => tokens(&value, false),
         Dialect::Github => match value.get("error").and_then(Value::as_str) {
             Some(error) => Err(refusal_with_200(&sanitize_code(error), GITHUB_DEAD, &[], &[])),
@@ -100,7 +107,29 @@ pub fn interpret(
             // Not Slack's shape: a success we cannot trust, which may have rotated the token.
             None => Err(ProviderError::transient("slack answer without ok", Delivery::Unknown)),
         },
-    }
+    };
+    answer.map(with_metadata)
+}
+
+/// The longest metadata value kept: instance URLs and ids, not documents.
+const MAX_METADATA_VALUE: usize = 512;
+
+/// The allow-listed fields of an answer, by dotted path into its objects (`team.id`). Only strings,
+/// numbers and booleans are kept, as text; a missing field, or any other kind of value, is left out.
+fn metadata(value: &Value, fields: &[String]) -> super::answer::ProviderMetadata {
+    fields
+        .iter()
+        .filter_map(|field| {
+            let found = field.split('.').try_fold(value, |at, key| at.get(key))?;
+            let text = match found {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            (text.len() <= MAX_METADATA_VALUE).then(|| (field.clone(), text))
+        })
+        .collect()
 }
 
 /// A non-2xx answer: a dead grant when the code says so on a 400/401, else a transient failure that
@@ -198,6 +227,7 @@ fn tokens(value: &Value, comma_scopes: bool) -> Result<TokenResponse, ProviderEr
         token_type: raw.token_type.unwrap_or_else(|| "Bearer".to_string()),
         scope,
         id_token: raw.id_token.map(SecretString::from),
+        metadata: Default::default(),
     })
 }
 
@@ -215,7 +245,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn read(dialect: Dialect, status: u16, body: &str) -> Result<TokenResponse, ProviderError> {
-        interpret(dialect, status, body.as_bytes(), None)
+        interpret(dialect, status, body.as_bytes(), None, &[])
     }
 
     fn dead(result: Result<TokenResponse, ProviderError>) -> bool {
@@ -224,6 +254,58 @@ mod tests {
 
     fn delivery(result: Result<TokenResponse, ProviderError>) -> Option<Delivery> {
         result.err().and_then(|e| e.delivery())
+    }
+
+    #[test]
+    fn only_allow_listed_scalar_fields_become_metadata() {
+        let fields: Vec<String> = [
+            "instance_url",
+            "team.id",
+            "team.size",
+            "issued",
+            "profile",
+            "absent",
+            "big",
+        ]
+        .map(String::from)
+        .to_vec();
+        let long = "x".repeat(MAX_METADATA_VALUE + 1);
+        // Salesforce's shape (docs: "OAuth 2.0 Web Server Flow"), with a few extra kinds of value.
+        let body = serde_json::json!({
+            "access_token": "00D-token", "refresh_token": "5Aep-rt", "signature": "sig", "token_type": "Bearer",
+            "instance_url": "https://na1.salesforce.com", "issued": true, "profile": {"id": "p"},
+            "team": {"id": "T1", "size": 12}, "big": long,
+        })
+        .to_string();
+        let answer = interpret(Dialect::Standard, 200, body.as_bytes(), None, &fields).unwrap();
+        let expected: Vec<(&str, &str)> = vec![
+            ("instance_url", "https://na1.salesforce.com"),
+            ("issued", "true"),
+            ("team.id", "T1"),
+            ("team.size", "12"),
+        ];
+        let got: Vec<(&str, &str)> = answer.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got, expected,
+            "objects, missing fields and oversized values are left out"
+        );
+        // Only what is asked for: the same answer with no fields has no metadata.
+        assert!(read(Dialect::Standard, 200, &body).unwrap().metadata.is_empty());
+        // Slack's team sits beside authed_user, whose tokens are the credential.
+        let slack = r#"{"ok": true, "access_token": "xoxb-bot", "team": {"id": "T9"},
+            "authed_user": {"access_token": "xoxp-user", "token_type": "user"}}"#;
+        let answer = interpret(Dialect::Slack, 200, slack.as_bytes(), None, &["team.id".to_string()]).unwrap();
+        assert_eq!(answer.access_token.expose_secret(), "xoxp-user");
+        assert_eq!(answer.metadata.get("team.id").map(String::as_str), Some("T9"));
+        // A refusal carries no metadata at all.
+        let refused = r#"{"ok": false, "error": "invalid_refresh_token", "team": {"id": "T9"}}"#;
+        assert!(dead(interpret(
+            Dialect::Slack,
+            200,
+            refused.as_bytes(),
+            None,
+            &["team.id".to_string()]
+        )));
     }
 
     #[test]

@@ -122,7 +122,13 @@ impl ProviderClient {
             )
         })?;
         // What the answer means is the connection's dialect's to say (dialect.rs).
-        super::dialect::interpret(connection.dialect, status, &body, retry_after)
+        super::dialect::interpret(
+            connection.dialect,
+            status,
+            &body,
+            retry_after,
+            &connection.metadata_fields,
+        )
     }
 
     /// Who the user is, for providers without id_tokens: their user endpoint's JSON object, with

@@ -47,6 +47,9 @@ struct StoredConnection {
     /// Absent on connections stored before dialects: standard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dialect: Option<String>,
+    /// Absent on connections stored before metadata: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metadata_fields: Vec<String>,
     user_id_expression: String,
     /// Absent on connections stored before generations, until `migrate-security` gives them one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +95,7 @@ pub async fn put(
         supported_content_type: connection.token_request_encoding.content_type().to_string(),
         token_endpoint_auth_method: Some(connection.token_endpoint_auth_method.as_str().to_string()),
         dialect: Some(connection.dialect.as_str().to_string()),
+        metadata_fields: connection.metadata_fields.clone(),
         user_id_expression: connection.user_id_expression.clone(),
         generation: Some(connection.generation.clone()),
     })?;
@@ -217,6 +221,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: Item) -> Result<Con
         token_request_encoding: encoding,
         token_endpoint_auth_method,
         dialect,
+        metadata_fields: stored.metadata_fields,
         user_id_expression: stored.user_id_expression,
         generation: stored.generation.unwrap_or_default(),
     })

@@ -7,6 +7,7 @@ use super::{StoreError, Table, b, classify, condition_outcome, n, opt_n, s};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::crypto::EncryptionContext;
+use crate::oauth::answer::ProviderMetadata;
 use crate::oauth::connection::IssuedUnder;
 
 pub const ATTR_REFRESH_TOKEN: &str = "refreshToken";
@@ -91,6 +92,9 @@ pub struct CredentialItem {
     /// saved: a holder lost the answer, or died holding the lease. If the provider then refuses the
     /// refresh token, the rotation was lost (`rotation_lost`), not revoked by the user.
     pub rotation_unconfirmed_at: Option<i64>,
+    /// The connection's allow-listed fields of the provider's last answer that carried them
+    /// (`instance_url`, `team.id`): plain text, never a secret.
+    pub metadata: ProviderMetadata,
 }
 
 /// A transient provider failure, recorded by the lease holder as it gives the lease back.
@@ -116,6 +120,7 @@ impl fmt::Debug for CredentialItem {
             .field("next_attempt_at_ms", &self.next_attempt_at_ms)
             .field("refresh_failures", &self.refresh_failures)
             .field("rotation_unconfirmed_at", &self.rotation_unconfirmed_at)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -130,6 +135,8 @@ pub struct NewTokens {
     pub access_issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
+    /// Empty: a refresh keeps the stored metadata; a login removes it.
+    pub metadata: ProviderMetadata,
 }
 
 /// The credential item exactly as DynamoDB holds it: the one place its attribute names are spelled.
@@ -173,6 +180,8 @@ struct StoredCredential {
     issued_client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     connection_generation: Option<String>,
+    #[serde(default, skip_serializing_if = "ProviderMetadata::is_empty")]
+    provider_metadata: ProviderMetadata,
     #[serde(default)]
     created_at: i64,
     #[serde(default)]
@@ -216,8 +225,16 @@ impl StoredCredential {
             next_attempt_at_ms: self.next_attempt_at_ms,
             refresh_failures: self.refresh_failures.unwrap_or(0),
             rotation_unconfirmed_at: self.rotation_unconfirmed_at,
+            metadata: self.provider_metadata,
         })
     }
+}
+
+const ATTR_METADATA: &str = "providerMetadata";
+
+/// Metadata as a DynamoDB map of strings.
+fn metadata_value(metadata: &ProviderMetadata) -> AttributeValue {
+    AttributeValue::M(metadata.iter().map(|(k, v)| (k.clone(), s(v))).collect())
 }
 
 const ATTR_REVOCATION_URL: &str = "issuedRevocationUrl";
@@ -364,6 +381,7 @@ pub async fn save_after_login(
                 issued_revocation_url: issued.revocation_url.clone(),
                 issued_client_id: Some(issued.client_id.clone()),
                 connection_generation: Some(issued.connection_generation.clone()),
+                provider_metadata: tokens.metadata,
                 created_at: now_secs,
                 updated_at: now_secs,
             };
@@ -434,6 +452,13 @@ pub async fn save_after_login(
                     req = req.expression_attribute_values(":scope", s(scope));
                 }
                 None => remove.push("tokenScope"),
+            }
+            // A login's answer replaces all of it: metadata of an earlier login does not linger.
+            if tokens.metadata.is_empty() {
+                remove.push(ATTR_METADATA);
+            } else {
+                set.push("providerMetadata = :meta");
+                req = req.expression_attribute_values(":meta", metadata_value(&tokens.metadata));
             }
             let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
             req.update_expression(expr)
@@ -522,6 +547,11 @@ pub async fn commit_refresh(
     if let Some(scope) = tokens.scope {
         set.push("tokenScope = :scope");
         req = req.expression_attribute_values(":scope", s(scope));
+    }
+    // A refresh answer without the fields (most providers send them only at login) keeps them.
+    if !tokens.metadata.is_empty() {
+        set.push("providerMetadata = :meta");
+        req = req.expression_attribute_values(":meta", metadata_value(&tokens.metadata));
     }
     let expr = format!(
         "SET {} REMOVE leaseOwner, leaseExpiresAtMs, {ATTR_NEXT_ATTEMPT}, {ATTR_FAILURES}, {ATTR_UNCONFIRMED}",
@@ -667,6 +697,7 @@ pub struct PlainTokens {
     pub access_issued_at: i64,
     pub token_type: String,
     pub scope: Option<String>,
+    pub metadata: ProviderMetadata,
 }
 
 /// Where credentials live, with their secrets sealed: the refresh protocol (vault.rs) and the login go
@@ -921,6 +952,7 @@ impl TokenSealer for EnvelopeSealer {
             access_issued_at: tokens.access_issued_at,
             token_type: tokens.token_type,
             scope: tokens.scope,
+            metadata: tokens.metadata,
         })
     }
 }
@@ -954,6 +986,7 @@ mod tests {
             issued_revocation_url: Some("v".into()),
             issued_client_id: Some("i".into()),
             connection_generation: Some("g".into()),
+            provider_metadata: [("instance_url".to_string(), "https://x".to_string())].into(),
             created_at: 9,
             updated_at: 10,
         };
@@ -1024,6 +1057,7 @@ mod tests {
             issued_revocation_url: None,
             issued_client_id: Some("client".into()),
             connection_generation: Some("gen".into()),
+            provider_metadata: Default::default(),
             created_at: 1,
             updated_at: 2,
         };
