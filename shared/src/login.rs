@@ -25,8 +25,6 @@ use crate::store::login_requests::{self, ConsumeOutcome, LoginRequest};
 use crate::store::vault_codes::{self, Refusal, VaultCode};
 use crate::store::{StoreError, Table, connections, identities};
 
-/// Providers that send no `expires_in` (GitHub OAuth apps) issue tokens that do not expire.
-const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
 /// Longest vault code accepted: ours are 43 characters; anything much longer is not one.
 const MAX_CODE_LEN: usize = 256;
 /// Longest redirect URL accepted anywhere in the login flow.
@@ -396,10 +394,11 @@ impl LoginFlow {
         let issued = IssuedUnder::of(connection);
         let repository = &self.credentials;
         let now = self.clock.now_secs();
+        let lifetime = tokens.lifetime_secs();
         let sealed = repository.sealer(connection_id, user_id).await?.seal(PlainTokens {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
-            access_expires_at: now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS),
+            access_expires_at: now + lifetime,
             access_issued_at: now,
             token_type: tokens.token_type,
             scope: tokens.scope,

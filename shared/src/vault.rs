@@ -65,8 +65,6 @@ impl From<StoreError> for VaultError {
 /// single_flight.rs), so a long provider call costs each instance about ten reads a second.
 const POLL_BASE: Duration = Duration::from_millis(20);
 const POLL_CAP: Duration = Duration::from_millis(100);
-/// Providers that send no `expires_in` on refresh: treat the token as not expiring (see login.rs).
-const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// An access token ready to hand out. Never carries the refresh token.
 #[derive(Clone)]
@@ -385,7 +383,7 @@ impl RefreshProtocol {
         // From here the provider may have rotated the refresh token: nothing but sealing (no KMS) and
         // the commit before the lease runs out.
         let now = self.clock.now_secs();
-        let expires_at = now + tokens.expires_in.unwrap_or(NON_EXPIRING_SECS);
+        let expires_at = now + tokens.lifetime_secs();
         let scope = tokens.scope.clone().or_else(|| item.scope.clone());
         let new_tokens = seal_answer(sealer.as_ref(), &tokens, now, expires_at, scope.clone()).map_err(internal)?;
         let committed = self

@@ -85,7 +85,22 @@ async fn seed(stack: &LocalStack) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let stack = LocalStack::start(StackOptions::default()).await;
+    // Ten 1 MB Query pages from one moto process: the deployed lease and AWS timeouts, not the test
+    // stack's short ones, or a busy machine turns the load into a timeout.
+    let stack = LocalStack::start(StackOptions {
+        refresh: credvault::config::RefreshTiming {
+            lease_length: Duration::from_secs(60),
+            ..credvault::config::RefreshTiming::default()
+        },
+        configure: |config| {
+            config.aws_timeouts = credvault::config::AwsTimeouts {
+                operation: Duration::from_secs(10),
+                attempt: Duration::from_secs(10),
+            }
+        },
+        ..StackOptions::default()
+    })
+    .await;
     let admin = stack.client_token(&stack.admin_key);
     let role = json!({"roleId": "ro_reader", "name": "reader", "permissions": [{"action": "connections:credentials:read", "allow": true}]});
     assert_eq!(stack.call("POST", "/v1/roles", Some(&admin), Some(&role)).await.0, 201);

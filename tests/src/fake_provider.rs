@@ -149,6 +149,8 @@ pub struct Knobs {
     /// Added to the top level of every token answer that succeeds (Salesforce's `instance_url`,
     /// Slack's `team`), next to the tokens.
     pub extra_token_fields: serde_json::Map<String, Value>,
+    /// Token answers leave `expires_in` out, as GitHub OAuth Apps do for tokens that never expire.
+    pub omit_expires_in: bool,
 }
 
 /// Token-endpoint answers in a provider's own words: errors with HTTP 200 (GitHub's `{"error"}`,
@@ -191,6 +193,7 @@ impl Default for Knobs {
             client_auth: ClientAuth::Either,
             dialect: ProviderDialect::Standard,
             extra_token_fields: serde_json::Map::new(),
+            omit_expires_in: false,
         }
     }
 }
@@ -1000,6 +1003,11 @@ fn issue_tokens(state: &mut ProviderState, family: u64, subject: &str, with_refr
         json!({"access_token": access, "token_type": "Bearer", "expires_in": state.knobs.access_token_lifetime_secs});
     for (name, value) in &state.knobs.extra_token_fields {
         body[name] = value.clone();
+    }
+    if state.knobs.omit_expires_in
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("expires_in");
     }
     if with_refresh_token {
         let rt = secret("rt");

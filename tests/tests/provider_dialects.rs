@@ -371,3 +371,58 @@ async fn metadata_fields_never_name_a_secret_and_presets_fill_them() {
         assert_eq!(created["metadataFields"], expected, "{preset}");
     }
 }
+
+/// GitHub OAuth App tokens come without `expires_in` and without a refresh token: they do not expire,
+/// so the vault keeps serving them (a year later too) and never asks the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_without_expires_in_are_served_as_long_as_they_live() {
+    // A vault token that outlives the wait, so the same login's credential is asked for a year on.
+    let stack = LocalStack::start(StackOptions {
+        configure: |config| config.user_token_lifetime = std::time::Duration::from_secs(500 * 86_400),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| {
+        k.omit_expires_in = true;
+        k.issue_refresh_token_on_login = false;
+    });
+    let user = stack.login().await;
+    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
+    let (status, first) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 200, "{first}");
+    let year: i64 = first["expiresAt"].as_str().unwrap()[..4].parse().unwrap();
+    let this_year: i64 = credvault::clock::iso8601(credvault::clock::Clock::now_secs(&stack.clock))[..4]
+        .parse()
+        .unwrap();
+    assert!(
+        year >= this_year + 9,
+        "a token without expires_in counts as not expiring: {first}"
+    );
+
+    stack.clock.advance(400 * 86_400);
+    let (status, later) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 200, "{later}");
+    assert_eq!(
+        later["accessToken"], first["accessToken"],
+        "the same token, still valid"
+    );
+    assert_eq!(stack.provider.counters().refreshes, 0);
+}
+
+/// Salesforce answers refreshes without `expires_in`: the refreshed token counts as not expiring too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answer_without_expires_in_is_not_refreshed_again() {
+    let stack = LocalStack::start(StackOptions {
+        configure: |config| config.user_token_lifetime = std::time::Duration::from_secs(500 * 86_400),
+        ..StackOptions::default()
+    })
+    .await;
+    let user = login_then_expired(&stack).await;
+    stack.provider.set_knobs(|k| k.omit_expires_in = true);
+    let refreshed = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    stack.clock.advance(400 * 86_400);
+    let later = access_token_of(stack.fetch_credentials(&user.access_token, &user.user_id, None).await).await;
+    assert_eq!(later, refreshed);
+    assert_eq!(stack.provider.counters().refreshes, 1, "no second refresh");
+}

@@ -68,6 +68,17 @@ pub struct TokenResponse {
     pub metadata: ProviderMetadata,
 }
 
+/// What a token without `expires_in` counts as: providers that send none (GitHub OAuth Apps at login,
+/// Salesforce on refresh) issue tokens that do not expire.
+const NON_EXPIRING_SECS: i64 = 10 * 365 * 24 * 3600;
+
+impl TokenResponse {
+    /// Seconds the access token lives, as the answer says, or as good as forever when it says nothing.
+    pub fn lifetime_secs(&self) -> i64 {
+        self.expires_in.unwrap_or(NON_EXPIRING_SECS)
+    }
+}
+
 /// Allow-listed fields of a token answer, by their dotted path, as text.
 pub type ProviderMetadata = std::collections::BTreeMap<String, String>;
 
