@@ -216,22 +216,16 @@ impl RefreshProtocol {
             Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
             Ok(None) => HolderOutcome::ReadAgain,
             Err(RefreshFailure::Permanent { error: e, resent }) => {
-                // A lost race looks like invalid_grant (the other instance rotated the token): re-read first.
-                match self.credentials.get(&item.connection_id, &item.user_id).await {
-                    Ok(Some(current)) if current.token_version != item.token_version => {
-                        return HolderOutcome::ReadAgain;
-                    }
-                    Err(err) => return HolderOutcome::Done(Err(err.into())),
-                    _ => {}
-                }
+                // A lost race looks like invalid_grant (another instance rotated the token): then the
+                // mark, conditional on our lease and version, does not hold, and we read again.
                 let reason = dead_grant_reason(item, resent);
                 tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, reason, "provider refused the refresh token; credential needs re-authentication");
-                self.declare_dead(item, owner, reason).await
+                self.declare_dead(item, owner, reason, lease_until).await
             }
             Err(RefreshFailure::EndpointChanged(change)) => {
                 // Nothing was sent: the refresh token stays away from endpoints it was not issued under.
                 tracing::warn!(connection_id = %item.connection_id, user_id = %item.user_id, reason = change.reason(), "the connection no longer matches what the credential was issued under; credential needs re-authentication");
-                self.declare_dead(item, owner, change.reason()).await
+                self.declare_dead(item, owner, change.reason(), lease_until).await
             }
             Err(RefreshFailure::Transient { error, delivery }) => {
                 let may_have_rotated = delivery == Delivery::Unknown;
@@ -286,10 +280,26 @@ impl RefreshProtocol {
         }
     }
 
-    /// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why.
-    async fn declare_dead(&self, item: &CredentialItem, owner: &str, reason: &str) -> HolderOutcome {
+    /// Marks the credential REAUTH_REQUIRED (we hold the lease on its version) and audits why. The
+    /// mark is retried while the lease lasts: a credential left ACTIVE would have its dead refresh
+    /// token sent again by whoever takes the lease over.
+    async fn declare_dead(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        reason: &str,
+        lease_until: Instant,
+    ) -> HolderOutcome {
         let now = self.clock.now_secs();
-        match self.credentials.mark_reauth_required(item, owner, reason, now).await {
+        let marked = self
+            .while_leased(
+                item,
+                lease_until,
+                "marking the credential for re-authentication",
+                || self.credentials.mark_reauth_required(item, owner, reason, now),
+            )
+            .await;
+        match marked {
             Ok(true) => {
                 let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
                 let event = AuditEvent::new("credential.reauth_required", None, &resource, Ok(())).reason(reason);
@@ -512,17 +522,37 @@ impl RefreshProtocol {
         now: i64,
         lease_until: Instant,
     ) -> Result<bool, StoreError> {
+        self.while_leased(item, lease_until, "saving refreshed tokens", || {
+            self.credentials.commit_refresh(item, owner, tokens.clone(), now)
+        })
+        .await
+    }
+
+    /// A write of the lease holder after the provider answered, retried on throttling and outages
+    /// while the lease still covers a retry: it is all that stands between the provider's answer and
+    /// what the next holder would do without it.
+    async fn while_leased<T, F, Fut>(
+        &self,
+        item: &CredentialItem,
+        lease_until: Instant,
+        what: &str,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let mut attempt = 0u32;
         loop {
-            match self.credentials.commit_refresh(item, owner, tokens.clone(), now).await {
+            match write().await {
                 // Only the transient kinds: a malformed item or a bug does not get better by trying again.
                 Err(e @ (StoreError::Throttled | StoreError::Unavailable { .. })) => {
                     let pause = poll_backoff(attempt);
                     if self.clock.instant() + pause >= lease_until {
-                        tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, "could not save refreshed tokens before the lease ran out");
+                        tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, error = %e, what, "gave up before the lease ran out");
                         return Err(e);
                     }
-                    tracing::warn!(connection_id = %item.connection_id, error = %e, attempt, "saving refreshed tokens failed, retrying");
+                    tracing::warn!(connection_id = %item.connection_id, error = %e, attempt, what, "failed, retrying");
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }

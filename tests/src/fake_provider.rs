@@ -1070,7 +1070,9 @@ async fn userinfo(State(p): State<FakeProvider>, headers: HeaderMap) -> Response
     match token.and_then(|t| state.access_token_subjects.get(t)) {
         Some(subject) => {
             let id: u64 = subject.bytes().fold(7, |acc, b| acc * 31 + u64::from(b)) % 10_000_000;
-            let body = json!({"id": id, "login": subject, "email": format!("{subject}@example.com")});
+            // GitHub's `id` and `login`, Atlassian's `account_id` (api.atlassian.com/me).
+            let body = json!({"id": id, "login": subject, "email": format!("{subject}@example.com"),
+                "account_id": format!("acc-{id}")});
             let oversized = state.knobs.oversized;
             drop(state);
             answer(&p, oversized, Answer::UserInfo, body)

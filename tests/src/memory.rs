@@ -27,6 +27,9 @@ pub struct MemoryCredentials {
     pub claim_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The same for the next renewal.
     pub renewal_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The next this many writes of a kind (`mark_reauth`, `commit`, ...) are throttled, as DynamoDB
+    /// does under load: the SDK-level fault the emulator cannot make on demand.
+    pub throttle_next: Mutex<HashMap<&'static str, u32>>,
 }
 
 impl MemoryCredentials {
@@ -54,6 +57,16 @@ impl MemoryCredentials {
         condition: impl FnOnce(&CredentialItem) -> bool,
         change: impl FnOnce(&mut CredentialItem),
     ) -> Result<bool, StoreError> {
+        if let Some(left) = self
+            .throttle_next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(what)
+            .filter(|left| **left > 0)
+        {
+            *left -= 1;
+            return Err(StoreError::Throttled);
+        }
         let mut items = self.lock();
         let key = (item.connection_id.clone(), item.user_id.clone());
         match items.get_mut(&key) {

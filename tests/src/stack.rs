@@ -257,8 +257,13 @@ impl LocalStack {
 
     /// Runs the whole browser flow and the token exchange.
     pub async fn login(&self) -> LoggedIn {
+        self.login_at(&self.connection_id).await
+    }
+
+    /// The same, through another connection of the stack.
+    pub async fn login_at(&self, connection_id: &str) -> LoggedIn {
         let verifier = credvault::random::token(32);
-        let (request_id, callback) = self.login_until_callback(&verifier).await;
+        let (request_id, callback) = self.login_until_callback_at(connection_id, &verifier).await;
         let back = self.http.get(&callback).send().await.expect("callback");
         assert_eq!(back.status(), 302, "callback should redirect to the app");
         let app = url::Url::parse(&location(&back)).expect("app redirect");
@@ -353,10 +358,15 @@ impl LocalStack {
 
     /// The refresh token the vault holds for `user_id`, decrypted (tests only: the API never reveals it).
     pub async fn stored_refresh_token(&self, user_id: &str) -> Option<String> {
+        self.stored_refresh_token_at(&self.connection_id, user_id).await
+    }
+
+    /// The same, of a credential of another connection of the stack.
+    pub async fn stored_refresh_token_at(&self, connection_id: &str, user_id: &str) -> Option<String> {
         use credvault::store::credentials::{ATTR_REFRESH_TOKEN, context};
         use secrecy::ExposeSecret;
-        let item = self.credential(user_id).await?;
-        let ctx = context(&self.instance.table, &self.connection_id, user_id, ATTR_REFRESH_TOKEN);
+        let item = self.credential_at(connection_id, user_id).await?;
+        let ctx = context(&self.instance.table, connection_id, user_id, ATTR_REFRESH_TOKEN);
         let sealed = item.refresh_token?;
         Some(
             self.instance
@@ -433,7 +443,16 @@ impl LocalStack {
 
     /// The stored credential item, decoded.
     pub async fn credential(&self, user_id: &str) -> Option<credvault::store::credentials::CredentialItem> {
-        credvault::store::credentials::get(&self.instance.table, &self.connection_id, user_id)
+        self.credential_at(&self.connection_id, user_id).await
+    }
+
+    /// The same, of another connection of the stack.
+    pub async fn credential_at(
+        &self,
+        connection_id: &str,
+        user_id: &str,
+    ) -> Option<credvault::store::credentials::CredentialItem> {
+        credvault::store::credentials::get(&self.instance.table, connection_id, user_id)
             .await
             .expect("read credential")
     }

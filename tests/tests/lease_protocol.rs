@@ -523,3 +523,36 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
     assert!(committed.lease.is_none());
     assert_eq!(stack.stored_refresh_token(&user.user_id).await.unwrap(), "rt-successor");
 }
+
+/// The provider refused the refresh token and marking the credential dead is throttled: the holder
+/// keeps trying while its lease lasts, so the credential ends REAUTH_REQUIRED and its dead token is
+/// never sent again by whoever would take the lease over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_dead_mark_is_retried_and_the_dead_token_is_not_sent_again() {
+    let p = protocol().await;
+    p.credentials.throttle_next.lock().unwrap().insert("mark_reauth", 3);
+    p.provider.fail_next(&[Failure::InvalidGrant]);
+    let first = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(first, Err(credvault::vault::VaultError::ReauthenticationRequired)),
+        "{first:?}"
+    );
+    let item = p.credentials.item("con_demo", USER).unwrap();
+    assert_eq!(item.status, CredentialStatus::ReauthRequired);
+    assert!(item.lease.is_none());
+    // Well past any lease: nobody sends the dead token again.
+    p.clock.advance(3600);
+    let again = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(matches!(
+        again,
+        Err(credvault::vault::VaultError::ReauthenticationRequired)
+    ));
+    assert_eq!(p.provider.counters().refreshes, 1, "one call with the dead token");
+    assert_eq!(p.audit.actions(), ["credential.reauth_required"]);
+}
