@@ -694,6 +694,25 @@ fn poll_backoff(polls: u32) -> Duration {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fresh_token_shows_when_it_expires_but_never_the_token() {
+        let token = FreshAccessToken {
+            access_token: SecretString::from("planted-access-token"),
+            expires_at: 1_800_000_000,
+            issued_at: 1_799_996_400,
+            token_type: "Bearer".into(),
+            scope: Some("repo".into()),
+            metadata: Default::default(),
+            refreshed: true,
+        };
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("planted"), "{shown}");
+        assert!(
+            shown.contains("1800000000") && shown.contains("refreshed: true"),
+            "{shown}"
+        );
+    }
+
     fn item(issued_at: i64, expires_at: i64) -> CredentialItem {
         CredentialItem {
             connection_id: "c".into(),

@@ -151,6 +151,8 @@ pub struct Knobs {
     pub extra_token_fields: serde_json::Map<String, Value>,
     /// Token answers leave `expires_in` out, as GitHub OAuth Apps do for tokens that never expire.
     pub omit_expires_in: bool,
+    /// The client's EC P-256 public key (`x`, `y`, base64url) its assertions are checked with.
+    pub client_assertion_key: Option<(String, String)>,
 }
 
 /// Token-endpoint answers in a provider's own words: errors with HTTP 200 (GitHub's `{"error"}`,
@@ -171,6 +173,9 @@ pub enum ClientAuth {
     /// HTTP Basic only: a secret in the body is refused, as some providers do.
     BasicOnly,
     PostOnly,
+    /// `private_key_jwt` only (RFC 7523), checked against `Knobs::client_assertion_key`: the
+    /// signature, `iss` = `sub` = the client, `aud` = the endpoint called, a short life, a new `jti`.
+    PrivateKeyJwtOnly,
 }
 
 impl Default for Knobs {
@@ -194,6 +199,7 @@ impl Default for Knobs {
             dialect: ProviderDialect::Standard,
             extra_token_fields: serde_json::Map::new(),
             omit_expires_in: false,
+            client_assertion_key: None,
         }
     }
 }
@@ -270,6 +276,8 @@ struct AccessGrant {
 #[derive(Default)]
 struct ProviderState {
     knobs: Knobs,
+    /// `jti`s of the client assertions accepted: a replayed assertion is refused.
+    seen_assertion_ids: HashSet<String>,
     failures: VecDeque<Failure>,
     counters: Counters,
     codes: HashMap<String, CodeGrant>,
@@ -661,6 +669,7 @@ fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
         url::form_urlencoded::parse(body).into_owned().collect()
     };
     let in_body = params.contains_key("client_secret");
+    let assertion = params.contains_key("client_assertion");
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -676,11 +685,12 @@ fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
             };
             Some((decode(id)?, decode(secret)?))
         });
-    let method = match (&basic, in_body) {
-        (Some(_), true) => "both",
-        (Some(_), false) => "basic",
-        (None, true) => "post",
-        (None, false) => "none",
+    let method = match (&basic, in_body, assertion) {
+        (Some(_), true, _) | (Some(_), _, true) | (_, true, true) => "both",
+        (Some(_), false, false) => "basic",
+        (None, true, false) => "post",
+        (None, false, true) => "private_key_jwt",
+        (None, false, false) => "none",
     };
     if let Some((id, secret)) = basic {
         params.insert("client_id".into(), id);
@@ -693,18 +703,59 @@ fn token_params(headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
 /// The parameter `token_params` records the client authentication method under.
 const AUTH_METHOD: &str = "\u{0}client_auth";
 
-/// Whether the request's client authentication is one this provider accepts, with its secret.
-fn client_authenticated(p: &FakeProvider, params: &HashMap<String, String>) -> bool {
+/// Whether the request's client authentication is one this provider accepts, with its secret or an
+/// assertion made for `path` (`/token`, `/revoke`).
+fn client_authenticated(p: &FakeProvider, params: &HashMap<String, String>, path: &str) -> bool {
     let knobs = p.state().knobs.clone();
-    let method_ok = match (knobs.client_auth, params.get(AUTH_METHOD).map(String::as_str)) {
-        (_, Some("both" | "none") | None) => false,
+    let method = params.get(AUTH_METHOD).map(String::as_str);
+    if knobs.client_auth == ClientAuth::PrivateKeyJwtOnly {
+        return method == Some("private_key_jwt") && assertion_accepted(p, params, path, &knobs);
+    }
+    let method_ok = match (knobs.client_auth, method) {
+        (_, Some("both" | "none" | "private_key_jwt") | None) => false,
         (ClientAuth::Either, _) => true,
         (ClientAuth::BasicOnly, Some(m)) => m == "basic",
         (ClientAuth::PostOnly, Some(m)) => m == "post",
+        (ClientAuth::PrivateKeyJwtOnly, _) => false,
     };
     method_ok
         && params.get("client_id").map(String::as_str) == Some(CLIENT_ID)
         && params.get("client_secret") == Some(&knobs.client_secret)
+}
+
+/// RFC 7523 §3: a JWT signed by the client's key, about the client, for this endpoint, short-lived,
+/// and never seen before (its `jti`).
+fn assertion_accepted(p: &FakeProvider, params: &HashMap<String, String>, path: &str, knobs: &Knobs) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: String,
+        jti: String,
+        iat: u64,
+        exp: u64,
+    }
+    let (Some((x, y)), Some(jwt)) = (&knobs.client_assertion_key, params.get("client_assertion")) else {
+        return false;
+    };
+    if params.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        || params.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+    {
+        return false;
+    }
+    let Ok(key) = jsonwebtoken::DecodingKey::from_ec_components(x, y) else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&[CLIENT_ID]);
+    validation.set_audience(&[format!("{}{path}", p.issuer())]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    let Ok(data) = jsonwebtoken::decode::<Claims>(jwt, &key, &validation) else {
+        return false;
+    };
+    let claims = data.claims;
+    claims.sub == CLIENT_ID
+        && claims.exp.saturating_sub(claims.iat) <= 300
+        && p.state().seen_assertion_ids.insert(claims.jti)
 }
 
 /// The token endpoint, its answer reworded in the provider's dialect.
@@ -881,7 +932,7 @@ async fn token(
 /// The answer to a token request: the grant performed, or the error it ends in.
 /// `call`: the refresh call's index in the provider's log, where the grant's outcome is recorded.
 fn serve_grant(p: &FakeProvider, params: &HashMap<String, String>, echo: bool, call: Option<usize>) -> Response {
-    let result = if !client_authenticated(p, params) {
+    let result = if !client_authenticated(p, params, "/token") {
         Err((StatusCode::UNAUTHORIZED, "invalid_client"))
     } else {
         match params.get("grant_type").map(String::as_str) {
@@ -1036,7 +1087,7 @@ fn revoke_family(state: &mut ProviderState, family: u64) {
 
 async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) -> Response {
     let params = token_params(&headers, &body);
-    if !client_authenticated(&p, &params) {
+    if !client_authenticated(&p, &params, "/revoke") {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
     let mut state = p.state();
@@ -1091,6 +1142,7 @@ async fn discovery(State(p): State<FakeProvider>) -> Response {
         ClientAuth::Either => json!(["client_secret_post", "client_secret_basic"]),
         ClientAuth::BasicOnly => json!(["client_secret_basic"]),
         ClientAuth::PostOnly => json!(["client_secret_post"]),
+        ClientAuth::PrivateKeyJwtOnly => json!(["private_key_jwt"]),
     };
     let issuer = p.issuer();
     let body = json!({

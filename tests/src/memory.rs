@@ -27,6 +27,9 @@ pub struct MemoryCredentials {
     pub claim_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The same for the next renewal.
     pub renewal_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The next read waits this long before it answers: a slow GetItem, so that concurrent fetches
+    /// of the same credential in this instance join it.
+    pub read_takes: Mutex<Option<std::time::Duration>>,
     /// The next this many writes of a kind (`mark_reauth`, `commit`, ...) are throttled, as DynamoDB
     /// does under load: the SDK-level fault the emulator cannot make on demand.
     pub throttle_next: Mutex<HashMap<&'static str, u32>>,
@@ -127,7 +130,13 @@ impl CredentialRepository for MemoryCredentials {
         connection_id: &'a str,
         user_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<CredentialItem>, StoreError>> {
-        ready(Ok(self.item(connection_id, user_id)))
+        let wait = self.read_takes.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Box::pin(async move {
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(self.item(connection_id, user_id))
+        })
     }
 
     fn claim_lease<'a>(

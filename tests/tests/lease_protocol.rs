@@ -556,3 +556,39 @@ async fn a_throttled_dead_mark_is_retried_and_the_dead_token_is_not_sent_again()
     assert_eq!(p.provider.counters().refreshes, 1, "one call with the dead token");
     assert_eq!(p.audit.actions(), ["credential.reauth_required"]);
 }
+
+/// Fetches that join another fetch of the same credential in this instance take its token only when
+/// it is valid long enough for them; one that asks for more runs the protocol itself and refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_fetch_that_needs_more_validity_than_the_leaders_token_has_refreshes() {
+    let p = protocol().await;
+    let first = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(first.refreshed, "the stored token was expired");
+    let lifetime = first.expires_at - first.issued_at;
+    assert_eq!(lifetime, 3600);
+    // 1600 s left of 3600: enough for the leader's 60 s, not for the follower's 1700 s (below the
+    // half-lifetime cap of 1800 s, so the follower's ask counts in full).
+    p.clock.advance(2000);
+    *p.credentials.read_takes.lock().unwrap() = Some(Duration::from_millis(300));
+    let leader = p.vault.fresh_access_token("con_demo", USER, Duration::from_secs(60));
+    let follower = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p.vault
+            .fresh_access_token("con_demo", USER, Duration::from_secs(1700))
+            .await
+    };
+    let (leader, follower) = tokio::join!(leader, follower);
+    let (leader, follower) = (leader.unwrap(), follower.unwrap());
+    assert!(!leader.refreshed, "the stored token was enough for the leader");
+    assert!(
+        follower.refreshed,
+        "the follower refreshed instead of taking a token too short for it"
+    );
+    let now = credvault::clock::Clock::now_secs(&p.clock);
+    assert!(follower.expires_at - now >= 1700, "{follower:?}");
+    assert_eq!(p.provider.counters().refreshes, 2);
+}

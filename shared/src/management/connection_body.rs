@@ -37,9 +37,12 @@ pub struct ConnectionInput {
     pub revocation_url: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
-    /// `client_secret_basic` or `client_secret_post`. Unset: what discovery lists (Basic first),
+    /// `client_secret_basic`, `client_secret_post`, or `private_key_jwt` (then `clientSecret` is the
+    /// client's PKCS#8 private key, PEM: EC P-256 or RSA). Unset: what discovery lists (Basic first),
     /// else `client_secret_post`.
     pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
+    /// With `private_key_jwt`: the `kid` its assertions name, when the provider holds several keys.
+    pub client_assertion_kid: Option<String>,
     /// How the token endpoint's answers are read: `standard` (RFC 6749), `github`, `slack`, `atlassian`.
     pub dialect: Option<Dialect>,
     /// Fields of the token answers to return beside the access token, as `metadata` of the credential

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::authority::Authority;
@@ -13,6 +13,7 @@ pub use super::connection_body::{ConnectionData, ConnectionInput};
 use crate::access::PolicyEngine;
 use crate::crypto::Envelope;
 use crate::error::ApiError;
+use crate::oauth::client_assertion::AssertionKey;
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{
     DEFAULT_USER_ID_EXPRESSION, MAX_METADATA_FIELDS, is_acceptable_metadata_field, is_valid_connection_id,
@@ -34,6 +35,7 @@ pub fn present(connection: &Connection) -> Value {
         "revocationUrl": connection.revocation_url,
         "clientId": connection.client_id,
         "tokenEndpointAuthMethod": connection.token_endpoint_auth_method,
+        "clientAssertionKid": connection.client_assertion_kid,
         "dialect": connection.dialect,
         "metadataFields": connection.metadata_fields,
         "defaultConnectionProperties": connection.default_connection_properties,
@@ -120,7 +122,7 @@ impl ConnectionAdmin {
         if !secret_given && secret_endpoints(&connection) != secret_endpoints(&existing) {
             return Err(bad(
                 "client_secret_required",
-                "changing tokenUrl, revocationUrl, issuerUrl, data.oidcUserEndpointUrl or clientId needs clientSecret again",
+                "changing tokenUrl, revocationUrl, issuerUrl, data.oidcUserEndpointUrl, clientId or tokenEndpointAuthMethod needs clientSecret again",
             ));
         }
         if !connections::put(&self.table, &self.envelope, &connection, false).await? {
@@ -245,16 +247,37 @@ impl ConnectionAdmin {
             .filter(|c| !c.is_empty() && c.len() <= 256)
             .ok_or_else(|| bad("invalid_client_id", "clientId is required"))?;
         let client_secret = match (input.client_secret, stored_secret) {
-            (Some(secret), _) if !secret.is_empty() && secret.len() <= 2048 => SecretString::from(secret),
+            // 4096: room for an RSA key's PEM (private_key_jwt).
+            (Some(secret), _) if !secret.is_empty() && secret.len() <= 4096 => SecretString::from(secret),
             (Some(_), _) => {
                 return Err(bad(
                     "invalid_client_secret",
-                    "clientSecret must be 1 to 2048 characters",
+                    "clientSecret must be 1 to 4096 characters",
                 ));
             }
             (None, Some(stored)) => stored,
             (None, None) => return Err(bad("invalid_client_secret", "clientSecret is required")),
         };
+        let private_key_jwt = token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt;
+        if private_key_jwt && AssertionKey::parse(client_secret.expose_secret()).is_none() {
+            return Err(bad(
+                "invalid_client_key",
+                "with private_key_jwt, clientSecret is the client's PKCS#8 private key (PEM, EC P-256 or RSA)",
+            ));
+        }
+        let client_assertion_kid = input.client_assertion_kid.filter(|k| !k.is_empty());
+        match &client_assertion_kid {
+            Some(_) if !private_key_jwt => {
+                return Err(bad("invalid_field", "clientAssertionKid is for private_key_jwt"));
+            }
+            Some(kid) if kid.len() > 128 || !kid.bytes().all(|c| c.is_ascii_graphic()) => {
+                return Err(bad(
+                    "invalid_field",
+                    "clientAssertionKid is 1 to 128 printable characters",
+                ));
+            }
+            _ => {}
+        }
         let data = input.data.unwrap_or(ConnectionData {
             name: None,
             supported_content_type: None,
@@ -307,6 +330,7 @@ impl ConnectionAdmin {
             default_connection_properties: input.default_connection_properties,
             token_request_encoding,
             token_endpoint_auth_method,
+            client_assertion_kid,
             dialect: input.dialect.unwrap_or_default(),
             metadata_fields,
             user_id_expression,
@@ -357,9 +381,11 @@ fn in_own_namespace(c: &Connection) -> bool {
     c.user_id_expression.starts_with("{connectionId}|")
 }
 
-/// Where the connection's client secret (and the tokens it guards) are sent, and as which client.
-fn secret_endpoints(c: &Connection) -> [Option<&str>; 5] {
+/// Where the connection's client secret (and the tokens it guards) are sent, as which client, and
+/// how: a private key given for assertions must never become a secret sent in a body.
+fn secret_endpoints(c: &Connection) -> [Option<&str>; 6] {
     [
+        Some(c.token_endpoint_auth_method.as_str()),
         Some(c.token_url.as_str()),
         c.revocation_url.as_deref(),
         c.issuer_url.as_deref(),

@@ -4,27 +4,46 @@
 use base64::Engine;
 use secrecy::ExposeSecret;
 
+use super::client_assertion::{ASSERTION_TYPE, AssertionKey, assertion};
 use super::connection::Connection;
 pub use super::connection::TokenEndpointAuthMethod;
 
 /// The client's credentials on one request: either an `Authorization` header, or body parameters.
-pub enum ClientCredentials<'a> {
+pub enum ClientCredentials {
     Header(String),
-    Body([(&'static str, &'a str); 2]),
+    Body(Vec<(&'static str, String)>),
 }
 
-/// How `connection` authenticates on a token or revocation request.
-pub fn client_credentials(connection: &Connection) -> ClientCredentials<'_> {
-    match connection.token_endpoint_auth_method {
+/// How `connection` authenticates on a token or revocation request to `endpoint` (the audience of a
+/// `private_key_jwt` assertion). `None`: the stored key does not make an assertion (it was checked
+/// when the connection was stored, so only a corrupt item gets here).
+pub fn client_credentials(connection: &Connection, endpoint: &str) -> Option<ClientCredentials> {
+    let id = connection.client_id.clone();
+    Some(match connection.token_endpoint_auth_method {
         TokenEndpointAuthMethod::ClientSecretBasic => ClientCredentials::Header(basic_authorization(
             &connection.client_id,
             connection.client_secret.expose_secret(),
         )),
-        TokenEndpointAuthMethod::ClientSecretPost => ClientCredentials::Body([
-            ("client_id", connection.client_id.as_str()),
-            ("client_secret", connection.client_secret.expose_secret()),
+        TokenEndpointAuthMethod::ClientSecretPost => ClientCredentials::Body(vec![
+            ("client_id", id),
+            ("client_secret", connection.client_secret.expose_secret().to_string()),
         ]),
-    }
+        TokenEndpointAuthMethod::PrivateKeyJwt => {
+            let key = AssertionKey::parse(connection.client_secret.expose_secret())?;
+            // The provider checks iat and exp against its own clock: real time, whatever clock the
+            // vault's protocol runs on.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let jwt = assertion(&key, &id, endpoint, connection.client_assertion_kid.as_deref(), now)?;
+            ClientCredentials::Body(vec![
+                ("client_id", id),
+                ("client_assertion_type", ASSERTION_TYPE.to_string()),
+                ("client_assertion", jwt),
+            ])
+        }
+    })
 }
 
 /// `Basic base64(form(id) ":" form(secret))`: RFC 6749 §2.3.1 form-encodes both before base64, so a
@@ -86,6 +105,7 @@ mod tests {
         for method in [
             TokenEndpointAuthMethod::ClientSecretBasic,
             TokenEndpointAuthMethod::ClientSecretPost,
+            TokenEndpointAuthMethod::PrivateKeyJwt,
         ] {
             assert_eq!(TokenEndpointAuthMethod::parse(method.as_str()), Some(method));
             assert_eq!(serde_json::to_value(method).unwrap(), method.as_str());

@@ -40,6 +40,9 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the request body.
     ClientSecretPost,
+    /// A JWT about the client signed with its private key (RFC 7523; Microsoft Entra's certificate
+    /// credentials): the connection's `clientSecret` is the PKCS#8 key, never sent anywhere.
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
@@ -47,6 +50,7 @@ impl TokenEndpointAuthMethod {
         match self {
             TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
             TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenEndpointAuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 
@@ -54,6 +58,7 @@ impl TokenEndpointAuthMethod {
         match value {
             "client_secret_basic" => Some(TokenEndpointAuthMethod::ClientSecretBasic),
             "client_secret_post" => Some(TokenEndpointAuthMethod::ClientSecretPost),
+            "private_key_jwt" => Some(TokenEndpointAuthMethod::PrivateKeyJwt),
             _ => None,
         }
     }
@@ -61,7 +66,8 @@ impl TokenEndpointAuthMethod {
     /// The method to use with a provider whose discovery document lists `supported`
     /// (`token_endpoint_auth_methods_supported`): Basic when it is listed, or when nothing is listed
     /// (OIDC Discovery §3: the default is `client_secret_basic`), else `client_secret_post` if listed.
-    /// `None`: the provider supports neither.
+    /// `None`: the provider supports neither. `private_key_jwt` is never picked: it needs a key, which
+    /// the connection names by choosing it.
     pub fn from_discovery(supported: Option<&[String]>) -> Option<Self> {
         let Some(supported) = supported else {
             return Some(TokenEndpointAuthMethod::ClientSecretBasic);
@@ -123,6 +129,8 @@ pub struct Connection {
     pub token_request_encoding: TokenRequestEncoding,
     /// How the vault authenticates as the client at the token and revocation endpoints.
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// The `kid` of the client's key in its assertions (`private_key_jwt`), when the provider wants one.
+    pub client_assertion_kid: Option<String>,
     /// How its token endpoint's answers are read (dialect.rs).
     pub dialect: Dialect,
     /// Fields of the token answers callers get beside the access token (`instance_url`, `team.id`):
@@ -385,6 +393,7 @@ mod tests {
             token_request_encoding: TokenRequestEncoding::Form,
             token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
             dialect: Dialect::Standard,
+            client_assertion_kid: None,
             metadata_fields: Vec::new(),
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),

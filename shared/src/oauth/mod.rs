@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod authorize;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod connection;
 pub mod dialect;

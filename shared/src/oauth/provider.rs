@@ -90,14 +90,14 @@ impl ProviderClient {
         connection: &Connection,
         params: &[(&str, &str)],
     ) -> Result<TokenResponse, ProviderError> {
-        let (req, params) = authenticated(self.http.post(&connection.token_url), connection, params);
+        let (req, params) = authenticated(&self.http, &connection.token_url, connection, params)?;
         let req = req.header(reqwest::header::ACCEPT, "application/json");
         let req = match connection.token_request_encoding {
             TokenRequestEncoding::Form => req.form(&params),
             TokenRequestEncoding::Json => {
                 let body: serde_json::Map<String, serde_json::Value> = params
                     .iter()
-                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
                     .collect();
                 req.json(&body)
             }
@@ -192,7 +192,7 @@ impl ProviderClient {
     ) -> Result<(), ProviderError> {
         let params = [("token", token.expose_secret()), ("token_type_hint", "refresh_token")];
         let revoke_once = || async {
-            let (req, params) = authenticated(self.http.post(revocation_url), connection, &params);
+            let (req, params) = authenticated(&self.http, revocation_url, connection, &params)?;
             let resp = req.form(&params).send().await.map_err(|e| send_failure(&e))?;
             let status = resp.status().as_u16();
             // The status is the whole answer; the body is only drained (capped) so a small one leaves
@@ -223,20 +223,28 @@ impl ProviderClient {
     }
 }
 
-/// The request with the client's credentials, the way the connection authenticates (client_auth.rs):
-/// an `Authorization` header, or two more body parameters.
-fn authenticated<'a>(
-    req: reqwest::RequestBuilder,
-    connection: &'a Connection,
-    params: &[(&'a str, &'a str)],
-) -> (reqwest::RequestBuilder, Vec<(&'a str, &'a str)>) {
-    let mut params = params.to_vec();
-    match client_credentials(connection) {
-        ClientCredentials::Header(value) => (req.header(reqwest::header::AUTHORIZATION, value), params),
-        ClientCredentials::Body(credentials) => {
-            params.extend(credentials);
-            (req, params)
+/// A request to `endpoint` with the client's credentials, the way the connection authenticates
+/// (client_auth.rs): an `Authorization` header, or more body parameters (a secret, or an assertion
+/// made for this endpoint).
+fn authenticated(
+    http: &reqwest::Client,
+    endpoint: &str,
+    connection: &Connection,
+    params: &[(&str, &str)],
+) -> Result<(reqwest::RequestBuilder, Vec<(String, String)>), ProviderError> {
+    let req = http.post(endpoint);
+    let mut params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    match client_credentials(connection, endpoint) {
+        Some(ClientCredentials::Header(value)) => Ok((req.header(reqwest::header::AUTHORIZATION, value), params)),
+        Some(ClientCredentials::Body(credentials)) => {
+            params.extend(credentials.into_iter().map(|(k, v)| (k.to_string(), v)));
+            Ok((req, params))
         }
+        // Nothing was sent; the stored key is unusable, which no retry mends.
+        None => Err(ProviderError::transient(
+            "the connection's private key does not make a client assertion",
+            Delivery::Refused,
+        )),
     }
 }
 

@@ -44,6 +44,8 @@ struct StoredConnection {
     /// Absent on connections stored before the setting: they sent the secret in the body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_endpoint_auth_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_assertion_kid: Option<String>,
     /// Absent on connections stored before dialects: standard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dialect: Option<String>,
@@ -94,6 +96,7 @@ pub async fn put(
         default_connection_properties: properties,
         supported_content_type: connection.token_request_encoding.content_type().to_string(),
         token_endpoint_auth_method: Some(connection.token_endpoint_auth_method.as_str().to_string()),
+        client_assertion_kid: connection.client_assertion_kid.clone(),
         dialect: Some(connection.dialect.as_str().to_string()),
         metadata_fields: connection.metadata_fields.clone(),
         user_id_expression: connection.user_id_expression.clone(),
@@ -220,6 +223,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: Item) -> Result<Con
         default_connection_properties: properties,
         token_request_encoding: encoding,
         token_endpoint_auth_method,
+        client_assertion_kid: stored.client_assertion_kid,
         dialect,
         metadata_fields: stored.metadata_fields,
         user_id_expression: stored.user_id_expression,
