@@ -27,7 +27,7 @@ provider access token at any time.</p>
  <p>User id: <code id="sub"></code></p>
  <pre id="claims"></pre>
  <h2>Provider credential</h2>
- <label>minimumValiditySeconds <input id="minv" type="number" value="300" min="0" max="86400"></label>
+ <label>minimumValiditySeconds <input id="minv" type="number" value="60" min="0" max="86400"></label>
  <button id="fetch">Fetch credential</button>
  <button id="session-fetch">Fetch via /api/session/credentials</button>
  <pre id="credential">(not fetched yet)</pre>
@@ -65,6 +65,8 @@ async function finishSignIn(params) {
   const body = await resp.json();
   if (!resp.ok) return fail(body.title + " (" + body.errorCode + ")");
   sessionStorage.setItem("token", body.access_token);
+  // A new login stores new provider tokens: the next fetch's token is not a refresh.
+  sessionStorage.removeItem("lastAccessToken");
 }
 
 function claimsOf(token) {
@@ -78,7 +80,12 @@ async function fetchCredential(viaSession) {
   const url = viaSession ? "/api/session/credentials"
     : "/v1/connections/" + encodeURIComponent(connectionId) + "/users/" + encodeURIComponent(claims.sub) + "/credentials?minimumValiditySeconds=" + minv;
   const resp = await fetch(url, {headers: {Authorization: "Bearer " + token}});
-  show("credential", {status: resp.status, body: await resp.json()});
+  const body = await resp.json();
+  // A new access token means the vault refreshed it with the provider for this fetch.
+  const before = sessionStorage.getItem("lastAccessToken");
+  const refreshed = resp.ok && before !== null && body.accessToken !== before;
+  if (resp.ok) sessionStorage.setItem("lastAccessToken", body.accessToken);
+  show("credential", {status: resp.status, refreshed, body});
 }
 
 function render() {

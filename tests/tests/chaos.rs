@@ -42,8 +42,10 @@ async fn the_short_chaos_profile_keeps_every_invariant() {
         (1, 1),
         "one kill inside a refresh, one restart\n{report}"
     );
+    // The kill loses the rotation it held, which is then probed once; unless the refresh it held was
+    // itself such a probe (of an answer lost before), which loses nothing more.
     assert_eq!(
-        report.reuse_count(ReuseClass::Killed),
+        report.reuse_count(ReuseClass::Killed) + report.kills_of_probes,
         1,
         "the killed process's rotation is lost and probed once\n{report}"
     );

@@ -5,6 +5,9 @@ use std::time::Duration;
 use credvault::config::RefreshTiming;
 use credvault_tests::{LocalStack, StackOptions};
 
+/// What the demo provider's access tokens live (README, "The two commands").
+const DEMO_TOKEN_LIFETIME_SECS: i64 = 120;
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -25,8 +28,11 @@ async fn main() {
         ..StackOptions::default()
     })
     .await;
-    // Short-lived provider tokens, so a person sees refreshes happen.
-    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 600);
+    // Provider tokens that live two minutes, so a person sees refreshes happen: a fetch refreshes once
+    // less than the asked-for validity is left, and asking is capped at half the lifetime (60 s).
+    stack
+        .provider
+        .set_knobs(|k| k.access_token_lifetime_secs = DEMO_TOKEN_LIFETIME_SECS);
     println!();
     println!("credvault is running on {}", stack.base_url);
     println!("  demo page:      {}/demo", stack.base_url);
