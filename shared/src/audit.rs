@@ -6,13 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::Clock;
 use crate::store::credentials::BoxFuture;
-use crate::store::{Filter, Item, StoreError, TTL_ATTRIBUTE, Table, classify, get_n, get_s, n, opt_s, s};
+use crate::store::{Filter, StoreError, Table, classify, s};
 
 /// Events are spread over this many partitions (`AUDIT#0` .. `AUDIT#15`), newest last by sort key
 /// in each: DynamoDB takes about 1,000 writes a second per partition, so the trail takes 16,000.
@@ -121,40 +120,69 @@ enum Write {
 /// The outcome an event is written with while its work still runs: what a warm read ends in.
 const EXPECTED_OUTCOME: &str = "ok";
 
+/// An audit event exactly as DynamoDB holds it (serde_dynamo): the one place its attribute names
+/// are spelled besides the settle condition and the listing's filters, which name the same.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredAuditEvent {
+    pk: String,
+    /// `{timeMs:015}#{eventId}`: newest last within a partition.
+    sk: String,
+    action: String,
+    resource: String,
+    outcome: String,
+    time_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refreshed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Set on the write that settles an event's outcome (see `while_reading`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settled: Option<bool>,
+    /// `TTL_ATTRIBUTE`, a unit test checks.
+    delete_after: i64,
+}
+
 impl AuditTrail {
     async fn put(&self, event: &AuditEvent, at_ms: i64, write: Write) {
         let retention_secs = self.retention.as_secs() as i64;
-        let mut req = self
+        let stored = StoredAuditEvent {
+            pk: partition(&event.event_id),
+            sk: format!("{at_ms:015}#{}", event.event_id),
+            action: event.action.clone(),
+            resource: event.resource.clone(),
+            outcome: event.outcome.clone(),
+            time_ms: at_ms,
+            caller: event.caller.clone(),
+            refreshed: event.refreshed,
+            reason: event.reason.clone(),
+            settled: (write == Write::Settle).then_some(true),
+            delete_after: at_ms / 1000 + retention_secs,
+        };
+        let item = match crate::store::to_item(stored) {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::error!(error = %e, action = %event.action, "audit event not stored in the table");
+                return;
+            }
+        };
+        let req = self
             .table
             .client
             .put_item()
             .table_name(&self.table.name)
-            .item("pk", s(partition(&event.event_id)))
-            .item("sk", s(format!("{at_ms:015}#{}", event.event_id)))
-            .item("action", s(&event.action))
-            .item("resource", s(&event.resource))
-            .item("outcome", s(&event.outcome))
-            .item("timeMs", n(at_ms))
-            .item(TTL_ATTRIBUTE, n(at_ms / 1000 + retention_secs));
-        req = match write {
+            .set_item(Some(item));
+        let req = match write {
             Write::New => req.condition_expression("attribute_not_exists(pk)"),
             // Settling replaces only the version written while the work ran.
             Write::Settle => req
                 .condition_expression(
                     "attribute_not_exists(pk) OR (outcome = :expected AND attribute_not_exists(settled))",
                 )
-                .item("settled", AttributeValue::Bool(true))
                 .expression_attribute_values(":expected", s(EXPECTED_OUTCOME)),
         };
-        if let Some(caller) = &event.caller {
-            req = req.item("caller", s(caller));
-        }
-        if let Some(refreshed) = event.refreshed {
-            req = req.item("refreshed", AttributeValue::Bool(refreshed));
-        }
-        if let Some(reason) = &event.reason {
-            req = req.item("reason", s(reason));
-        }
         if let Err(e) = req.send().await {
             tracing::error!(error = %classify("PutItem", e), action = %event.action, "audit event not stored in the table");
         }
@@ -284,19 +312,22 @@ impl AuditTrail {
                 frontier = Some(last.clone());
             }
         }
-        let sort_key = |item: &Item| get_s(item, "sk").unwrap_or_default();
-        items.sort_by_key(|item| std::cmp::Reverse(sort_key(item)));
+        let mut stored = items
+            .into_iter()
+            .map(crate::store::parse_item::<StoredAuditEvent>)
+            .collect::<Result<Vec<_>, _>>()?;
+        stored.sort_by(|a, b| b.sk.cmp(&a.sk));
         if let Some(frontier) = &frontier {
-            items.retain(|item| sort_key(item).as_str() >= frontier.as_str());
+            stored.retain(|e| e.sk.as_str() >= frontier.as_str());
         }
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|last| encode_cursor(&sort_key(last)))
+        let next = if stored.len() > limit {
+            stored.truncate(limit);
+            stored.last().map(|last| encode_cursor(&last.sk))
         } else {
             // Everything above the frontier is answered; the next page starts below it.
             frontier.as_deref().map(encode_cursor)
         };
-        let events = items.iter().map(present).collect::<Result<Vec<_>, _>>()?;
+        let events: Vec<serde_json::Value> = stored.iter().map(present).collect();
         Ok(json!({"events": events, "pagination": {"next": next.map(|cursor| json!({"cursor": cursor}))}}))
     }
 }
@@ -315,23 +346,59 @@ fn decode_cursor(cursor: &str) -> Option<String> {
     (time.len() == 15 && time.bytes().all(|c| c.is_ascii_digit()) && crate::random::is_token_shaped(id)).then_some(sk)
 }
 
-fn present(item: &Item) -> Result<serde_json::Value, StoreError> {
-    let sk = get_s(item, "sk")?;
+fn present(stored: &StoredAuditEvent) -> serde_json::Value {
     let mut event = json!({
-        "eventId": sk.split_once('#').map(|(_, id)| id).unwrap_or_default(),
-        "time": crate::clock::iso8601_millis(get_n(item, "timeMs")?),
-        "action": get_s(item, "action")?,
-        "resource": get_s(item, "resource")?,
-        "outcome": get_s(item, "outcome")?,
+        "eventId": stored.sk.split_once('#').map(|(_, id)| id).unwrap_or_default(),
+        "time": crate::clock::iso8601_millis(stored.time_ms),
+        "action": stored.action,
+        "resource": stored.resource,
+        "outcome": stored.outcome,
     });
-    if let Some(caller) = opt_s(item, "caller")? {
+    if let Some(caller) = &stored.caller {
         event["caller"] = json!(caller);
     }
-    if let Some(AttributeValue::Bool(refreshed)) = item.get("refreshed") {
+    if let Some(refreshed) = stored.refreshed {
         event["refreshed"] = json!(refreshed);
     }
-    if let Some(reason) = opt_s(item, "reason")? {
+    if let Some(reason) = &stored.reason {
         event["reason"] = json!(reason);
     }
-    Ok(event)
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_event_names_the_ttl_and_the_attributes_the_condition_and_filters_name() {
+        let stored = StoredAuditEvent {
+            pk: partition("evt"),
+            sk: format!("{:015}#evt", 1_700_000_000_000i64),
+            action: "credential.read".into(),
+            resource: "Connections/c/Users/u/Credentials".into(),
+            outcome: "ok".into(),
+            time_ms: 1_700_000_000_000,
+            caller: Some("u".into()),
+            refreshed: Some(true),
+            reason: None,
+            settled: Some(true),
+            delete_after: 1_700_000_000 + 90 * 86_400,
+        };
+        let item = crate::store::to_item(stored).unwrap();
+        assert!(
+            item[crate::store::TTL_ATTRIBUTE].as_n().is_ok(),
+            "DynamoDB's TTL reads this one"
+        );
+        for name in ["outcome", "settled", "caller", "resource", "action", "timeMs"] {
+            assert!(item.contains_key(name), "{name}");
+        }
+        assert!(!item.contains_key("reason"), "absent fields are left out");
+        let back: StoredAuditEvent = crate::store::parse_item(item).unwrap();
+        let shown = present(&back);
+        assert_eq!(shown["eventId"], "evt");
+        assert_eq!(shown["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(shown["refreshed"], true);
+        assert!(shown.get("reason").is_none() && shown.get("settled").is_none());
+    }
 }

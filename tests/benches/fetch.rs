@@ -212,12 +212,7 @@ async fn concurrent_expired(concurrent: usize) -> bool {
             poll_deadline: Duration::from_secs(30),
             unknown_outcome_wait: Duration::from_secs(60),
         },
-        configure: |config| {
-            config.aws_timeouts = credvault::config::AwsTimeouts {
-                operation: Duration::from_secs(10),
-                attempt: Duration::from_secs(10),
-            }
-        },
+        configure: credvault_tests::stack::deployed_aws_timeouts,
         ..StackOptions::default()
     })
     .await;

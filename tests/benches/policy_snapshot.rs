@@ -92,12 +92,7 @@ async fn main() {
             lease_length: Duration::from_secs(60),
             ..credvault::config::RefreshTiming::default()
         },
-        configure: |config| {
-            config.aws_timeouts = credvault::config::AwsTimeouts {
-                operation: Duration::from_secs(10),
-                attempt: Duration::from_secs(10),
-            }
-        },
+        configure: credvault_tests::stack::deployed_aws_timeouts,
         ..StackOptions::default()
     })
     .await;

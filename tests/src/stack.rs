@@ -356,6 +356,25 @@ impl LocalStack {
         (id, key["accessKey"].as_str().expect("accessKey").to_string())
     }
 
+    /// The user disconnects (`DELETE .../credentials` of the stack's connection): the vault revokes the
+    /// refresh token it held at the provider, which then no longer accepts it.
+    pub async fn disconnect_and_expect_revoked(&self, user: &LoggedIn) {
+        let stored = self
+            .stored_refresh_token(&user.user_id)
+            .await
+            .expect("a stored refresh token");
+        let revocations = self.provider.counters().revocations;
+        let path = format!(
+            "/v1/connections/{}/users/{}/credentials",
+            self.connection_id,
+            encode(&user.user_id)
+        );
+        let (status, _) = self.call("DELETE", &path, Some(&user.access_token), None).await;
+        assert_eq!(status, 204);
+        assert_eq!(self.provider.counters().revocations, revocations + 1);
+        assert!(!self.provider.refresh_token_is_live(&stored), "revoked at the provider");
+    }
+
     /// The refresh token the vault holds for `user_id`, decrypted (tests only: the API never reveals it).
     pub async fn stored_refresh_token(&self, user_id: &str) -> Option<String> {
         self.stored_refresh_token_at(&self.connection_id, user_id).await
@@ -455,6 +474,16 @@ impl LocalStack {
         credvault::store::credentials::get(&self.instance.table, connection_id, user_id)
             .await
             .expect("read credential")
+    }
+}
+
+/// `StackOptions::configure` for runs that push one moto process hard (benchmarks): the deployed AWS
+/// timeouts, not the test stack's short ones, so the figures are the protocol's, not the emulator's
+/// queue turned into timeouts. Needs a lease of at least 60 s (the timeout fits in a sixth of it).
+pub fn deployed_aws_timeouts(config: &mut Config) {
+    config.aws_timeouts = credvault::config::AwsTimeouts {
+        operation: std::time::Duration::from_secs(10),
+        attempt: std::time::Duration::from_secs(10),
     }
 }
 

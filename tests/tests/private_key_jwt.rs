@@ -9,7 +9,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use credvault::oauth::client_auth::TokenEndpointAuthMethod;
 use credvault_tests::access_token_of;
 use credvault_tests::fake_provider::ClientAuth;
-use credvault_tests::stack::encode;
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::json;
 
@@ -51,15 +50,8 @@ async fn assertions_log_in_refresh_and_revoke_at_a_provider_that_takes_nothing_e
     assert!(stack.provider.issued_secrets().contains(&token));
     assert_eq!(stack.provider.counters().refreshes, 1);
 
-    let stored = stack.stored_refresh_token(&user.user_id).await.unwrap();
-    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
-    let (status, _) = stack.call("DELETE", &path, Some(&user.access_token), None).await;
-    assert_eq!(status, 204);
-    assert_eq!(stack.provider.counters().revocations, 1);
-    assert!(
-        !stack.provider.refresh_token_is_live(&stored),
-        "revoked with an assertion for /revoke"
-    );
+    // Revoked with an assertion made for /revoke.
+    stack.disconnect_and_expect_revoked(&user).await;
 }
 
 /// The control: another key's assertions are refused, so the signature is what let the test above in.

@@ -40,15 +40,7 @@ async fn client_secret_basic_reaches_a_provider_that_refuses_secrets_in_the_body
     assert!(stack.provider.issued_secrets().contains(&refreshed));
 
     // Disconnect revokes with the same client authentication.
-    let stored = stack.stored_refresh_token(&user.user_id).await.unwrap();
-    let path = format!("/v1/connections/con_demo/users/{}/credentials", encode(&user.user_id));
-    let (status, _) = stack.call("DELETE", &path, Some(&user.access_token), None).await;
-    assert_eq!(status, 204);
-    assert_eq!(stack.provider.counters().revocations, 1);
-    assert!(
-        !stack.provider.refresh_token_is_live(&stored),
-        "revoked at the provider"
-    );
+    stack.disconnect_and_expect_revoked(&user).await;
 }
 
 /// The control: the same provider refuses the secret in the body, so the choice of method is what

@@ -115,24 +115,12 @@ async fn every_preset_logs_in_refreshes_fails_recovers_and_revokes() {
         // A transient failure (the provider's own 503): 503 with Retry-After, the credential kept.
         stack.clock.advance(3600);
         stack.provider.fail_next(&[Failure::Status(503)]);
-        let resp = stack
-            .http
-            .get(stack.url(&path))
-            .bearer_auth(&user.access_token)
-            .send()
-            .await
-            .unwrap();
+        let fetch = || stack.http.get(stack.url(&path)).bearer_auth(&user.access_token).send();
+        let resp = fetch().await.unwrap();
         assert_eq!(resp.status(), 503, "{name}");
         assert!(resp.headers().get("retry-after").is_some(), "{name}");
         stack.clock.advance(120);
-        let resp = stack
-            .http
-            .get(stack.url(&path))
-            .bearer_auth(&user.access_token)
-            .send()
-            .await
-            .unwrap();
-        let token = access_token_of(resp).await;
+        let token = access_token_of(fetch().await.unwrap()).await;
         assert!(stack.provider.issued_secrets().contains(&token), "{name}: recovered");
 
         // A dead grant, in the dialect's words: re-authentication, until the user logs in again.

@@ -127,20 +127,12 @@ pub(crate) fn b(value: Vec<u8>) -> AttributeValue {
     AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(value))
 }
 
-pub(crate) fn get_s(item: &Item, name: &str) -> Result<String, StoreError> {
-    opt_s(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
-}
-
 pub(crate) fn opt_s(item: &Item, name: &str) -> Result<Option<String>, StoreError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
         Some(_) => Err(StoreError::Malformed(format!("{name} is not a string"))),
     }
-}
-
-pub(crate) fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
-    opt_n(item, name)?.ok_or_else(|| StoreError::Malformed(format!("missing {name}")))
 }
 
 pub(crate) fn opt_n(item: &Item, name: &str) -> Result<Option<i64>, StoreError> {
