@@ -42,6 +42,12 @@ impl MemoryCredentials {
             .cloned()
     }
 
+    /// Overwrites the stored item (a test sets up a state no write of the protocol makes).
+    pub fn replace_item(&self, item: CredentialItem) {
+        self.lock()
+            .insert((item.connection_id.clone(), item.user_id.clone()), item);
+    }
+
     /// The stored refresh token, in the clear.
     pub fn refresh_token(&self, connection_id: &str, user_id: &str) -> Option<String> {
         let item = self.item(connection_id, user_id)?;

@@ -12,7 +12,7 @@ use credvault::oauth::connection::IssuedUnder;
 use credvault::oauth::pkce::PkceVerifier;
 use credvault::oauth::provider::ProviderClient;
 use credvault::store::credentials::{
-    CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, PlainTokens,
+    CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, NewTokens, PlainTokens,
 };
 use credvault::vault::RefreshProtocol;
 use credvault_tests::clock::TestClock;
@@ -591,4 +591,74 @@ async fn a_joined_fetch_that_needs_more_validity_than_the_leaders_token_has_refr
     let now = credvault::clock::Clock::now_secs(&p.clock);
     assert!(follower.expires_at - now >= 1700, "{follower:?}");
     assert_eq!(p.provider.counters().refreshes, 2);
+}
+
+/// A fetch waiting on another instance's lease takes the token that instance commits, even when it is
+/// shorter than the fetch asked for (it is as fresh as the provider makes them), instead of refreshing
+/// once more; a credential without a refresh token serves its token while it is valid at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_takes_the_other_instances_commit_and_a_token_without_refresh_is_served_while_valid() {
+    let p = protocol().await;
+    let item = p.credentials.item("con_demo", USER).unwrap();
+    let now_ms = credvault::clock::Clock::now_millis(&p.clock);
+    assert!(
+        p.credentials
+            .claim_lease(&item, "other-instance", now_ms, 60_000)
+            .await
+            .unwrap()
+    );
+    let now = credvault::clock::Clock::now_secs(&p.clock);
+    // What the other instance commits: 600 s left of 3600, less than the 1800 s the waiter asks for.
+    let committed = NewTokens {
+        access_token: b"the-other-instances-token".to_vec(),
+        refresh_token: None,
+        access_expires_at: now + 600,
+        access_issued_at: now - 3000,
+        token_type: "Bearer".into(),
+        scope: None,
+        metadata: Default::default(),
+    };
+    let commit = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            p.credentials
+                .commit_refresh(&item, "other-instance", committed, now)
+                .await
+                .unwrap()
+        );
+    };
+    let waiter = p.vault.fresh_access_token("con_demo", USER, Duration::from_secs(1800));
+    let ((), taken) = tokio::join!(commit, waiter);
+    let taken = taken.unwrap();
+    assert_eq!(taken.access_token.expose_secret(), "the-other-instances-token");
+    assert!(!taken.refreshed);
+    assert_eq!(
+        p.provider.counters().refreshes,
+        0,
+        "no second refresh after the other instance's"
+    );
+
+    // The credential still has its refresh token (the commit kept it). Take it away: a provider that
+    // issues none (a GitHub OAuth App). The token is still valid for 600 s, below what is asked, and
+    // there is no way to get a longer one: it is served, not refused.
+    let mut item = p.credentials.item("con_demo", USER).unwrap();
+    item.refresh_token = None;
+    p.credentials.replace_item(item);
+    let served = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(1800))
+        .await
+        .unwrap();
+    assert_eq!(served.access_token.expose_secret(), "the-other-instances-token");
+    // Once it has expired, the user must log in again.
+    p.clock.advance(601);
+    let expired = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(expired, Err(credvault::vault::VaultError::ReauthenticationRequired)),
+        "{expired:?}"
+    );
+    assert_eq!(p.provider.counters().refreshes, 0);
 }
