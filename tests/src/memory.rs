@@ -27,6 +27,8 @@ pub struct MemoryCredentials {
     pub claim_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The same for the next renewal.
     pub renewal_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// How many reads (`get`) were made: what waiting on another instance's lease costs.
+    pub reads: std::sync::atomic::AtomicUsize,
     /// The next read waits this long before it answers: a slow GetItem, so that concurrent fetches
     /// of the same credential in this instance join it.
     pub read_takes: Mutex<Option<std::time::Duration>>,
@@ -136,6 +138,7 @@ impl CredentialRepository for MemoryCredentials {
         connection_id: &'a str,
         user_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<CredentialItem>, StoreError>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait = self.read_takes.lock().unwrap_or_else(|p| p.into_inner()).take();
         Box::pin(async move {
             if let Some(wait) = wait {

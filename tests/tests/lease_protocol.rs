@@ -134,6 +134,8 @@ async fn many_concurrent_fetches_of_an_expired_credential_make_one_refresh() {
     );
     assert_eq!(p.audit.actions(), ["credential.refresh"]);
     assert_eq!(p.provider.counters().reuse_detected, 0);
+    // The lease covered the refresh from the start: no renewal was needed, one claim, one commit.
+    assert_eq!(*p.credentials.writes.lock().unwrap(), ["claim", "commit"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +162,10 @@ async fn a_live_lease_of_another_instance_is_waited_for_and_an_expired_one_is_ta
         "{waited:?}"
     );
     assert_eq!(p.provider.counters().refreshes, 0);
+    // Waiting backs off (20 ms doubling to 100 ms, jittered down to half): a handful of reads in the
+    // 300 ms, not one every 10 to 20 ms.
+    let reads = p.credentials.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((3..=12).contains(&reads), "{reads} reads while waiting 300 ms");
     // Once it has run out (by the test clock, no waiting), the next fetch takes it over.
     p.clock.advance(61);
     let taken = p
