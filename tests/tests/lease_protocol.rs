@@ -668,3 +668,35 @@ async fn a_waiter_takes_the_other_instances_commit_and_a_token_without_refresh_i
     );
     assert_eq!(p.provider.counters().refreshes, 0);
 }
+
+/// Many instances claim one lease at the same moment through the emulator: exactly one gets it, as
+/// DynamoDB's conditional writes promise (the emulator serves one request at a time for this: its own
+/// check-then-write let two claims through when two threads ran them at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_of_one_lease_in_dynamodb_grant_it_once() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let dynamo = Arc::new(DynamoCredentials::new(
+        stack.instance.table.clone(),
+        stack.instance.envelope.clone(),
+    ));
+    for round in 0..5 {
+        let user = stack.login_as(&format!("racer{round}")).await;
+        let read = dynamo.get(&stack.connection_id, &user.user_id).await.unwrap().unwrap();
+        let now_ms = credvault::clock::Clock::now_millis(&stack.clock);
+        let claims: Vec<_> = (0..24)
+            .map(|i| {
+                let (dynamo, read) = (dynamo.clone(), read.clone());
+                tokio::spawn(async move {
+                    dynamo
+                        .claim_lease(&read, &format!("instance-{i}"), now_ms, 30_000)
+                        .await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(claim.await.unwrap().unwrap());
+        }
+        assert_eq!(won, 1, "round {round}: one holder");
+    }
+}
