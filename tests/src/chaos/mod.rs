@@ -279,9 +279,10 @@ pub struct Report {
     pub duration: Duration,
     /// What each kill cost: the subject whose refresh was held, and what the provider then did with it.
     pub kill_details: Vec<String>,
-    /// Kills that landed on a refresh that was itself a probe (a token whose rotation was already
-    /// lost): they lose nothing more, so no probe follows them.
-    pub kills_of_probes: u64,
+    /// Kills whose held refresh rotated nothing: it was itself a probe (a token whose rotation was
+    /// already lost), was refused, or was not performed by the provider before the run ended. They lose
+    /// nothing, so no probe follows them.
+    pub kills_that_lost_nothing: u64,
     /// Broken invariants, one line each. Empty: every invariant held.
     pub violations: Vec<String>,
 }
@@ -722,7 +723,7 @@ pub async fn run(profile: &Profile) -> Report {
             .iter()
             .filter(|c| c.peer == kill.held_peer && c.failure == Some(Failure::Slow(KILL_HOLD)));
         for call in held {
-            report.kills_of_probes += u64::from(call.outcome == Some(RefreshOutcome::Reused));
+            report.kills_that_lost_nothing += u64::from(call.outcome != Some(RefreshOutcome::Rotated));
             report.kill_details.push(format!(
                 "the process was killed while the provider held its refresh for {} (then: {})",
                 call.subject.as_deref().unwrap_or("an unknown token"),
