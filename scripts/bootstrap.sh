@@ -14,6 +14,15 @@ for component in rustfmt clippy; do
   fi
 done
 
+# Chromium for the browser test (Playwright drives the system browser). Installed with the OS package
+# manager where this runs as root, as CI does; elsewhere the test summary says it is missing.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium (apt-get) for the browser test"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+    || echo "chromium could not be installed: the browser test will say so" >&2
+fi
+
 stamp=.venv/.requirements
 if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
   python3 -m venv .venv
@@ -29,7 +38,8 @@ if [ ! -x .venv-infra/bin/python ] || ! cmp -s infra/requirements.txt "$infra_st
   cp infra/requirements.txt "$infra_stamp"
 fi
 
-# The Authress JavaScript SDK the interoperability test drives (pinned in tests/js/package-lock.json).
+# The Authress JavaScript SDKs the interoperability tests drive, and oidc-provider (pinned in
+# tests/js/package-lock.json).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are required for the Authress SDK test" >&2
   exit 1
