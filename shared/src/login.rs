@@ -144,6 +144,23 @@ impl LoginFlow {
 }
 
 impl LoginFlow {
+    /// Where `GET /logout` (the login SDK's `logout()` when the app and the vault share no cookie
+    /// domain) sends the browser: back to `redirect_uri`, only if it is an allowed redirect URL, so the
+    /// vault's domain is never an open redirect. The vault keeps no browser session to end: its user
+    /// tokens are bearer tokens the app forgets, and they expire.
+    pub fn logout_destination(&self, redirect_uri: Option<&str>) -> Result<String, LoginError> {
+        let redirect_uri =
+            redirect_uri.ok_or_else(|| LoginError::invalid("invalid_redirect_url", "redirect_uri is required"))?;
+        // Exact string match, as at login start.
+        if !self.allowed_redirect_urls.iter().any(|allowed| allowed == redirect_uri) {
+            return Err(LoginError::invalid(
+                "invalid_redirect_url",
+                "redirect_uri is not an allowed redirect URL",
+            ));
+        }
+        Ok(redirect_uri.to_string())
+    }
+
     pub async fn start(&self, req: StartRequest) -> Result<StartResponse, LoginError> {
         let connection_id = req
             .connection_id

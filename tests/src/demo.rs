@@ -1,12 +1,37 @@
-//! The demo page of `make dev`: sign in through the demo provider, see the vault user token, fetch the
-//! provider credential. Plain HTML and browser JS against the public API, nothing else.
+//! The demo app of `make dev`: a browser app on an origin of its own (`http://localhost:<port>`, the
+//! vault being on `127.0.0.1`), written as an app developer would write it, on the official Authress
+//! login SDK (`@authress/login`, pinned in tests/js, served unmodified from its own bundle). Sign in
+//! through the demo provider, see the vault user's identity, fetch the provider credential and see
+//! whether that fetch refreshed it, sign out. tests/tests/browser_login.rs drives this same page in Chromium.
 
-pub fn page(connection_id: &str) -> String {
-    PAGE.replace("__CONNECTION_ID__", connection_id)
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+
+/// The SDK's browser bundle, as npm installs it (`make bootstrap`).
+pub const SDK_BUNDLE: &str = "tests/js/node_modules/@authress/login/dist/authress.min.js";
+
+/// The app at `url` (its origin, no trailing slash) signs users in with `connection_id` of the vault at
+/// `vault_url`. The vault must allow `url` + "/" as a redirect URL (which makes it a CORS origin).
+pub async fn serve(listener: tokio::net::TcpListener, vault_url: &str, connection_id: &str) {
+    let page = PAGE
+        .replace("__VAULT_URL__", vault_url)
+        .replace("__CONNECTION_ID__", connection_id);
+    let bundle = std::fs::read_to_string(crate::workspace_root().join(SDK_BUNDLE)).unwrap_or_else(|_| {
+        format!("document.body.textContent = 'The login SDK is missing: run make bootstrap ({SDK_BUNDLE})';")
+    });
+    let app = Router::new().route("/", get(move || async move { Html(page) })).route(
+        "/authress-login.js",
+        get(move || async move { ([(header::CONTENT_TYPE, "text/javascript")], bundle).into_response() }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
 }
 
 const PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>credvault demo</title>
+<html lang="en"><head><meta charset="utf-8"><title>credvault demo app</title>
 <style>
  body{font-family:system-ui,sans-serif;max-width:860px;margin:2rem auto;padding:0 1rem;color:#222}
  pre{background:#f4f4f4;padding:.8rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
@@ -14,93 +39,93 @@ const PAGE: &str = r#"<!doctype html>
  .err{color:#b00020}
 </style></head>
 <body>
-<h1>credvault demo</h1>
-<p>Sign in through the demo provider (connection <code>__CONNECTION_ID__</code>). The vault keeps the
-provider's refresh token under KMS; you get a vault user token, and can ask the vault for a fresh
-provider access token at any time.</p>
+<h1>credvault demo app</h1>
+<p>An app on its own origin, built on the Authress login SDK (<code>@authress/login</code>) against the
+vault at <code id="vault"></code>. Sign in through the demo provider (connection
+<code>__CONNECTION_ID__</code>): the vault keeps the provider's refresh token under KMS, you get a
+vault user token, and can ask for a fresh provider access token at any time.</p>
 <section id="signin">
  <label>User name at the provider <input id="user" value="alice"></label>
  <button id="login">Sign in</button>
 </section>
 <section id="session" hidden>
- <h2>Vault user token</h2>
+ <h2>Signed in</h2>
  <p>User id: <code id="sub"></code></p>
  <pre id="claims"></pre>
  <h2>Provider credential</h2>
- <label>minimumValiditySeconds <input id="minv" type="number" value="60" min="0" max="86400"></label>
- <button id="fetch">Fetch credential</button>
- <button id="session-fetch">Fetch via /api/session/credentials</button>
+ <button id="fetch">Fetch credential (getConnectionCredentials)</button>
+ <label>or with minimumValiditySeconds <input id="minv" type="number" value="60" min="0" max="86400"></label>
+ <button id="fetch-validity">Fetch</button>
  <pre id="credential">(not fetched yet)</pre>
- <button id="logout">Forget the token</button>
+ <button id="switch">Sign in as someone else</button>
+ <button id="logout">Sign out</button>
 </section>
 <p id="error" class="err"></p>
+<script src="/authress-login.js"></script>
 <script>
+const vaultUrl = "__VAULT_URL__";
 const connectionId = "__CONNECTION_ID__";
-const redirectUrl = location.origin + "/demo";
-const b64url = bytes => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+// What an app developer writes: one LoginClient for the vault, as for Authress itself.
+const loginClient = new Authress.LoginClient({ authressApiUrl: vaultUrl, applicationId: "app_demo" });
+window.loginClient = loginClient;
+document.getElementById("vault").textContent = vaultUrl;
+
 const show = (id, value) => { document.getElementById(id).textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2); };
 const fail = message => show("error", message);
 
 async function signIn() {
-  const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
-  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
-  const resp = await fetch("/api/authentication", {method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({connectionId, redirectUrl, codeChallenge: challenge, codeChallengeMethod: "S256",
-      connectionProperties: {login_hint: document.getElementById("user").value}})});
-  const body = await resp.json();
-  if (!resp.ok) return fail(body.title + " (" + body.errorCode + ")");
-  sessionStorage.setItem("pkce", JSON.stringify({verifier, requestId: body.authenticationRequestId}));
-  location.assign(body.authenticationUrl);
-}
-
-async function finishSignIn(params) {
-  const pending = JSON.parse(sessionStorage.getItem("pkce") || "null");
-  history.replaceState(null, "", "/demo");
-  if (params.get("error")) return fail("The provider said: " + params.get("error"));
-  if (!pending || pending.requestId !== params.get("nonce")) return fail("This sign-in was not started here.");
-  sessionStorage.removeItem("pkce");
-  const resp = await fetch("/api/authentication/" + encodeURIComponent(pending.requestId) + "/tokens", {method: "POST",
-    headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({grant_type: "authorization_code", code: params.get("code"), code_verifier: pending.verifier, redirect_uri: redirectUrl})});
-  const body = await resp.json();
-  if (!resp.ok) return fail(body.title + " (" + body.errorCode + ")");
-  sessionStorage.setItem("token", body.access_token);
   // A new login stores new provider tokens: the next fetch's token is not a refresh.
   sessionStorage.removeItem("lastAccessToken");
+  await loginClient.authenticate({ connectionId, redirectUrl: location.origin + "/",
+    connectionProperties: { login_hint: document.getElementById("user").value } });
 }
 
-function claimsOf(token) {
-  return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
-}
-
-async function fetchCredential(viaSession) {
-  const token = sessionStorage.getItem("token");
-  const claims = claimsOf(token);
-  const minv = encodeURIComponent(document.getElementById("minv").value);
-  const url = viaSession ? "/api/session/credentials"
-    : "/v1/connections/" + encodeURIComponent(connectionId) + "/users/" + encodeURIComponent(claims.sub) + "/credentials?minimumValiditySeconds=" + minv;
-  const resp = await fetch(url, {headers: {Authorization: "Bearer " + token}});
-  const body = await resp.json();
-  // A new access token means the vault refreshed it with the provider for this fetch.
+// A new access token means the vault refreshed it with the provider for this fetch.
+function record(credentials) {
   const before = sessionStorage.getItem("lastAccessToken");
-  const refreshed = resp.ok && before !== null && body.accessToken !== before;
-  if (resp.ok) sessionStorage.setItem("lastAccessToken", body.accessToken);
-  show("credential", {status: resp.status, refreshed, body});
+  const refreshed = before !== null && credentials.accessToken !== before;
+  sessionStorage.setItem("lastAccessToken", credentials.accessToken);
+  return refreshed;
 }
 
-function render() {
-  const token = sessionStorage.getItem("token");
-  document.getElementById("signin").hidden = !!token;
-  document.getElementById("session").hidden = !token;
-  if (token) { const c = claimsOf(token); show("sub", c.sub); show("claims", c); }
+async function fetchCredential() {
+  const credentials = await loginClient.getConnectionCredentials();
+  if (!credentials) return fail("The vault gave no credential (see the browser console).");
+  show("credential", { refreshed: record(credentials), credentials });
 }
 
-document.getElementById("login").onclick = () => signIn().catch(e => fail(String(e)));
-document.getElementById("fetch").onclick = () => fetchCredential(false).catch(e => fail(String(e)));
-document.getElementById("session-fetch").onclick = () => fetchCredential(true).catch(e => fail(String(e)));
-document.getElementById("logout").onclick = () => { sessionStorage.removeItem("token"); render(); };
-const params = new URLSearchParams(location.search);
-(params.has("code") || params.has("error") ? finishSignIn(params) : Promise.resolve()).catch(e => fail(String(e))).then(render);
+async function fetchWithValidity() {
+  const token = await loginClient.ensureToken();
+  const { userId } = loginClient.getUserIdentity();
+  const minv = encodeURIComponent(document.getElementById("minv").value);
+  const url = vaultUrl + "/v1/connections/" + encodeURIComponent(connectionId) + "/users/"
+    + encodeURIComponent(userId) + "/credentials?minimumValiditySeconds=" + minv;
+  const resp = await fetch(url, { headers: { Authorization: "Bearer " + token } });
+  const body = await resp.json();
+  if (!resp.ok) return fail(body.title + " (" + body.errorCode + ")");
+  show("credential", { refreshed: record(body), credentials: body });
+}
+
+async function start() {
+  // Completes a login that just came back with a code, or finds the session of an earlier one.
+  const signedIn = await loginClient.userSessionExists();
+  document.getElementById("signin").hidden = signedIn;
+  document.getElementById("session").hidden = !signedIn;
+  if (signedIn) {
+    const identity = loginClient.getUserIdentity();
+    show("sub", identity.userId);
+    show("claims", identity);
+  }
+  document.body.dataset.ready = String(signedIn);
+}
+
+const report = e => fail(String(e && e.message || e));
+document.getElementById("login").onclick = () => signIn().catch(report);
+document.getElementById("switch").onclick = () => signIn().catch(report);
+document.getElementById("logout").onclick = () => loginClient.logout(location.origin + "/").catch(report);
+document.getElementById("fetch").onclick = () => fetchCredential().catch(report);
+document.getElementById("fetch-validity").onclick = () => fetchWithValidity().catch(report);
+start().catch(report);
 </script>
 </body></html>
 "#;

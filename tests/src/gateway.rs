@@ -1,15 +1,14 @@
 //! The local API gateway: one HTTP server in front of the three functions' routers, merged as API
 //! Gateway's routes put them together. Several instances of the merged router, each over its own
 //! `Instance`, stand in for several warm Lambda instances with their own caches; requests go round
-//! robin. It also serves the demo page of `make dev`, and is where the OpenAPI document is put
-//! together from the three routers.
+//! robin. It is also where the OpenAPI document is put together from the three routers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use credvault::Instance;
 use credvault::http::{VaultService, with_fallbacks};
 use tower::ServiceExt;
@@ -18,13 +17,12 @@ use utoipa::OpenApi;
 pub struct Gateway {
     instances: Vec<VaultService>,
     next: AtomicUsize,
-    demo_page: Option<String>,
 }
 
 impl Gateway {
     /// One instance of every function per element of `instances` (each a separately built `Instance`),
     /// each function over the capabilities its `main` gives it.
-    pub fn new(instances: Vec<Instance>, demo_page: Option<String>) -> Self {
+    pub fn new(instances: Vec<Instance>) -> Self {
         let instances = instances
             .iter()
             .map(|instance| credvault::http::service(with_fallbacks(merged_router(instance))))
@@ -32,15 +30,11 @@ impl Gateway {
         Self {
             instances,
             next: AtomicUsize::new(0),
-            demo_page,
         }
     }
 
     pub async fn serve(self, listener: tokio::net::TcpListener) {
-        let app = Router::new()
-            .route("/demo", axum::routing::get(demo))
-            .fallback(forward)
-            .with_state(Arc::new(self));
+        let app = Router::new().fallback(forward).with_state(Arc::new(self));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -60,13 +54,6 @@ impl Gateway {
 
 async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     gateway.call(req).await
-}
-
-async fn demo(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
-    match &gateway.demo_page {
-        Some(page) => Html(page.clone()).into_response(),
-        None => gateway.call(req).await,
-    }
 }
 
 /// The three functions' routes over one instance, merged as API Gateway puts them side by side (the

@@ -33,7 +33,9 @@ pub struct StackOptions {
     /// The connection's metadata fields (returned beside the access token).
     pub metadata_fields: Vec<String>,
     pub extra_redirect_urls: Vec<String>,
-    pub demo_page: bool,
+    /// Serve the demo app (`crate::demo`) on this port of `localhost` (0 picks a free one); its URL
+    /// is an allowed redirect URL, so its origin is a CORS origin of the vault.
+    pub demo_app_port: Option<u16>,
     /// Gateway port; 0 picks a free one.
     pub port: u16,
     pub default_connection_properties: BTreeMap<String, String>,
@@ -63,7 +65,7 @@ impl Default for StackOptions {
             dialect: credvault::oauth::dialect::Dialect::Standard,
             metadata_fields: Vec::new(),
             extra_redirect_urls: Vec::new(),
-            demo_page: false,
+            demo_app_port: None,
             port: 0,
             default_connection_properties: BTreeMap::from([("scope".to_string(), "openid profile email".to_string())]),
             existing_resources: None,
@@ -81,6 +83,8 @@ pub struct LocalStack {
     pub aws_proxy: Option<AwsProxy>,
     pub provider: FakeProvider,
     pub base_url: String,
+    /// The demo app's origin, when `StackOptions::demo_app_port` asked for it.
+    pub demo_url: Option<String>,
     pub config: Config,
     pub connection_id: String,
     /// An extra instance for direct calls from tests (seeding, inspecting).
@@ -123,6 +127,19 @@ impl LocalStack {
         let base_url = format!("http://{}", listener.local_addr().expect("gateway addr"));
         let mut redirect_urls = vec![APP_REDIRECT_URL.to_string()];
         redirect_urls.extend(options.extra_redirect_urls.iter().cloned());
+        let demo_app = match options.demo_app_port {
+            Some(port) => {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("bind demo app");
+                let port = listener.local_addr().expect("demo app addr").port();
+                // `localhost`, where the vault is `127.0.0.1`: another origin, as in production.
+                let url = format!("http://localhost:{port}");
+                redirect_urls.push(format!("{url}/"));
+                Some((listener, url))
+            }
+            None => None,
+        };
         let vars = BTreeMap::from([
             ("CREDVAULT_TABLE", aws.table.clone()),
             ("CREDVAULT_DATA_KEY_ID", aws.data_key_id.clone()),
@@ -158,8 +175,14 @@ impl LocalStack {
         };
         let instance = Arc::new(build());
         let instances = (0..options.instances.max(1)).map(|_| build()).collect();
-        let demo_page = options.demo_page.then(|| crate::demo::page(CONNECTION_ID));
-        Gateway::new(instances, demo_page).serve(listener).await;
+        Gateway::new(instances).serve(listener).await;
+        let demo_url = match demo_app {
+            Some((listener, url)) => {
+                crate::demo::serve(listener, &base_url, CONNECTION_ID).await;
+                Some(url)
+            }
+            None => None,
+        };
 
         let connection = demo_connection(&provider, CONNECTION_ID, &options);
         credvault::store::connections::put(&instance.table, &instance.envelope, &connection, true)
@@ -187,6 +210,7 @@ impl LocalStack {
             aws_proxy,
             provider,
             base_url,
+            demo_url,
             config,
             connection_id: CONNECTION_ID.to_string(),
             instance,

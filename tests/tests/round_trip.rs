@@ -129,3 +129,36 @@ async fn json_token_requests_work_for_providers_that_want_them() {
         "a JSON-encoded refresh reached the provider"
     );
 }
+
+/// The login SDK's `logout()` navigates to `/logout?redirect_uri&client_id`: back to the app, and only
+/// to an allowed redirect URL, matched exactly, so the vault's domain is never an open redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_sends_the_browser_back_only_to_an_allowed_redirect_url() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let logout = |query: String| stack.http.get(stack.url(&format!("/logout{query}"))).send();
+    let encoded = |u: &str| credvault_tests::stack::encode(u);
+
+    let back = logout(format!(
+        "?redirect_uri={}&client_id=app_demo",
+        encoded(APP_REDIRECT_URL)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(back.status(), 302);
+    assert_eq!(location(&back), APP_REDIRECT_URL);
+
+    for refused in [
+        String::new(),
+        format!("?redirect_uri={}", encoded("https://evil.example/after-login")),
+        format!("?redirect_uri={}", encoded(&format!("{APP_REDIRECT_URL}/../../evil"))),
+        format!("?redirect_uri={}", encoded(&format!("{APP_REDIRECT_URL}x"))),
+        format!("?redirect_uri={}", encoded(&APP_REDIRECT_URL.to_uppercase())),
+        format!("?redirect_uri={}", encoded("//evil.example")),
+    ] {
+        let resp = logout(refused.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{refused}");
+        assert!(resp.headers().get("location").is_none(), "{refused}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errorCode"], "invalid_redirect_url", "{refused}: {body}");
+    }
+}

@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<Arc<LoginFlow>> {
         .routes(routes!(start_authentication))
         .routes(routes!(provider_callback))
         .routes(routes!(exchange_vault_code))
+        .routes(routes!(logout))
         .routes(routes!(openid_configuration))
         .routes(routes!(jwks))
         .routes(routes!(openapi_document))
@@ -111,6 +112,34 @@ async fn exchange_vault_code(
             "token_type": tokens.token_type,
         }),
     ))
+}
+
+/// The login SDK's `logout()` navigates here (`?redirect_uri&client_id`): back to the app, when
+/// `redirect_uri` is an allowed redirect URL. Nothing is kept to end: vault user tokens are bearer
+/// tokens the app forgets (the SDK clears its cookies first), and they expire.
+#[utoipa::path(
+    get, path = "/logout", tag = "login", operation_id = "logout",
+    params(
+        ("redirect_uri" = String, Query, description = "Where to send the browser: an allowed redirect URL, exactly."),
+        ("client_id" = Option<String>, Query, description = "The application (accepted, not needed)."),
+    ),
+    responses(
+        (status = 302, description = "Back to `redirect_uri`.",
+            headers(("Location" = String, description = "`redirect_uri`"))),
+        (status = 400, description = "`invalid_redirect_url`: missing, or not an allowed redirect URL.", body = ErrorBody),
+        AnyRefusal,
+    )
+)]
+async fn logout(
+    State(login): State<Arc<LoginFlow>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let redirect_uri = params
+        .iter()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.as_str());
+    let location = login.logout_destination(redirect_uri)?;
+    Ok(redirect(&location))
 }
 
 /// How service APIs find the keys that sign vault user tokens.

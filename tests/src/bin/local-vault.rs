@@ -1,4 +1,4 @@
-//! `make dev`: the whole vault on 127.0.0.1 with a demo provider and a demo page.
+//! `make dev`: the whole vault on 127.0.0.1 with a demo provider, and the demo app on its own origin.
 
 use std::time::Duration;
 
@@ -19,11 +19,7 @@ async fn main() {
         .unwrap_or(8080);
     let stack = LocalStack::start(StackOptions {
         port,
-        demo_page: true,
-        extra_redirect_urls: vec![
-            format!("http://127.0.0.1:{port}/demo"),
-            format!("http://localhost:{port}/demo"),
-        ],
+        demo_app_port: Some(port + 1),
         refresh: RefreshTiming::default(),
         ..StackOptions::default()
     })
@@ -35,7 +31,8 @@ async fn main() {
         .set_knobs(|k| k.access_token_lifetime_secs = DEMO_TOKEN_LIFETIME_SECS);
     println!();
     println!("credvault is running on {}", stack.base_url);
-    println!("  demo page:      {}/demo", stack.base_url);
+    let demo_url = stack.demo_url.clone().unwrap_or_default();
+    println!("  demo app:       {demo_url}/  (its own origin, on the Authress login SDK)");
     println!(
         "  JWKS:           {}/.well-known/openid-configuration/jwks",
         stack.base_url

@@ -69,7 +69,7 @@ async fn main() {
         "http://{}",
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    Gateway::new(vec![instance], None).serve(listener).await;
+    Gateway::new(vec![instance]).serve(listener).await;
     println!("listening {url}");
     // A blocking read on its own thread: tokio's stdin would need another tokio feature for this one use.
     let _ = tokio::task::spawn_blocking(|| {
