@@ -153,6 +153,9 @@ pub struct Knobs {
     pub omit_expires_in: bool,
     /// The client's EC P-256 public key (`x`, `y`, base64url) its assertions are checked with.
     pub client_assertion_key: Option<(String, String)>,
+    /// As Microsoft Entra's certificate credentials: assertions must name the key by this `x5t#S256`
+    /// (base64url SHA-256 of the registered certificate's DER).
+    pub client_assertion_x5t_s256: Option<String>,
 }
 
 /// Token-endpoint answers in a provider's own words: errors with HTTP 200 (GitHub's `{"error"}`,
@@ -200,6 +203,7 @@ impl Default for Knobs {
             extra_token_fields: serde_json::Map::new(),
             omit_expires_in: false,
             client_assertion_key: None,
+            client_assertion_x5t_s256: None,
         }
     }
 }
@@ -752,6 +756,9 @@ fn assertion_accepted(p: &FakeProvider, params: &HashMap<String, String>, path: 
     let Ok(data) = jsonwebtoken::decode::<Claims>(jwt, &key, &validation) else {
         return false;
     };
+    if knobs.client_assertion_x5t_s256.is_some() && data.header.x5t_s256 != knobs.client_assertion_x5t_s256 {
+        return false;
+    }
     let claims = data.claims;
     claims.sub == CLIENT_ID
         && claims.exp.saturating_sub(claims.iat) <= 300

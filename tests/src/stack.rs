@@ -533,6 +533,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         token_request_encoding: options.token_request_encoding,
         token_endpoint_auth_method: options.token_endpoint_auth_method,
         client_assertion_kid: None,
+        client_assertion_certificate: None,
         dialect: options.dialect,
         metadata_fields: options.metadata_fields.clone(),
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),

@@ -153,3 +153,128 @@ async fn the_key_is_checked_write_only_and_never_turned_into_a_secret_sent_in_a_
         "{refused}"
     );
 }
+
+const FIXTURES: &str = "shared/src/oauth/testdata";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(credvault_tests::workspace_root().join(FIXTURES).join(name)).expect("fixture")
+}
+
+/// `openssl x509 -noout -fingerprint -sha256` of the fixture certificate, as base64url (`x5t#S256`).
+fn fixture_thumbprint() -> String {
+    const HEX: &str = "62:3B:F0:93:7D:11:7F:23:0E:E2:4E:2F:51:C0:C4:EA:8D:14:D2:18:E0:52:4C:0B:F7:F7:C8:5D:79:CE:5A:DE";
+    URL_SAFE_NO_PAD.encode(
+        HEX.split(':')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// The fixture key's public point as JWK `x`, `y`.
+fn fixture_public_key() -> (String, String) {
+    let pem = fixture("entra-test-client.key.pem");
+    let der = STANDARD
+        .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+        .unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+    let point = pair.public_key().as_ref();
+    (
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..65]),
+    )
+}
+
+/// Microsoft Entra's certificate credentials: the provider knows the client's certificate, not a
+/// `kid`, and takes only assertions whose `x5t#S256` is that certificate's thumbprint. A connection
+/// given the certificate logs in, refreshes and revokes; the same key without it is refused; and a
+/// certificate of another key is refused when the connection is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_credential_names_the_key_by_its_thumbprint_as_entra_wants() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| {
+        k.client_auth = ClientAuth::PrivateKeyJwtOnly;
+        k.client_assertion_key = Some(fixture_public_key());
+        k.client_assertion_x5t_s256 = Some(fixture_thumbprint());
+        k.access_token_lifetime_secs = 0;
+    });
+    let admin = stack.client_token(&stack.admin_key);
+    let issuer = stack.provider.issuer().to_string();
+    let body = |id: &str, certificate: Option<String>| {
+        let mut body = json!({
+            "connectionId": id, "clientId": credvault_tests::fake_provider::CLIENT_ID,
+            "clientSecret": fixture("entra-test-client.key.pem"),
+            "tokenEndpointAuthMethod": "private_key_jwt",
+            "authenticationUrl": format!("{issuer}/authorize"), "tokenUrl": format!("{issuer}/token"),
+            "revocationUrl": format!("{issuer}/revoke"),
+            "data": {"oidcUserEndpointUrl": format!("{issuer}/userinfo")},
+        });
+        if let Some(certificate) = certificate {
+            body["clientAssertionCertificate"] = json!(certificate);
+        }
+        body
+    };
+    let certificate = fixture("entra-test-client.cert.pem");
+    let (status, created) = stack
+        .call(
+            "POST",
+            "/v1/connections",
+            Some(&admin),
+            Some(&body("con_entra", Some(certificate.clone()))),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["clientAssertionCertificate"], certificate, "public, so shown");
+
+    let user = stack.login_at("con_entra").await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    let path = format!(
+        "/v1/connections/con_entra/users/{}/credentials",
+        credvault_tests::stack::encode(&user.user_id)
+    );
+    let (status, fetched) = stack.call("GET", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(stack.provider.counters().refreshes, 1);
+    let revocations = stack.provider.counters().revocations;
+    let (status, _) = stack.call("DELETE", &path, Some(&user.access_token), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(stack.provider.counters().revocations, revocations + 1);
+
+    // The control: the same key, without the certificate, is refused by this provider.
+    let (status, created) = stack
+        .call(
+            "POST",
+            "/v1/connections",
+            Some(&admin),
+            Some(&body("con_entra_kid", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let verifier = credvault::random::token(32);
+    let (_, callback) = stack.login_until_callback_at("con_entra_kid", &verifier).await;
+    let back = stack.http.get(&callback).send().await.unwrap();
+    assert!(
+        credvault_tests::stack::location(&back).contains("error=server_error"),
+        "no thumbprint, no tokens"
+    );
+
+    // A certificate of another key, or no certificate at all, is refused when written.
+    for (wrong, why) in [
+        (fixture("entra-other.cert.pem"), "another key's certificate"),
+        (fixture("entra-test-client.key.pem"), "the key itself"),
+        ("x".repeat(9000), "too long"),
+    ] {
+        let (status, refused) = stack
+            .call(
+                "PUT",
+                "/v1/connections/con_entra_kid",
+                Some(&admin),
+                Some(&body("con_entra_kid", Some(wrong))),
+            )
+            .await;
+        assert_eq!(
+            (status, refused["errorCode"].as_str()),
+            (400, Some("invalid_client_certificate")),
+            "{why}: {refused}"
+        );
+    }
+}

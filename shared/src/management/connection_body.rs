@@ -43,6 +43,9 @@ pub struct ConnectionInput {
     pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
     /// With `private_key_jwt`: the `kid` its assertions name, when the provider holds several keys.
     pub client_assertion_kid: Option<String>,
+    /// With `private_key_jwt`: the X.509 certificate (PEM) of that key, for providers that name keys by
+    /// certificate thumbprint (Microsoft Entra certificate credentials). Public; must hold the key.
+    pub client_assertion_certificate: Option<String>,
     /// How the token endpoint's answers are read: `standard` (RFC 6749), `github`, `slack`, `atlassian`.
     pub dialect: Option<Dialect>,
     /// Fields of the token answers to return beside the access token, as `metadata` of the credential

@@ -13,7 +13,7 @@ pub use super::connection_body::{ConnectionData, ConnectionInput};
 use crate::access::PolicyEngine;
 use crate::crypto::Envelope;
 use crate::error::ApiError;
-use crate::oauth::client_assertion::AssertionKey;
+use crate::oauth::client_assertion::{AssertionKey, ClientCertificate};
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{
     DEFAULT_USER_ID_EXPRESSION, MAX_METADATA_FIELDS, is_acceptable_metadata_field, is_valid_connection_id,
@@ -24,6 +24,8 @@ use crate::oauth::{Connection, TokenRequestEncoding};
 use crate::store::Table;
 use crate::store::connections;
 
+/// A PEM certificate of a client key is 1 to 3 KB; room for a long chain of names, no more.
+pub const MAX_CERTIFICATE_LEN: usize = 8192;
 /// The connection as the API shows it: everything but the client secret.
 pub fn present(connection: &Connection) -> Value {
     json!({
@@ -36,6 +38,7 @@ pub fn present(connection: &Connection) -> Value {
         "clientId": connection.client_id,
         "tokenEndpointAuthMethod": connection.token_endpoint_auth_method,
         "clientAssertionKid": connection.client_assertion_kid,
+        "clientAssertionCertificate": connection.client_assertion_certificate,
         "dialect": connection.dialect,
         "metadataFields": connection.metadata_fields,
         "defaultConnectionProperties": connection.default_connection_properties,
@@ -278,6 +281,24 @@ impl ConnectionAdmin {
             }
             _ => {}
         }
+        let client_assertion_certificate = input.client_assertion_certificate.filter(|c| !c.is_empty());
+        if let Some(certificate) = &client_assertion_certificate {
+            if !private_key_jwt {
+                return Err(bad(
+                    "invalid_field",
+                    "clientAssertionCertificate is for private_key_jwt",
+                ));
+            }
+            let holds_the_key = certificate.len() <= MAX_CERTIFICATE_LEN
+                && AssertionKey::parse(client_secret.expose_secret())
+                    .is_some_and(|key| ClientCertificate::parse(certificate, &key).is_some());
+            if !holds_the_key {
+                return Err(bad(
+                    "invalid_client_certificate",
+                    "clientAssertionCertificate must be the PEM X.509 certificate of the key in clientSecret",
+                ));
+            }
+        }
         let data = input.data.unwrap_or(ConnectionData {
             name: None,
             supported_content_type: None,
@@ -331,6 +352,7 @@ impl ConnectionAdmin {
             token_request_encoding,
             token_endpoint_auth_method,
             client_assertion_kid,
+            client_assertion_certificate,
             dialect: input.dialect.unwrap_or_default(),
             metadata_fields,
             user_id_expression,

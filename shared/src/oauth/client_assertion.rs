@@ -2,10 +2,15 @@
 //! the vault sends a short-lived JWT about itself, signed with the client's private key. The key is a
 //! PKCS#8 EC P-256 (ES256) or RSA (RS256) key, given as the connection's write-only `clientSecret` and
 //! stored sealed like any client secret.
+//!
+//! Microsoft Entra's certificate credentials name the key by its certificate: the assertion's header
+//! carries the certificate's thumbprints, `x5t#S256` (SHA-256 of its DER, what Entra documents now) and
+//! `x5t` (SHA-1, what it documented before). The certificate is public; the vault only hashes it.
 
+use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
@@ -37,6 +42,15 @@ impl AssertionKey {
         RsaKeyPair::from_pkcs8(&der).ok().map(AssertionKey::Rs256)
     }
 
+    /// The public key's bytes as a certificate's SubjectPublicKeyInfo holds them (the EC point, or the
+    /// RSAPublicKey DER): a certificate for this key contains them verbatim.
+    fn public_key_bytes(&self) -> Vec<u8> {
+        match self {
+            AssertionKey::Es256(key) => key.public_key().as_ref().to_vec(),
+            AssertionKey::Rs256(key) => key.public_key().as_ref().to_vec(),
+        }
+    }
+
     fn alg(&self) -> &'static str {
         match self {
             AssertionKey::Es256(_) => "ES256",
@@ -57,13 +71,56 @@ impl AssertionKey {
     }
 }
 
+/// An X.509 certificate of the client's key (PEM), whose thumbprints name the key in assertions.
+pub struct ClientCertificate {
+    der: Vec<u8>,
+}
+
+impl ClientCertificate {
+    /// The one certificate in `pem` (`-----BEGIN CERTIFICATE-----`), if it is one and it holds `key`'s
+    /// public key. The vault does not parse X.509: it checks the PEM framing, that the DER is a
+    /// SEQUENCE, and that the key's public bytes are in it, which catches a certificate of another key.
+    pub fn parse(pem: &str, key: &AssertionKey) -> Option<Self> {
+        let pem = pem.trim();
+        let body = pem
+            .strip_prefix("-----BEGIN CERTIFICATE-----")?
+            .strip_suffix("-----END CERTIFICATE-----")?;
+        let base64: String = body.split_whitespace().collect();
+        let der = STANDARD.decode(base64).ok()?;
+        let public = key.public_key_bytes();
+        let holds_key = der.windows(public.len()).any(|w| w == public.as_slice());
+        (der.first() == Some(&0x30) && holds_key).then_some(Self { der })
+    }
+
+    /// `x5t#S256`: base64url SHA-256 of the DER (RFC 7515 §4.1.8).
+    pub fn thumbprint_sha256(&self) -> String {
+        URL_SAFE_NO_PAD.encode(digest(&SHA256, &self.der))
+    }
+
+    /// `x5t`: base64url SHA-1 of the DER (RFC 7515 §4.1.7), for providers that read only that.
+    pub fn thumbprint_sha1(&self) -> String {
+        URL_SAFE_NO_PAD.encode(digest(&SHA1_FOR_LEGACY_USE_ONLY, &self.der))
+    }
+}
+
+/// How an assertion's header names the key: by `kid`, by its certificate's thumbprints, or both.
+#[derive(Default)]
+pub struct KeyName<'a> {
+    pub kid: Option<&'a str>,
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
 /// A fresh assertion of `client_id` for `audience` (the endpoint it is sent to): `iss` and `sub` the
-/// client, a new `jti`, issued `now` (epoch seconds) and expiring a minute later; `kid` names the key
-/// when the provider holds several.
-pub fn assertion(key: &AssertionKey, client_id: &str, audience: &str, kid: Option<&str>, now: u64) -> Option<String> {
+/// client, a new `jti`, issued `now` (epoch seconds) and expiring a minute later; `name` says which
+/// key signed it when the provider holds several.
+pub fn assertion(key: &AssertionKey, client_id: &str, audience: &str, name: &KeyName, now: u64) -> Option<String> {
     let mut header = json!({"alg": key.alg(), "typ": "JWT"});
-    if let Some(kid) = kid {
+    if let Some(kid) = name.kid {
         header["kid"] = json!(kid);
+    }
+    if let Some(certificate) = name.certificate {
+        header["x5t#S256"] = json!(certificate.thumbprint_sha256());
+        header["x5t"] = json!(certificate.thumbprint_sha1());
     }
     let claims = json!({
         "iss": client_id, "sub": client_id, "aud": audience, "jti": crate::random::token(16),
@@ -81,7 +138,7 @@ pub fn assertion(key: &AssertionKey, client_id: &str, audience: &str, kid: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, KeyPair, UnparsedPublicKey};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 
     fn ec_pem() -> (String, Vec<u8>) {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
@@ -101,7 +158,10 @@ mod tests {
             &key,
             "client-1",
             "https://login.example.com/token",
-            Some("key-1"),
+            &KeyName {
+                kid: Some("key-1"),
+                certificate: None,
+            },
             1_000,
         )
         .unwrap();
@@ -123,7 +183,14 @@ mod tests {
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
             .expect("the signature verifies with the client's public key");
         // Every assertion is new: a provider refuses a jti it has seen.
-        let again = assertion(&key, "client-1", "https://login.example.com/token", None, 1_000).unwrap();
+        let again = assertion(
+            &key,
+            "client-1",
+            "https://login.example.com/token",
+            &KeyName::default(),
+            1_000,
+        )
+        .unwrap();
         let jti = |jwt: &str| {
             let part = jwt.split('.').nth(1).unwrap().to_string();
             serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()["jti"].clone()
@@ -145,6 +212,70 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
         ] {
             assert!(AssertionKey::parse(not_a_key).is_none(), "{not_a_key}");
+        }
+    }
+
+    const FIXTURE_KEY: &str = include_str!("testdata/entra-test-client.key.pem");
+    const FIXTURE_CERTIFICATE: &str = include_str!("testdata/entra-test-client.cert.pem");
+    const OTHER_KEYS_CERTIFICATE: &str = include_str!("testdata/entra-other.cert.pem");
+
+    /// Hex fingerprint (as `openssl x509 -fingerprint` prints it) to base64url.
+    fn from_hex(fingerprint: &str) -> String {
+        let bytes: Vec<u8> = fingerprint
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn a_certificate_names_its_key_by_the_thumbprints_openssl_computes() {
+        let key = AssertionKey::parse(FIXTURE_KEY).expect("fixture key");
+        let certificate = ClientCertificate::parse(FIXTURE_CERTIFICATE, &key).expect("its certificate");
+        // From `openssl x509 -noout -fingerprint -sha256` and `-sha1` (testdata/README.md).
+        assert_eq!(
+            certificate.thumbprint_sha256(),
+            from_hex("62:3B:F0:93:7D:11:7F:23:0E:E2:4E:2F:51:C0:C4:EA:8D:14:D2:18:E0:52:4C:0B:F7:F7:C8:5D:79:CE:5A:DE")
+        );
+        assert_eq!(
+            certificate.thumbprint_sha1(),
+            from_hex("94:D4:DE:FD:2B:EF:32:FD:3E:06:6D:0D:1C:7F:B1:D2:6A:18:BC:61")
+        );
+        let jwt = assertion(
+            &key,
+            "app",
+            "https://login.example.com/token",
+            &KeyName {
+                kid: None,
+                certificate: Some(&certificate),
+            },
+            1_000,
+        )
+        .unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["x5t#S256"], certificate.thumbprint_sha256());
+        assert_eq!(header["x5t"], certificate.thumbprint_sha1());
+        assert!(header.get("kid").is_none());
+    }
+
+    #[test]
+    fn only_a_certificate_of_the_key_itself_is_accepted() {
+        let key = AssertionKey::parse(FIXTURE_KEY).unwrap();
+        assert!(
+            ClientCertificate::parse(OTHER_KEYS_CERTIFICATE, &key).is_none(),
+            "another key's certificate"
+        );
+        for not_a_certificate in [
+            "",
+            FIXTURE_KEY,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----",
+        ] {
+            assert!(
+                ClientCertificate::parse(not_a_certificate, &key).is_none(),
+                "{not_a_certificate}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 use base64::Engine;
 use secrecy::ExposeSecret;
 
-use super::client_assertion::{ASSERTION_TYPE, AssertionKey, assertion};
+use super::client_assertion::{ASSERTION_TYPE, AssertionKey, ClientCertificate, KeyName, assertion};
 use super::connection::Connection;
 pub use super::connection::TokenEndpointAuthMethod;
 
@@ -36,7 +36,15 @@ pub fn client_credentials(connection: &Connection, endpoint: &str) -> Option<Cli
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let jwt = assertion(&key, &id, endpoint, connection.client_assertion_kid.as_deref(), now)?;
+            let certificate = match &connection.client_assertion_certificate {
+                Some(pem) => Some(ClientCertificate::parse(pem, &key)?),
+                None => None,
+            };
+            let name = KeyName {
+                kid: connection.client_assertion_kid.as_deref(),
+                certificate: certificate.as_ref(),
+            };
+            let jwt = assertion(&key, &id, endpoint, &name, now)?;
             ClientCredentials::Body(vec![
                 ("client_id", id),
                 ("client_assertion_type", ASSERTION_TYPE.to_string()),

@@ -131,6 +131,9 @@ pub struct Connection {
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     /// The `kid` of the client's key in its assertions (`private_key_jwt`), when the provider wants one.
     pub client_assertion_kid: Option<String>,
+    /// The X.509 certificate (PEM, public) of the client's key, when the provider names keys by their
+    /// certificate's thumbprint (Microsoft Entra): its assertions then carry `x5t#S256` and `x5t`.
+    pub client_assertion_certificate: Option<String>,
     /// How its token endpoint's answers are read (dialect.rs).
     pub dialect: Dialect,
     /// Fields of the token answers callers get beside the access token (`instance_url`, `team.id`):
@@ -394,6 +397,7 @@ mod tests {
             token_endpoint_auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
             dialect: Dialect::Standard,
             client_assertion_kid: None,
+            client_assertion_certificate: None,
             metadata_fields: Vec::new(),
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),

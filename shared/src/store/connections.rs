@@ -46,6 +46,8 @@ struct StoredConnection {
     token_endpoint_auth_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_assertion_kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_assertion_certificate: Option<String>,
     /// Absent on connections stored before dialects: standard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dialect: Option<String>,
@@ -97,6 +99,7 @@ pub async fn put(
         supported_content_type: connection.token_request_encoding.content_type().to_string(),
         token_endpoint_auth_method: Some(connection.token_endpoint_auth_method.as_str().to_string()),
         client_assertion_kid: connection.client_assertion_kid.clone(),
+        client_assertion_certificate: connection.client_assertion_certificate.clone(),
         dialect: Some(connection.dialect.as_str().to_string()),
         metadata_fields: connection.metadata_fields.clone(),
         user_id_expression: connection.user_id_expression.clone(),
@@ -224,6 +227,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: Item) -> Result<Con
         token_request_encoding: encoding,
         token_endpoint_auth_method,
         client_assertion_kid: stored.client_assertion_kid,
+        client_assertion_certificate: stored.client_assertion_certificate,
         dialect,
         metadata_fields: stored.metadata_fields,
         user_id_expression: stored.user_id_expression,
