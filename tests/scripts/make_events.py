@@ -27,7 +27,10 @@ BODIES = {
         "redirect_uri": "https://app.example.com/after-login",
     },
 }
-QUERIES = {("GET", "/api/callback/{connectionId}"): "code=smoke&state=unknown"}
+QUERIES = {
+    ("GET", "/api/callback/{connectionId}"): "code=smoke&state=unknown",
+    ("GET", "/logout"): "redirect_uri=https%3A%2F%2Fapp.example.com%2Fafter-login&client_id=app_smoke",
+}
 
 
 def event(method, path):

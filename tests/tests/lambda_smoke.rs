@@ -19,6 +19,8 @@ fn expected_status(file: &str) -> u16 {
         "get-wellknown-openidconfiguration.json" | "get-wellknown-openidconfiguration-jwks.json" => 200,
         "get-openapijson.json" => 200,
         "get-api-callback-connectionid.json" => 400,
+        // Back to the allowed redirect URL.
+        "get-logout.json" => 302,
         "post-api-authentication-authenticationrequestid-tokens.json" => 400,
         "get-v1-clients-clientid-wellknown-openidconfiguration-jwks.json" => 404,
         _ => 401,
