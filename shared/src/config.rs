@@ -149,6 +149,29 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Allow plain-http provider URLs on loopback addresses. Only for the local stack and tests.
     pub insecure_allow_http_loopback: bool,
+    /// The bounds of one keep-alive run of credential-maintenance.
+    pub keep_alive: KeepAliveLimits,
+}
+
+/// The bounds of one keep-alive run (maintenance.rs): how many due credentials it examines, how many
+/// refreshes it runs at once, and how long it may go on. What it leaves, the next run continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepAliveLimits {
+    pub max_credentials: usize,
+    pub concurrency: usize,
+    /// No refresh starts later than this minus a lease after the run began, so a run ends within it
+    /// (the function's timeout is longer).
+    pub time_budget: Duration,
+}
+
+impl Default for KeepAliveLimits {
+    fn default() -> Self {
+        Self {
+            max_credentials: 1000,
+            concurrency: 8,
+            time_budget: Duration::from_secs(240),
+        }
+    }
 }
 
 impl Config {
@@ -166,6 +189,12 @@ impl Config {
                     .parse::<u64>()
                     .map(Duration::from_secs)
                     .map_err(|e| invalid(name, e.to_string())),
+            }
+        };
+        let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse::<usize>().map_err(|e| invalid(name, e.to_string())),
             }
         };
         let issuer = required("CREDVAULT_ISSUER")?.trim_end_matches('/').to_string();
@@ -224,6 +253,20 @@ impl Config {
             grant_cache_max_age: secs("CREDVAULT_GRANT_CACHE_SECONDS", 10)?,
             audit_retention: Duration::from_secs(secs("CREDVAULT_AUDIT_RETENTION_DAYS", 90)?.as_secs() * 86_400),
             insecure_allow_http_loopback: get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Some("true"),
+            keep_alive: KeepAliveLimits {
+                max_credentials: count(
+                    "CREDVAULT_KEEP_ALIVE_MAX_CREDENTIALS",
+                    KeepAliveLimits::default().max_credentials,
+                )?,
+                concurrency: count(
+                    "CREDVAULT_KEEP_ALIVE_CONCURRENCY",
+                    KeepAliveLimits::default().concurrency,
+                )?,
+                time_budget: secs(
+                    "CREDVAULT_KEEP_ALIVE_TIME_BUDGET_SECONDS",
+                    KeepAliveLimits::default().time_budget.as_secs(),
+                )?,
+            },
         };
         if !crate::ids::is_valid_id(&config.account_id) || config.account_id.contains('.') {
             return Err(invalid("CREDVAULT_ACCOUNT_ID", "must be an id without dots"));
@@ -251,6 +294,26 @@ impl Config {
                     format!("{origin} is not an origin (scheme://host[:port], nothing after it)"),
                 ));
             }
+        }
+        let KeepAliveLimits {
+            max_credentials,
+            concurrency,
+            time_budget,
+        } = &self.keep_alive;
+        if *max_credentials == 0 || !(1..=64).contains(concurrency) {
+            return Err(invalid(
+                "CREDVAULT_KEEP_ALIVE_CONCURRENCY",
+                "a run examines at least one credential, with 1 to 64 refreshes at once",
+            ));
+        }
+        if *time_budget < self.refresh.lease_length * 2 {
+            return Err(invalid(
+                "CREDVAULT_KEEP_ALIVE_TIME_BUDGET_SECONDS",
+                format!(
+                    "{time_budget:?} leaves no room for a refresh: at least two leases ({:?})",
+                    self.refresh.lease_length * 2
+                ),
+            ));
         }
         if self.user_token_lifetime.is_zero() || self.vault_code_lifetime.is_zero() {
             return Err(invalid("CREDVAULT_USER_TOKEN_SECONDS", "lifetimes must be positive"));

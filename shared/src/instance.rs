@@ -180,6 +180,16 @@ impl Instance {
     }
 
     /// The login flow (login-callback), with its own cache of provider signing keys.
+    /// The keep-alive run of credential-maintenance, over this instance's refresh protocol.
+    pub fn keep_alive(&self) -> crate::maintenance::KeepAlive {
+        crate::maintenance::KeepAlive {
+            table: self.table.clone(),
+            refresh: Arc::clone(&self.refresh),
+            clock: Arc::clone(&self.clock),
+            limits: self.config.keep_alive.clone(),
+        }
+    }
+
     pub fn login_flow(&self) -> LoginFlow {
         LoginFlow {
             table: self.table.clone(),

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod instance;
 pub mod login;
+pub mod maintenance;
 pub mod management;
 pub mod migration;
 pub mod oauth;

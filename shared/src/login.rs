@@ -420,6 +420,7 @@ impl LoginFlow {
             token_type: tokens.token_type,
             scope: tokens.scope,
             metadata: tokens.metadata,
+            keep_alive_due_at: connection.keep_alive_due(now),
         })?;
         for _ in 0..SAVE_ATTEMPTS {
             let previous = repository.get(connection_id, user_id).await?;

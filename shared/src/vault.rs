@@ -106,6 +106,33 @@ pub struct RefreshProtocol {
     pub fetches: SingleFlight<(String, String), FreshAccessToken>,
 }
 
+/// Why a refresh is made: a fetch found the token too short-lived, or maintenance keeps an idle
+/// credential's refresh token alive (audited with reason `keep_alive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Fetch,
+    KeepAlive,
+}
+
+/// What a keep-alive refresh of one credential came to (maintenance.rs counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptAlive {
+    /// Refreshed through the lease protocol; the next due date moved forward.
+    Refreshed,
+    /// Not due any more (a fetch refreshed it since the index was read), or no longer kept alive.
+    NotDue,
+    /// Not refreshed now: another instance holds its lease (that refresh moves the due date), or the
+    /// provider is backing off. A later run finds it due again.
+    Busy,
+    /// Not ACTIVE (re-authentication required, being disconnected), gone, or without a refresh token:
+    /// never refreshed.
+    NotKept,
+    /// The provider refused the refresh token: now REAUTH_REQUIRED, out of the index.
+    Dead,
+    /// The provider is unavailable; the failure and its backoff are recorded on the item.
+    Failed,
+}
+
 /// What the lease holder's attempt came to.
 enum HolderOutcome {
     Done(Result<FreshAccessToken, VaultError>),
@@ -141,6 +168,46 @@ impl RefreshProtocol {
             }
             Turn::Joined(_) => self.read_or_refresh(connection_id, user_id, min_validity).await,
         }
+    }
+
+    /// Keep-alive (maintenance.rs): refreshes the credential through the same lease protocol as a
+    /// fetch, when it is still due. It never waits for another instance, never refreshes a credential
+    /// that is not ACTIVE, and never calls a provider that is backing off.
+    pub async fn keep_alive(&self, connection_id: &str, user_id: &str) -> Result<KeptAlive, VaultError> {
+        let Some(item) = self.credentials.get(connection_id, user_id).await? else {
+            return Ok(KeptAlive::NotKept);
+        };
+        if item.status != CredentialStatus::Active || item.refresh_token.is_none() {
+            return Ok(KeptAlive::NotKept);
+        }
+        let now_ms = self.clock.now_millis();
+        if item.keep_alive_due_at.is_none_or(|due| due > self.clock.now_secs()) {
+            return Ok(KeptAlive::NotDue);
+        }
+        let leased = item.lease.as_ref().is_some_and(|lease| lease.expires_at_ms >= now_ms);
+        let backing_off = item.next_attempt_at_ms.is_some_and(|next| next > now_ms);
+        if leased || backing_off {
+            return Ok(KeptAlive::Busy);
+        }
+        let owner = crate::random::token(16);
+        let lease_until = self.clock.instant() + self.timing.lease_length;
+        let lease_ms = self.timing.lease_length.as_millis() as i64;
+        if !self.credentials.claim_lease(&item, &owner, now_ms, lease_ms).await? {
+            return Ok(KeptAlive::Busy);
+        }
+        Ok(
+            match self
+                .refresh_as_holder(&item, &owner, lease_until, Trigger::KeepAlive)
+                .await
+            {
+                HolderOutcome::Done(Ok(_)) => KeptAlive::Refreshed,
+                HolderOutcome::Done(Err(VaultError::ReauthenticationRequired)) => KeptAlive::Dead,
+                HolderOutcome::Done(Err(VaultError::ProviderUnavailable { .. })) => KeptAlive::Failed,
+                HolderOutcome::Done(Err(other)) => return Err(other),
+                // The version moved under the lease (a login replaced the tokens): not ours to refresh.
+                HolderOutcome::ReadAgain => KeptAlive::Busy,
+            },
+        )
     }
 
     /// The lease protocol itself, for one caller.
@@ -194,7 +261,7 @@ impl RefreshProtocol {
                 let lease_ms = timing.lease_length.as_millis() as i64;
                 let lease_until = self.clock.instant() + timing.lease_length;
                 if self.credentials.claim_lease(&item, &owner, now_ms, lease_ms).await? {
-                    match self.refresh_as_holder(&item, &owner, lease_until).await {
+                    match self.refresh_as_holder(&item, &owner, lease_until, Trigger::Fetch).await {
                         HolderOutcome::Done(result) => return result,
                         HolderOutcome::ReadAgain => continue,
                     }
@@ -210,8 +277,14 @@ impl RefreshProtocol {
     }
 
     /// We hold the lease on `item.token_version`: refresh with the provider and commit, or give the lease back.
-    async fn refresh_as_holder(&self, item: &CredentialItem, owner: &str, lease_until: Instant) -> HolderOutcome {
-        let result = self.call_provider_and_commit(item, owner, lease_until).await;
+    async fn refresh_as_holder(
+        &self,
+        item: &CredentialItem,
+        owner: &str,
+        lease_until: Instant,
+        trigger: Trigger,
+    ) -> HolderOutcome {
+        let result = self.call_provider_and_commit(item, owner, lease_until, trigger).await;
         match result {
             Ok(Some(fresh)) => HolderOutcome::Done(Ok(fresh)),
             Ok(None) => HolderOutcome::ReadAgain,
@@ -359,6 +432,7 @@ impl RefreshProtocol {
         item: &CredentialItem,
         owner: &str,
         lease_until: Instant,
+        trigger: Trigger,
     ) -> Result<Option<FreshAccessToken>, RefreshFailure> {
         let internal = |e: VaultError| RefreshFailure::Internal(e);
         let connection = self
@@ -395,7 +469,15 @@ impl RefreshProtocol {
         let now = self.clock.now_secs();
         let expires_at = now + tokens.lifetime_secs();
         let scope = tokens.scope.clone().or_else(|| item.scope.clone());
-        let new_tokens = seal_answer(sealer.as_ref(), &tokens, now, expires_at, scope.clone()).map_err(internal)?;
+        let new_tokens = seal_answer(
+            sealer.as_ref(),
+            &tokens,
+            now,
+            expires_at,
+            scope.clone(),
+            connection.keep_alive_due(now),
+        )
+        .map_err(internal)?;
         let committed = self
             .commit_while_leased(item, owner, new_tokens, now, lease_until)
             .await
@@ -406,9 +488,11 @@ impl RefreshProtocol {
         }
         tracing::info!(connection_id = %item.connection_id, user_id = %item.user_id, version = item.token_version + 1, rotated = tokens.refresh_token.is_some(), "credential refreshed");
         let resource = crate::access::credentials_resource(&item.connection_id, &item.user_id);
-        self.audit
-            .record(AuditEvent::new("credential.refresh", None, &resource, Ok(())))
-            .await;
+        let mut event = AuditEvent::new("credential.refresh", None, &resource, Ok(()));
+        if trigger == Trigger::KeepAlive {
+            event = event.reason("keep_alive");
+        }
+        self.audit.record(event).await;
         Ok(Some(FreshAccessToken {
             access_token: tokens.access_token,
             expires_at,
@@ -602,6 +686,7 @@ fn seal_answer(
     now: i64,
     expires_at: i64,
     scope: Option<String>,
+    keep_alive_due_at: Option<i64>,
 ) -> Result<NewTokens, VaultError> {
     Ok(sealer.seal(PlainTokens {
         access_token: tokens.access_token.clone(),
@@ -611,6 +696,7 @@ fn seal_answer(
         token_type: tokens.token_type.clone(),
         scope,
         metadata: tokens.metadata.clone(),
+        keep_alive_due_at,
     })?)
 }
 
@@ -731,6 +817,7 @@ mod tests {
             refresh_failures: 0,
             rotation_unconfirmed_at: None,
             metadata: Default::default(),
+            keep_alive_due_at: None,
         }
     }
 

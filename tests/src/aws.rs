@@ -14,6 +14,9 @@ pub struct CallCounters {
     pub dynamodb_reads: AtomicU64,
     pub dynamodb_writes: AtomicU64,
     pub kms_calls: AtomicU64,
+    /// Of the reads: Scans (no request path makes one) and Queries.
+    pub dynamodb_scans: AtomicU64,
+    pub dynamodb_queries: AtomicU64,
 }
 
 impl CallCounters {
@@ -21,6 +24,8 @@ impl CallCounters {
         self.dynamodb_reads.store(0, Ordering::SeqCst);
         self.dynamodb_writes.store(0, Ordering::SeqCst);
         self.kms_calls.store(0, Ordering::SeqCst);
+        self.dynamodb_scans.store(0, Ordering::SeqCst);
+        self.dynamodb_queries.store(0, Ordering::SeqCst);
     }
 
     pub fn snapshot(&self) -> (u64, u64, u64) {
@@ -56,6 +61,12 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCounter {
             &self.0.dynamodb_writes
         };
         counter.fetch_add(1, Ordering::SeqCst);
+        if input.downcast_ref::<ScanInput>().is_some() {
+            self.0.dynamodb_scans.fetch_add(1, Ordering::SeqCst);
+        }
+        if input.downcast_ref::<QueryInput>().is_some() {
+            self.0.dynamodb_queries.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 }
@@ -189,13 +200,15 @@ impl TestAws {
 }
 
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
-    let attr = |name: &str| {
+    use credvault::store::keep_alive;
+    let attr_of = |name: &str, kind: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
             .expect("attribute")
     };
+    let attr = |name: &str| attr_of(name, ScalarAttributeType::S);
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
             .attribute_name(name)
@@ -211,6 +224,22 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
         .attribute_definitions(attr("sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
+        // The sparse keep-alive index, as infra/template.yaml defines it (store/keep_alive.rs).
+        .attribute_definitions(attr(keep_alive::ATTR_SHARD))
+        .attribute_definitions(attr_of(keep_alive::ATTR_DUE, ScalarAttributeType::N))
+        .global_secondary_indexes(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                .index_name(keep_alive::INDEX)
+                .key_schema(key(keep_alive::ATTR_SHARD, KeyType::Hash))
+                .key_schema(key(keep_alive::ATTR_DUE, KeyType::Range))
+                .projection(
+                    aws_sdk_dynamodb::types::Projection::builder()
+                        .projection_type(aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("keep-alive index"),
+        )
         .send()
         .await
         .expect("create table");

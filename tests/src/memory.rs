@@ -109,6 +109,7 @@ fn apply_tokens(stored: &mut CredentialItem, tokens: NewTokens) {
     stored.next_attempt_at_ms = None;
     stored.refresh_failures = 0;
     stored.rotation_unconfirmed_at = None;
+    stored.keep_alive_due_at = tokens.keep_alive_due_at;
 }
 
 /// "Seals" by keeping the bytes: these tests are about the protocol, not the encryption.
@@ -124,6 +125,7 @@ impl TokenSealer for IdentitySealer {
             token_type: tokens.token_type,
             scope: tokens.scope,
             metadata: tokens.metadata,
+            keep_alive_due_at: tokens.keep_alive_due_at,
         })
     }
 }
@@ -277,6 +279,7 @@ impl CredentialRepository for MemoryCredentials {
             |s| {
                 s.status = CredentialStatus::ReauthRequired;
                 s.lease = None;
+                s.keep_alive_due_at = None;
             },
         ))
     }
@@ -294,6 +297,7 @@ impl CredentialRepository for MemoryCredentials {
                 s.status = CredentialStatus::Revoking;
                 s.token_version += 1;
                 s.lease = None;
+                s.keep_alive_due_at = None;
             },
         ))
     }
@@ -339,6 +343,7 @@ impl CredentialRepository for MemoryCredentials {
                         next_attempt_at_ms: None,
                         refresh_failures: 0,
                         rotation_unconfirmed_at: None,
+                        keep_alive_due_at: tokens.keep_alive_due_at,
                         metadata: tokens.metadata,
                     },
                 );

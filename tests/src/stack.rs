@@ -32,6 +32,8 @@ pub struct StackOptions {
     pub dialect: credvault::oauth::dialect::Dialect,
     /// The connection's metadata fields (returned beside the access token).
     pub metadata_fields: Vec<String>,
+    /// The connection's `keepAliveDays`.
+    pub keep_alive_days: Option<u32>,
     pub extra_redirect_urls: Vec<String>,
     /// Serve the demo app (`crate::demo`) on this port of `localhost` (0 picks a free one); its URL
     /// is an allowed redirect URL, so its origin is a CORS origin of the vault.
@@ -64,6 +66,7 @@ impl Default for StackOptions {
             client_secret: CLIENT_SECRET.to_string(),
             dialect: credvault::oauth::dialect::Dialect::Standard,
             metadata_fields: Vec::new(),
+            keep_alive_days: None,
             extra_redirect_urls: Vec::new(),
             demo_app_port: None,
             port: 0,
@@ -536,6 +539,7 @@ fn demo_connection(provider: &FakeProvider, connection_id: &str, options: &Stack
         client_assertion_certificate: None,
         dialect: options.dialect,
         metadata_fields: options.metadata_fields.clone(),
+        keep_alive_days: options.keep_alive_days,
         user_id_expression: credvault::oauth::connection::DEFAULT_USER_ID_EXPRESSION.to_string(),
         generation: credvault::random::token(9),
     }

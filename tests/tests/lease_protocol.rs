@@ -67,6 +67,7 @@ async fn provider_grant(provider: &FakeProvider, connection: &Connection, client
         token_type: tokens.token_type,
         scope: tokens.scope,
         metadata: Default::default(),
+        keep_alive_due_at: None,
     }
 }
 
@@ -290,6 +291,7 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         token_type: "Bearer".into(),
         scope: None,
         metadata: Default::default(),
+        keep_alive_due_at: None,
     };
     let late = repo
         .sealer(connection_id, user_id)
@@ -405,6 +407,7 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         token_type: "Bearer".into(),
         scope: None,
         metadata: Default::default(),
+        keep_alive_due_at: None,
     };
     let same = repo
         .sealer(connection_id, user_id)
@@ -491,6 +494,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
         token_type: "Bearer".into(),
         scope: Some(format!("scope-{n}")),
         metadata: Default::default(),
+        keep_alive_due_at: None,
     };
     let late = dynamo
         .sealer(&stack.connection_id, &user.user_id)
@@ -623,6 +627,7 @@ async fn a_waiter_takes_the_other_instances_commit_and_a_token_without_refresh_i
         token_type: "Bearer".into(),
         scope: None,
         metadata: Default::default(),
+        keep_alive_due_at: None,
     };
     let commit = async {
         tokio::time::sleep(Duration::from_millis(150)).await;

@@ -51,6 +51,9 @@ pub struct ConnectionInput {
     /// Fields of the token answers to return beside the access token, as `metadata` of the credential
     /// (`instance_url`, `team.id`): at most 8 dotted paths of lowercase words, none naming a secret.
     pub metadata_fields: Option<Vec<String>>,
+    /// Refresh credentials nobody fetched for this many days (1 to 365), so providers that expire
+    /// idle refresh tokens (Microsoft: 90 days) do not; `0` turns a preset's default off.
+    pub keep_alive_days: Option<u32>,
     #[serde(default)]
     pub default_connection_properties: BTreeMap<String, String>,
     pub data: Option<ConnectionData>,

@@ -16,8 +16,8 @@ use crate::error::ApiError;
 use crate::oauth::client_assertion::{AssertionKey, ClientCertificate};
 use crate::oauth::client_auth::TokenEndpointAuthMethod;
 use crate::oauth::connection::{
-    DEFAULT_USER_ID_EXPRESSION, MAX_METADATA_FIELDS, is_acceptable_metadata_field, is_valid_connection_id,
-    is_valid_user_id_expression,
+    DEFAULT_USER_ID_EXPRESSION, MAX_KEEP_ALIVE_DAYS, MAX_METADATA_FIELDS, is_acceptable_metadata_field,
+    is_valid_connection_id, is_valid_user_id_expression,
 };
 use crate::oauth::provider::is_acceptable_provider_url;
 use crate::oauth::{Connection, TokenRequestEncoding};
@@ -41,6 +41,7 @@ pub fn present(connection: &Connection) -> Value {
         "clientAssertionCertificate": connection.client_assertion_certificate,
         "dialect": connection.dialect,
         "metadataFields": connection.metadata_fields,
+        "keepAliveDays": connection.keep_alive_days,
         "defaultConnectionProperties": connection.default_connection_properties,
         "data": {
             "name": connection.name,
@@ -186,6 +187,16 @@ impl ConnectionAdmin {
                 "metadataFields are at most 8 dotted paths of lowercase words (team.id), none naming a token, secret, key or code",
             ));
         }
+        let keep_alive_days = match input.keep_alive_days {
+            None | Some(0) => None,
+            Some(days) if days <= MAX_KEEP_ALIVE_DAYS => Some(days),
+            Some(_) => {
+                return Err(bad(
+                    "invalid_keep_alive_days",
+                    "keepAliveDays is 1 to 365, or 0 for none",
+                ));
+            }
+        };
         if !is_valid_connection_id(connection_id) {
             return Err(bad(
                 "invalid_connection_id",
@@ -355,6 +366,7 @@ impl ConnectionAdmin {
             client_assertion_certificate,
             dialect: input.dialect.unwrap_or_default(),
             metadata_fields,
+            keep_alive_days,
             user_id_expression,
             // Set by `create` (a new one) or `update` (the stored one).
             generation: String::new(),

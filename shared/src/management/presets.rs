@@ -36,6 +36,8 @@ pub struct Preset {
     /// Fields of the provider's token answers callers need beside the token (`instance_url`).
     #[serde(default)]
     pub metadata_fields: Vec<String>,
+    /// Where the provider expires refresh tokens left unused: how often to refresh idle ones.
+    pub keep_alive_days: Option<u32>,
     pub notes: String,
 }
 
@@ -110,6 +112,7 @@ pub fn apply(mut input: ConnectionInput) -> Result<ConnectionInput, PresetError>
     input.token_endpoint_auth_method = input.token_endpoint_auth_method.or(preset.token_endpoint_auth_method);
     input.dialect = input.dialect.or(Some(preset.dialect));
     input.metadata_fields = input.metadata_fields.or_else(|| Some(preset.metadata_fields.clone()));
+    input.keep_alive_days = input.keep_alive_days.or(preset.keep_alive_days);
     let mut properties = preset.default_connection_properties.clone();
     properties.extend(std::mem::take(&mut input.default_connection_properties));
     input.default_connection_properties = properties;

@@ -139,6 +139,9 @@ pub struct Connection {
     /// Fields of the token answers callers get beside the access token (`instance_url`, `team.id`):
     /// never a secret (`is_acceptable_metadata_field`).
     pub metadata_fields: Vec<String>,
+    /// Refresh a credential nobody fetched for this many days, so its refresh token does not expire
+    /// unused (Microsoft: 90 days idle); `None`: never (maintenance.rs).
+    pub keep_alive_days: Option<u32>,
     /// How the vault user id is made from the provider's id_token claims at login, e.g.
     /// `{connectionId}|{sub}`. Changing it never re-keys stored credentials.
     pub user_id_expression: String,
@@ -148,6 +151,16 @@ pub struct Connection {
 }
 
 /// At most this many metadata fields per connection.
+/// The longest keep-alive period: refresh tokens that live longer unused need no keeping alive.
+pub const MAX_KEEP_ALIVE_DAYS: u32 = 365;
+
+impl Connection {
+    /// When a credential refreshed (or logged in) at `now` is next due for a keep-alive refresh.
+    pub fn keep_alive_due(&self, now_secs: i64) -> Option<i64> {
+        self.keep_alive_days.map(|days| now_secs + i64::from(days) * 86_400)
+    }
+}
+
 pub const MAX_METADATA_FIELDS: usize = 8;
 
 /// Words no metadata field may contain: the answer's other secrets (tokens, keys, codes) must never
@@ -399,6 +412,7 @@ mod tests {
             client_assertion_kid: None,
             client_assertion_certificate: None,
             metadata_fields: Vec::new(),
+            keep_alive_days: None,
             user_id_expression: DEFAULT_USER_ID_EXPRESSION.into(),
             generation: "g1".into(),
         };

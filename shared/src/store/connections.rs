@@ -54,6 +54,9 @@ struct StoredConnection {
     /// Absent on connections stored before metadata: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata_fields: Vec<String>,
+    /// Absent: no keep-alive (and on connections stored before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keep_alive_days: Option<u32>,
     user_id_expression: String,
     /// Absent on connections stored before generations, until `migrate-security` gives them one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +105,7 @@ pub async fn put(
         client_assertion_certificate: connection.client_assertion_certificate.clone(),
         dialect: Some(connection.dialect.as_str().to_string()),
         metadata_fields: connection.metadata_fields.clone(),
+        keep_alive_days: connection.keep_alive_days,
         user_id_expression: connection.user_id_expression.clone(),
         generation: Some(connection.generation.clone()),
     })?;
@@ -230,6 +234,7 @@ async fn from_item(table: &Table, envelope: &Envelope, item: Item) -> Result<Con
         client_assertion_certificate: stored.client_assertion_certificate,
         dialect,
         metadata_fields: stored.metadata_fields,
+        keep_alive_days: stored.keep_alive_days,
         user_id_expression: stored.user_id_expression,
         generation: stored.generation.unwrap_or_default(),
     })

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::keep_alive::{ATTR_DUE as ATTR_KEEP_ALIVE_DUE, ATTR_SHARD as ATTR_KEEP_ALIVE_SHARD};
 use super::{StoreError, Table, b, classify, condition_outcome, n, opt_n, s};
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -95,6 +96,9 @@ pub struct CredentialItem {
     /// The connection's allow-listed fields of the provider's last answer that carried them
     /// (`instance_url`, `team.id`): plain text, never a secret.
     pub metadata: ProviderMetadata,
+    /// When a keep-alive refresh is due (epoch seconds; store/keep_alive.rs): only on ACTIVE
+    /// credentials of connections with `keepAliveDays`.
+    pub keep_alive_due_at: Option<i64>,
 }
 
 /// A transient provider failure, recorded by the lease holder as it gives the lease back.
@@ -121,6 +125,7 @@ impl fmt::Debug for CredentialItem {
             .field("refresh_failures", &self.refresh_failures)
             .field("rotation_unconfirmed_at", &self.rotation_unconfirmed_at)
             .field("metadata", &self.metadata)
+            .field("keep_alive_due_at", &self.keep_alive_due_at)
             .finish()
     }
 }
@@ -137,6 +142,8 @@ pub struct NewTokens {
     pub scope: Option<String>,
     /// Empty: a refresh keeps the stored metadata; a login removes it.
     pub metadata: ProviderMetadata,
+    /// When these tokens are due for a keep-alive refresh; `None`: the connection has none.
+    pub keep_alive_due_at: Option<i64>,
 }
 
 /// The credential item exactly as DynamoDB holds it: the one place its attribute names are spelled.
@@ -182,6 +189,11 @@ struct StoredCredential {
     connection_generation: Option<String>,
     #[serde(default, skip_serializing_if = "ProviderMetadata::is_empty")]
     provider_metadata: ProviderMetadata,
+    /// The sparse keep-alive index's keys (store/keep_alive.rs): both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keep_alive_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keep_alive_due_at: Option<i64>,
     #[serde(default)]
     created_at: i64,
     #[serde(default)]
@@ -226,6 +238,7 @@ impl StoredCredential {
             refresh_failures: self.refresh_failures.unwrap_or(0),
             rotation_unconfirmed_at: self.rotation_unconfirmed_at,
             metadata: self.provider_metadata,
+            keep_alive_due_at: self.keep_alive_due_at,
         })
     }
 }
@@ -382,6 +395,10 @@ pub async fn save_after_login(
                 issued_client_id: Some(issued.client_id.clone()),
                 connection_generation: Some(issued.connection_generation.clone()),
                 provider_metadata: tokens.metadata,
+                keep_alive_shard: tokens
+                    .keep_alive_due_at
+                    .map(|_| super::keep_alive::shard_of(connection_id, user_id)),
+                keep_alive_due_at: tokens.keep_alive_due_at,
                 created_at: now_secs,
                 updated_at: now_secs,
             };
@@ -460,6 +477,14 @@ pub async fn save_after_login(
                 set.push("providerMetadata = :meta");
                 req = req.expression_attribute_values(":meta", metadata_value(&tokens.metadata));
             }
+            req = keep_alive_clauses(
+                req,
+                &mut set,
+                &mut remove,
+                connection_id,
+                user_id,
+                tokens.keep_alive_due_at,
+            );
             let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
             req.update_expression(expr)
                 .send()
@@ -468,6 +493,29 @@ pub async fn save_after_login(
         }
     }
     Ok(())
+}
+
+/// The keep-alive index entry of new tokens: set when they are due some day (the connection keeps its
+/// credentials alive), removed otherwise, so the sparse index holds exactly the credentials to keep.
+fn keep_alive_clauses(
+    mut req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    set: &mut Vec<&'static str>,
+    remove: &mut Vec<&'static str>,
+    connection_id: &str,
+    user_id: &str,
+    due_at: Option<i64>,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    match due_at {
+        Some(due_at) => {
+            set.push("keepAliveShard = :ka_shard");
+            set.push("keepAliveDueAt = :ka_due");
+            for (name, value) in super::keep_alive::index_values(connection_id, user_id, due_at) {
+                req = req.expression_attribute_values(name, value);
+            }
+        }
+        None => remove.extend([ATTR_KEEP_ALIVE_SHARD, ATTR_KEEP_ALIVE_DUE]),
+    }
+    req
 }
 
 /// An UpdateItem on `item`'s own key; each caller adds its expression and named condition.
@@ -553,10 +601,22 @@ pub async fn commit_refresh(
         set.push("providerMetadata = :meta");
         req = req.expression_attribute_values(":meta", metadata_value(&tokens.metadata));
     }
-    let expr = format!(
-        "SET {} REMOVE leaseOwner, leaseExpiresAtMs, {ATTR_NEXT_ATTEMPT}, {ATTR_FAILURES}, {ATTR_UNCONFIRMED}",
-        set.join(", ")
+    let mut remove = vec![
+        "leaseOwner",
+        "leaseExpiresAtMs",
+        ATTR_NEXT_ATTEMPT,
+        ATTR_FAILURES,
+        ATTR_UNCONFIRMED,
+    ];
+    req = keep_alive_clauses(
+        req,
+        &mut set,
+        &mut remove,
+        &item.connection_id,
+        &item.user_id,
+        tokens.keep_alive_due_at,
     );
+    let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
     condition_outcome("UpdateItem", req.update_expression(expr).send().await)
 }
 
@@ -630,7 +690,7 @@ pub async fn mark_reauth_required(
 ) -> Result<bool, StoreError> {
     let result = update_of(table, item)
         .update_expression(
-            "SET #status = :dead, reauthReason = :reason, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
+            "SET #status = :dead, reauthReason = :reason, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs, keepAliveShard, keepAliveDueAt",
         )
         .expression_attribute_values(":reason", s(reason))
         .condition_expression(MARK_REAUTH)
@@ -649,7 +709,7 @@ pub async fn mark_reauth_required(
 pub async fn mark_revoking(table: &Table, item: &CredentialItem, now_secs: i64) -> Result<bool, StoreError> {
     let result = update_of(table, item)
         .update_expression(
-            "SET #status = :revoking, tokenVersion = :next, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs",
+            "SET #status = :revoking, tokenVersion = :next, updatedAt = :now REMOVE leaseOwner, leaseExpiresAtMs, keepAliveShard, keepAliveDueAt",
         )
         .condition_expression(SAME_VERSION)
         .expression_attribute_names("#status", "status")
@@ -698,6 +758,7 @@ pub struct PlainTokens {
     pub token_type: String,
     pub scope: Option<String>,
     pub metadata: ProviderMetadata,
+    pub keep_alive_due_at: Option<i64>,
 }
 
 /// Where credentials live, with their secrets sealed: the refresh protocol (vault.rs) and the login go
@@ -953,6 +1014,7 @@ impl TokenSealer for EnvelopeSealer {
             token_type: tokens.token_type,
             scope: tokens.scope,
             metadata: tokens.metadata,
+            keep_alive_due_at: tokens.keep_alive_due_at,
         })
     }
 }
@@ -987,6 +1049,8 @@ mod tests {
             issued_client_id: Some("i".into()),
             connection_generation: Some("g".into()),
             provider_metadata: [("instance_url".to_string(), "https://x".to_string())].into(),
+            keep_alive_shard: Some("KEEPALIVE#00".into()),
+            keep_alive_due_at: Some(11),
             created_at: 9,
             updated_at: 10,
         };
@@ -1058,6 +1122,8 @@ mod tests {
             issued_client_id: Some("client".into()),
             connection_generation: Some("gen".into()),
             provider_metadata: Default::default(),
+            keep_alive_shard: None,
+            keep_alive_due_at: None,
             created_at: 1,
             updated_at: 2,
         };

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod credentials;
 pub mod documents;
 pub mod identities;
+pub mod keep_alive;
 pub mod login_requests;
 pub mod policy;
 pub mod vault_codes;

@@ -1,0 +1,272 @@
+//! Keep-alive (shared/src/maintenance.rs) through the credential-maintenance function's handler, on
+//! moto: a run over 1,000 credentials refreshes exactly the ones due, through the lease protocol, finds
+//! them by the sparse index (no scan), never touches the others, never refreshes a credential that
+//! needs re-authentication, audits every refresh, and a run stopped at its bound is resumed where it
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use credvault::clock::Clock;
+use credvault::store::Item;
+use credvault::store::credentials::{self, NewTokens};
+use credvault_tests::fake_provider::Failure;
+use credvault_tests::stack::encode;
+use credvault_tests::{LocalStack, LoggedIn, StackOptions};
+use lambda_http::lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+
+const KEEP_ALIVE_DAYS: i64 = 30;
+const DAY: i64 = 86_400;
+
+async fn stack(configure: fn(&mut credvault::Config)) -> LocalStack {
+    let stack = LocalStack::start(StackOptions {
+        keep_alive_days: Some(KEEP_ALIVE_DAYS as u32),
+        configure,
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
+    stack
+}
+
+/// One scheduled invocation of credential-maintenance, as EventBridge Scheduler sends it.
+async fn invoke(stack: &LocalStack) -> Value {
+    let event = LambdaEvent::new(
+        json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}),
+        Context::default(),
+    );
+    credential_maintenance::handle(&stack.instance.keep_alive(), event)
+        .await
+        .expect("the run completes")
+}
+
+/// `count` credentials of users nobody will refresh: due `due_in` seconds from now, with placeholder
+/// ciphertexts the vault would fail to open (so opening one would show as an error).
+async fn seed_idle(stack: &LocalStack, count: usize, due_in: i64) -> Vec<String> {
+    let issued = credvault::oauth::connection::IssuedUnder::of(
+        &credvault::store::connections::get(&stack.instance.table, &stack.instance.envelope, &stack.connection_id)
+            .await
+            .expect("read connection")
+            .expect("the stack's connection"),
+    );
+    let now = stack.clock.now_secs();
+    let users: Vec<String> = (0..count).map(|i| format!("{}|idle{i}", stack.connection_id)).collect();
+    for chunk in users.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|user| {
+                let tokens = NewTokens {
+                    access_token: b"placeholder: never opened".to_vec(),
+                    refresh_token: Some(b"placeholder: never opened".to_vec()),
+                    access_expires_at: now + 3600,
+                    access_issued_at: now,
+                    token_type: "Bearer".into(),
+                    scope: None,
+                    metadata: Default::default(),
+                    keep_alive_due_at: Some(now + due_in),
+                };
+                credentials::save_after_login(
+                    &stack.instance.table,
+                    &stack.connection_id,
+                    user,
+                    None,
+                    tokens,
+                    &issued,
+                    now,
+                )
+            })
+            .collect();
+        for written in credvault_tests::join_all(writes).await {
+            written.expect("seed credential");
+        }
+    }
+    users
+}
+
+/// Every credential item, by user id, as DynamoDB holds it.
+async fn credential_items(stack: &LocalStack) -> BTreeMap<String, Item> {
+    stack
+        .aws
+        .scan_all()
+        .await
+        .into_iter()
+        .filter_map(|item| {
+            let sk = item.get("sk")?.as_s().ok()?.strip_prefix("USER#")?.to_string();
+            item.get("pk")?
+                .as_s()
+                .ok()?
+                .starts_with("CREDENTIAL#")
+                .then_some((sk, item))
+        })
+        .collect()
+}
+
+fn keep_alive_refreshes(items: &[Item]) -> usize {
+    items
+        .iter()
+        .filter(|item| {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
+            text("action") == Some("credential.refresh") && text("reason") == Some("keep_alive")
+        })
+        .count()
+}
+
+async fn fetch(stack: &LocalStack, user: &LoggedIn) -> (u16, Value) {
+    let path = format!(
+        "/v1/connections/{}/users/{}/credentials",
+        stack.connection_id,
+        encode(&user.user_id)
+    );
+    stack.call("GET", &path, Some(&user.access_token), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_a_thousand_credentials_refreshes_exactly_the_due_ones() {
+    let stack = stack(|_| {}).await;
+    let mut due = Vec::new();
+    for i in 0..50 {
+        due.push(stack.login_as(&format!("due{i}")).await);
+    }
+    // Due as well, but dead: the provider refuses them on a fetch first.
+    let mut dead = Vec::new();
+    for i in 0..5 {
+        dead.push(stack.login_as(&format!("dead{i}")).await);
+    }
+    // Due as well, but a fetch refreshes it first: that moves its due date.
+    let fetched = stack.login_as("fetched").await;
+    let idle = seed_idle(&stack, 1000 - due.len() - dead.len() - 1, 90 * DAY).await;
+    assert_eq!(credential_items(&stack).await.len(), 1000);
+
+    // A month and a day later: the logins are due, the idle ones are not.
+    stack.clock.advance(KEEP_ALIVE_DAYS * DAY + DAY);
+    for user in &dead {
+        stack.provider.fail_next(&[Failure::InvalidGrant]);
+        let (status, body) = fetch(&stack, user).await;
+        assert_eq!(status, 409, "{body}");
+    }
+    let (status, body) = fetch(&stack, &fetched).await;
+    assert_eq!(status, 200, "{body}");
+
+    let before = credential_items(&stack).await;
+    let refreshes = stack.provider.counters().refreshes;
+    stack.counters.reset();
+    let run_started = stack.clock.now_secs();
+    let report = invoke(&stack).await;
+
+    assert_eq!(report["refreshed"], 50, "{report}");
+    assert_eq!(
+        report["examined"], 50,
+        "only the due ones come out of the index: {report}"
+    );
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        refreshes + 50,
+        "exactly 50 provider calls"
+    );
+    assert_eq!(stack.counters.dynamodb_scans.load(Ordering::SeqCst), 0, "no scan");
+    assert_eq!(
+        stack.counters.dynamodb_queries.load(Ordering::SeqCst),
+        report["indexQueries"].as_u64().unwrap(),
+        "every query was of the index"
+    );
+
+    let after = credential_items(&stack).await;
+    let now = stack.clock.now_secs();
+    for user in &due {
+        let item = stack.credential(&user.user_id).await.expect("kept");
+        assert_eq!(
+            item.token_version,
+            credentials_version(&before, &user.user_id) + 1,
+            "refreshed once: {}",
+            user.user_id
+        );
+        let next = item.keep_alive_due_at.expect("still kept alive");
+        assert!(
+            (run_started + KEEP_ALIVE_DAYS * DAY..=now + KEEP_ALIVE_DAYS * DAY).contains(&next),
+            "due again a keep-alive period after its refresh"
+        );
+    }
+    for user in idle
+        .iter()
+        .chain(dead.iter().map(|u| &u.user_id))
+        .chain([&fetched.user_id])
+    {
+        assert_eq!(before.get(user), after.get(user), "untouched: {user}");
+    }
+    for user in &dead {
+        let item = stack.credential(&user.user_id).await.expect("kept");
+        assert_eq!(item.status, credentials::CredentialStatus::ReauthRequired);
+        assert_eq!(item.keep_alive_due_at, None, "out of the index");
+    }
+    let audit: Vec<Item> = stack.aws.scan_all().await;
+    assert_eq!(keep_alive_refreshes(&audit), 50, "every keep-alive refresh is audited");
+
+    // The kept credentials work: the refreshed token is what a fetch returns, with no refresh.
+    let (status, body) = fetch(&stack, &due[0]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stack.provider.counters().refreshes, refreshes + 50);
+
+    // Nothing is due any more.
+    let report = invoke(&stack).await;
+    assert_eq!(
+        (report["examined"].as_u64(), report["complete"].as_bool()),
+        (Some(0), Some(true))
+    );
+}
+
+fn credentials_version(items: &BTreeMap<String, Item>, user: &str) -> i64 {
+    items[user]["tokenVersion"].as_n().unwrap().parse().unwrap()
+}
+
+/// Ten of the due credentials are leased by another instance the whole time: a run passes them by
+/// (`busy`) and they stay due. Runs stopped at 20 credentials go on from where the last one stopped, so
+/// no run looks at a passed-by one again before the end: 60 examined in three runs, the ten busy once.
+/// Runs that started over would meet the busy ones again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
+    let stack = stack(|config| config.keep_alive.max_credentials = 20).await;
+    for i in 0..50 {
+        stack.login_as(&format!("due{i}")).await;
+    }
+    let mut leased = Vec::new();
+    for i in 0..10 {
+        leased.push(stack.login_as(&format!("leased{i}")).await);
+    }
+    stack.clock.advance(KEEP_ALIVE_DAYS * DAY + DAY);
+    let hour_from_now_ms = stack.clock.now_millis() + 3_600_000;
+    for user in &leased {
+        stack
+            .plant_lease(&user.user_id, "another-instance", hour_from_now_ms)
+            .await;
+    }
+    let refreshes = stack.provider.counters().refreshes;
+
+    let mut runs = Vec::new();
+    loop {
+        let report = invoke(&stack).await;
+        let complete = report["complete"] == true;
+        runs.push(report);
+        if complete || runs.len() > 6 {
+            break;
+        }
+    }
+    let total = |field: &str| runs.iter().map(|r| r[field].as_u64().unwrap()).sum::<u64>();
+    let complete: Vec<bool> = runs.iter().map(|r| r["complete"].as_bool().unwrap()).collect();
+    assert_eq!(complete, vec![false, false, true], "three bounded runs: {runs:?}");
+    assert_eq!(
+        (total("examined"), total("refreshed"), total("busy")),
+        (60, 50, 10),
+        "each credential examined once: {runs:?}"
+    );
+    assert_eq!(
+        stack.provider.counters().refreshes,
+        refreshes + 50,
+        "each refreshed once"
+    );
+    for user in &leased {
+        let item = stack.credential(&user.user_id).await.expect("kept");
+        assert_eq!(item.lease.as_ref().map(|l| l.owner.as_str()), Some("another-instance"));
+    }
+}
