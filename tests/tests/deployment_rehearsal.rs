@@ -1,7 +1,8 @@
 //! The deployment rehearsal: the SAM template is translated to CloudFormation (aws-sam-translator, as
 //! `sam deploy` does), created as a stack in moto's CloudFormation, and the vault then runs against the
-//! table and keys that stack made, read from its outputs: login, refresh, and a granted service-client
-//! fetch. This shows the template gives the code what it expects (names, key types, key schema, TTL).
+//! table and keys that stack made, read from its outputs: login, refresh, a granted service-client
+//! fetch, and a keep-alive run through the stack's index. This shows the template gives the code what
+//! it expects (names, key types, key schema, index, TTL).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ const NOT_EMULATED: &[&str] = &[
     "AWS::ApiGatewayV2::Stage",
     "AWS::CloudWatch::Alarm",
     "AWS::Logs::MetricFilter",
+    "AWS::Scheduler::Schedule",
 ];
 
 fn deploy(endpoint: &str, stack_name: &str) -> Value {
@@ -82,6 +84,8 @@ async fn the_vault_runs_on_what_the_template_creates() {
         "LoginCallbackFunction",
         "CredentialFetchFunction",
         "GrantManagementFunction",
+        "CredentialMaintenanceFunction",
+        "CredentialMaintenancePolicy",
         "LoginCallbackPolicy",
     ] {
         assert!(created.contains_key(resource), "{resource} was created");
@@ -104,6 +108,7 @@ async fn the_vault_runs_on_what_the_template_creates() {
     let existing = TestAws::existing(&endpoint, table, data_key, signing_key);
     let stack = LocalStack::start(StackOptions {
         existing_resources: Some(existing),
+        keep_alive_days: Some(30),
         ..StackOptions::default()
     })
     .await;
@@ -138,4 +143,17 @@ async fn the_vault_runs_on_what_the_template_creates() {
         stack.call("GET", &path, Some(&stack.client_token(&key)), None).await.0,
         200
     );
+
+    // Keep-alive on the deployed table: its keepAlive index is the one the code queries.
+    stack.clock.advance(31 * 86_400);
+    let event = lambda_http::lambda_runtime::LambdaEvent::new(json!({}), Default::default());
+    let report = credential_maintenance::handle(&stack.instance.keep_alive(), event)
+        .await
+        .expect("a keep-alive run on the deployed table");
+    assert_eq!(
+        (report["refreshed"].as_u64(), report["complete"].as_bool()),
+        (Some(1), Some(true)),
+        "{report}"
+    );
+    assert_eq!(stack.provider.counters().refreshes, 2);
 }

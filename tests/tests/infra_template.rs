@@ -129,6 +129,16 @@ fn each_function_may_do_exactly_what_it_needs() {
             ]
             .concat(),
         ),
+        // Keep-alive verifies no token: no GetPublicKey.
+        (
+            "CredentialMaintenancePolicy",
+            [
+                &table[..],
+                &logs,
+                &["dynamodb:Query", "kms:GenerateDataKey", "kms:Decrypt"],
+            ]
+            .concat(),
+        ),
     ]);
     for (policy, wanted) in expected {
         let statements = statements(&template, policy);
@@ -157,9 +167,11 @@ fn each_function_may_do_exactly_what_it_needs() {
                 assert_eq!(statement["Resource"]["Fn::GetAtt"][0], "DataKey");
             }
             if acts.iter().any(|a| a.starts_with("dynamodb:")) {
-                assert_eq!(
-                    statement["Resource"]["Fn::GetAtt"][0], "Table",
-                    "{policy}: table actions on the table only"
+                let resource = symbols(&statement["Resource"]);
+                let on_index = resource == [KEEP_ALIVE_INDEX_ARN] && acts == ["dynamodb:Query"];
+                assert!(
+                    resource == ["${Table.Arn}"] || on_index,
+                    "{policy}: table actions on the table (or Query on the keep-alive index) only: {statement}"
                 );
             }
         }
@@ -232,6 +244,43 @@ fn the_table_has_what_the_code_expects() {
     assert_eq!(
         template["Resources"]["DataKey"]["Properties"]["EnableKeyRotation"],
         true
+    );
+    // The sparse keep-alive index, exactly as store/keep_alive.rs queries it.
+    use credvault::store::keep_alive;
+    let indexes = table["GlobalSecondaryIndexes"].as_array().unwrap();
+    assert_eq!(indexes.len(), 1);
+    let index = &indexes[0];
+    assert_eq!(index["IndexName"], keep_alive::INDEX);
+    let index_keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        index_keys,
+        [(keep_alive::ATTR_SHARD, "HASH"), (keep_alive::ATTR_DUE, "RANGE")]
+    );
+    assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
+    let types: BTreeMap<&str, &str> = table["AttributeDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap(),
+                a["AttributeType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        BTreeMap::from([
+            ("pk", "S"),
+            ("sk", "S"),
+            (keep_alive::ATTR_SHARD, "S"),
+            (keep_alive::ATTR_DUE, "N")
+        ])
     );
     assert_eq!(
         template["Resources"]["SigningKey"]["Properties"]["KeySpec"],
@@ -470,7 +519,15 @@ fn the_evaluator_follows_aws_policy_evaluation() {
     assert!(!decrypt(&with(vec![allow(Some(role), "kms:Decrypt")], vec![deny])));
 }
 
-const ROLES: [&str; 3] = ["LoginCallbackRole", "CredentialFetchRole", "GrantManagementRole"];
+const ROLES: [&str; 4] = [
+    "LoginCallbackRole",
+    "CredentialFetchRole",
+    "GrantManagementRole",
+    "CredentialMaintenanceRole",
+];
+
+/// The keep-alive index, as IAM names it (store/keep_alive.rs `INDEX`).
+const KEEP_ALIVE_INDEX_ARN: &str = "${Table.Arn}/index/keepAlive";
 
 #[test]
 fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
@@ -527,6 +584,17 @@ fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
             "GrantManagementRole",
             BTreeSet::from([
                 (generate, "clientSecret", "CONNECTIONS"),
+                (decrypt, "clientSecret", "CONNECTIONS"),
+            ]),
+        ),
+        // A keep-alive refresh is a fetch's refresh: the same contexts.
+        (
+            "CredentialMaintenanceRole",
+            BTreeSet::from([
+                (generate, "accessToken", credential),
+                (generate, "refreshToken", credential),
+                (decrypt, "accessToken", credential),
+                (decrypt, "refreshToken", credential),
                 (decrypt, "clientSecret", "CONNECTIONS"),
             ]),
         ),
@@ -593,11 +661,9 @@ fn table_grants(template: &Value, policy: &str) -> BTreeSet<(String, String)> {
         }
         assert_eq!(statement["Effect"], "Allow", "{policy}: {statement}");
         assert_eq!(acts.len(), actions(&statement).len(), "{policy}: table actions apart");
-        assert_eq!(
-            symbols(&statement["Resource"]),
-            ["${Table.Arn}"],
-            "{policy}: {statement}"
-        );
+        let resource = symbols(&statement["Resource"]);
+        let on_index = resource == [KEEP_ALIVE_INDEX_ARN];
+        assert!(resource == ["${Table.Arn}"] || on_index, "{policy}: {statement}");
         let condition = statement["Condition"]
             .as_object()
             .unwrap_or_else(|| panic!("{policy}: every table statement names its partitions: {statement}"));
@@ -621,7 +687,12 @@ fn table_grants(template: &Value, policy: &str) -> BTreeSet<(String, String)> {
                 assert!(!partition.contains('*'), "{policy}: {partition} is not a pattern here");
             }
             for act in &acts {
-                grants.insert((act.clone(), partition.clone()));
+                let partition = if on_index {
+                    format!("index keepAlive: {partition}")
+                } else {
+                    partition.clone()
+                };
+                grants.insert((act.clone(), partition));
             }
         }
     }
@@ -669,6 +740,16 @@ fn each_function_touches_only_its_partitions() {
                 grant(&["GetItem", "PutItem", "UpdateItem"], &["POLICY_STATS", "IDENTITY#*"]),
                 grant(&["GetItem", "PutItem"], &["DELETED_RECORDS"]),
                 grant(&["PutItem", "Query"], &["AUDIT#*"]),
+            ],
+        ),
+        (
+            "CredentialMaintenancePolicy",
+            vec![
+                grant(&["GetItem", "UpdateItem"], &["CREDENTIAL#*"]),
+                grant(&["GetItem"], &["CONNECTIONS"]),
+                grant(&["GetItem", "PutItem", "DeleteItem"], &["MAINTENANCE"]),
+                grant(&["Query"], &["index keepAlive: KEEPALIVE#*"]),
+                grant(&["PutItem"], &["AUDIT#*"]),
             ],
         ),
     ]);
@@ -750,5 +831,42 @@ fn the_api_cors_configuration_is_what_the_code_allows() {
     assert_eq!(
         template["Conditions"]["AllowBrowserApps"],
         json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AllowedOrigins"}, ""]}]})
+    );
+}
+
+/// The schedule invokes the maintenance function, one run at a time, without retries (the next run
+/// resumes), and a run's time budget plus the longest lease fits in the function's timeout.
+#[test]
+fn the_keep_alive_schedule_runs_one_bounded_run_at_a_time() {
+    let template = template();
+    let resources = &template["Resources"];
+    let schedule = &resources["KeepAliveSchedule"];
+    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
+    let target = &schedule["Properties"]["Target"];
+    assert_eq!(target["Arn"]["Fn::GetAtt"][0], "CredentialMaintenanceFunction");
+    assert_eq!(target["RetryPolicy"]["MaximumRetryAttempts"], 0);
+    assert_eq!(target["RoleArn"]["Fn::GetAtt"][0], "KeepAliveSchedulerRole");
+    let invoke = &resources["KeepAliveSchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0];
+    assert_eq!(invoke["Action"], "lambda:InvokeFunction");
+    assert_eq!(invoke["Resource"]["Fn::GetAtt"][0], "CredentialMaintenanceFunction");
+    let function = &resources["CredentialMaintenanceFunction"]["Properties"];
+    assert_eq!(function["ReservedConcurrentExecutions"], 1, "runs share one cursor");
+    let budget: u64 = function["Environment"]["Variables"]["CREDVAULT_KEEP_ALIVE_TIME_BUDGET_SECONDS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let lease_max = template["Parameters"]["LeaseSeconds"]["MaxValue"].as_u64().unwrap();
+    let timeout = function["Timeout"].as_u64().unwrap();
+    assert!(
+        budget + lease_max < timeout,
+        "budget {budget} + lease {lease_max} < timeout {timeout}"
+    );
+    // The code's own defaults are what the template sets.
+    let limits = credvault::config::KeepAliveLimits::default();
+    assert_eq!(limits.time_budget.as_secs(), budget);
+    assert_eq!(
+        template["Parameters"]["KeepAliveMaxCredentials"]["Default"].as_u64(),
+        Some(limits.max_credentials as u64)
     );
 }
