@@ -402,6 +402,53 @@ impl LocalStack {
         assert!(!self.provider.refresh_token_is_live(&stored), "revoked at the provider");
     }
 
+    /// `count` credentials of the stack's connection that nobody refreshes (users `idle0`, `idle1`, ...),
+    /// due for keep-alive `due_in` seconds from now, written straight to the table with placeholder
+    /// ciphertexts the vault would fail to open, so opening one shows as an error. For runs over many
+    /// credentials without as many logins.
+    pub async fn seed_idle_credentials(&self, count: usize, due_in: i64) -> Vec<String> {
+        use credvault::clock::Clock;
+        use credvault::store::credentials::{NewTokens, save_after_login};
+        let connection =
+            credvault::store::connections::get(&self.instance.table, &self.instance.envelope, &self.connection_id)
+                .await
+                .expect("read connection")
+                .expect("the stack's connection");
+        let issued = credvault::oauth::connection::IssuedUnder::of(&connection);
+        let now = self.clock.now_secs();
+        let users: Vec<String> = (0..count).map(|i| format!("{}|idle{i}", self.connection_id)).collect();
+        for chunk in users.chunks(25) {
+            let writes = chunk
+                .iter()
+                .map(|user| {
+                    let tokens = NewTokens {
+                        access_token: b"placeholder: never opened".to_vec(),
+                        refresh_token: Some(b"placeholder: never opened".to_vec()),
+                        access_expires_at: now + 3600,
+                        access_issued_at: now,
+                        token_type: "Bearer".into(),
+                        scope: None,
+                        metadata: Default::default(),
+                        keep_alive_due_at: Some(now + due_in),
+                    };
+                    save_after_login(
+                        &self.instance.table,
+                        &self.connection_id,
+                        user,
+                        None,
+                        tokens,
+                        &issued,
+                        now,
+                    )
+                })
+                .collect();
+            for written in crate::join_all(writes).await {
+                written.expect("seed credential");
+            }
+        }
+        users
+    }
+
     /// The refresh token the vault holds for `user_id`, decrypted (tests only: the API never reveals it).
     pub async fn stored_refresh_token(&self, user_id: &str) -> Option<String> {
         self.stored_refresh_token_at(&self.connection_id, user_id).await

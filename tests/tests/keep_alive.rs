@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use credvault::clock::Clock;
 use credvault::store::Item;
-use credvault::store::credentials::{self, NewTokens};
+use credvault::store::credentials;
 use credvault_tests::fake_provider::Failure;
 use credvault_tests::stack::encode;
 use credvault_tests::{LocalStack, LoggedIn, StackOptions};
@@ -39,49 +39,6 @@ async fn invoke(stack: &LocalStack) -> Value {
     credential_maintenance::handle(&stack.instance.keep_alive(), event)
         .await
         .expect("the run completes")
-}
-
-/// `count` credentials of users nobody will refresh: due `due_in` seconds from now, with placeholder
-/// ciphertexts the vault would fail to open (so opening one would show as an error).
-async fn seed_idle(stack: &LocalStack, count: usize, due_in: i64) -> Vec<String> {
-    let issued = credvault::oauth::connection::IssuedUnder::of(
-        &credvault::store::connections::get(&stack.instance.table, &stack.instance.envelope, &stack.connection_id)
-            .await
-            .expect("read connection")
-            .expect("the stack's connection"),
-    );
-    let now = stack.clock.now_secs();
-    let users: Vec<String> = (0..count).map(|i| format!("{}|idle{i}", stack.connection_id)).collect();
-    for chunk in users.chunks(25) {
-        let writes = chunk
-            .iter()
-            .map(|user| {
-                let tokens = NewTokens {
-                    access_token: b"placeholder: never opened".to_vec(),
-                    refresh_token: Some(b"placeholder: never opened".to_vec()),
-                    access_expires_at: now + 3600,
-                    access_issued_at: now,
-                    token_type: "Bearer".into(),
-                    scope: None,
-                    metadata: Default::default(),
-                    keep_alive_due_at: Some(now + due_in),
-                };
-                credentials::save_after_login(
-                    &stack.instance.table,
-                    &stack.connection_id,
-                    user,
-                    None,
-                    tokens,
-                    &issued,
-                    now,
-                )
-            })
-            .collect();
-        for written in credvault_tests::join_all(writes).await {
-            written.expect("seed credential");
-        }
-    }
-    users
 }
 
 /// Every credential item, by user id, as DynamoDB holds it.
@@ -135,7 +92,9 @@ async fn a_run_over_a_thousand_credentials_refreshes_exactly_the_due_ones() {
     }
     // Due as well, but a fetch refreshes it first: that moves its due date.
     let fetched = stack.login_as("fetched").await;
-    let idle = seed_idle(&stack, 1000 - due.len() - dead.len() - 1, 90 * DAY).await;
+    let idle = stack
+        .seed_idle_credentials(1000 - due.len() - dead.len() - 1, 90 * DAY)
+        .await;
     assert_eq!(credential_items(&stack).await.len(), 1000);
 
     // A month and a day later: the logins are due, the idle ones are not.

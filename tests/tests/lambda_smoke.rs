@@ -179,6 +179,24 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
             .is_some_and(|c| c.iter().any(|c| c["connectionId"] == "con_demo")),
         "{body}"
     );
+    // The scheduled keep-alive: EventBridge Scheduler's input, answered with the run's report (the
+    // smoke stack keeps nothing alive, so it finds nothing due, through the real index).
+    let report = invoker
+        .invoke_raw(
+            "credential-maintenance",
+            &root.join("functions/credential-maintenance/events/scheduled.json"),
+        )
+        .await;
+    assert_eq!(
+        (report["examined"].as_u64(), report["complete"].as_bool()),
+        (Some(0), Some(true)),
+        "{report}"
+    );
+    assert_eq!(
+        report["indexQueries"].as_u64(),
+        Some(16),
+        "one query per shard: {report}"
+    );
     let _ = watch.kill().await;
 }
 
@@ -199,8 +217,16 @@ struct Invoker {
 }
 
 impl Invoker {
-    /// The status and JSON body (Null when there is none) of one invocation.
+    /// The status and JSON body (Null when there is none) of one invocation of an HTTP function.
     async fn invoke(&self, function: &str, event_file: &Path) -> (u16, Value) {
+        let response = self.invoke_raw(function, event_file).await;
+        let status = response["statusCode"].as_u64().unwrap_or_default() as u16;
+        let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// What the function answered, as JSON.
+    async fn invoke_raw(&self, function: &str, event_file: &Path) -> Value {
         let invoke = tokio::process::Command::new("cargo")
             .args([
                 "lambda",
@@ -230,11 +256,8 @@ impl Invoker {
             "{function} {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let response: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{function} {name}: not JSON: {}", String::from_utf8_lossy(&out.stdout)));
-        let status = response["statusCode"].as_u64().unwrap_or_default() as u16;
-        let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-        (status, body)
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{function} {name}: not JSON: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     async fn invoke_event(&self, function: &str, event: &Value) -> (u16, Value) {
