@@ -87,7 +87,9 @@ async fn main() {
         "  refreshed by fetches, per s:  {fetch_rate:.1}  (ratio keep-alive / fetches {:.2})",
         rate / fetch_rate
     );
-    println!("  DynamoDB reads per credential examined: {reads_per:.2}  (target at most 2.2: credential + connection + index share)");
+    println!(
+        "  DynamoDB reads per credential examined: {reads_per:.2}  (target at most 2.2: credential + connection + index share)"
+    );
     println!("  index queries: {}, scans: {scans}  (target 0)", report.index_queries);
     let met = report.refreshed == DUE && report.examined == DUE && scans == 0 && reads_per <= 2.2;
     if !met {

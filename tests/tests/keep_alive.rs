@@ -229,3 +229,56 @@ async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
         assert_eq!(item.lease.as_ref().map(|l| l.owner.as_str()), Some("another-instance"));
     }
 }
+
+/// `keepAliveDays` through the API: presets set it, `0` turns it off, and anything outside 1 to 365
+/// is a 400 that stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_days_is_checked_and_presets_set_it() {
+    let stack = stack(|_| {}).await;
+    let admin = stack.client_token(&stack.admin_key);
+    let body = |id: &str, days: Option<Value>| {
+        let mut body = json!({
+            "connectionId": id, "preset": "microsoft", "presetParameters": {"tenant": "contoso.example"},
+            "clientId": "c", "clientSecret": "s",
+            // Endpoints given, so no discovery at login.microsoftonline.com is needed here.
+            "authenticationUrl": "https://login.example.com/authorize", "tokenUrl": "https://login.example.com/token",
+            "issuerUrl": null, "data": {"oidcUserEndpointUrl": "https://login.example.com/userinfo"},
+        });
+        if let Some(days) = days {
+            body["keepAliveDays"] = days;
+        }
+        body
+    };
+    let (status, created) = stack
+        .call("POST", "/v1/connections", Some(&admin), Some(&body("con_ms", None)))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["keepAliveDays"], 30,
+        "the microsoft preset keeps credentials alive"
+    );
+    let (status, off) = stack
+        .call(
+            "POST",
+            "/v1/connections",
+            Some(&admin),
+            Some(&body("con_ms_off", Some(json!(0)))),
+        )
+        .await;
+    assert_eq!((status, &off["keepAliveDays"]), (201, &Value::Null), "{off}");
+
+    let before = stack.state_snapshot().await;
+    for bad in [json!(366), json!(-1), json!("30"), json!(1.5)] {
+        let (status, refused) = stack
+            .call(
+                "POST",
+                "/v1/connections",
+                Some(&admin),
+                Some(&body("con_bad", Some(bad.clone()))),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+        assert!(refused["errorCode"].is_string(), "{refused}");
+    }
+    assert_eq!(stack.state_snapshot().await, before, "refusals store nothing");
+}
