@@ -36,6 +36,10 @@ pub struct AuditEvent {
     /// The caller's subject; `None` for the vault's own actions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
+    /// The user a caller acted for, when that is not the caller itself: the subject of a token
+    /// exchange whose actor is the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     /// What was acted on, as a resource URI (`Connections/con_a/Users/u1/Credentials`, `Roles/ro_x`).
     pub resource: String,
     /// `ok`, or the `errorCode` of the refusal.
@@ -55,6 +59,7 @@ impl AuditEvent {
             time: String::new(),
             action: action.to_string(),
             caller: caller.map(String::from),
+            on_behalf_of: None,
             resource: resource.to_string(),
             outcome: outcome.err().unwrap_or("ok").to_string(),
             refreshed: None,
@@ -64,6 +69,11 @@ impl AuditEvent {
 
     pub fn reason(mut self, reason: &str) -> Self {
         self.reason = Some(reason.to_string());
+        self
+    }
+
+    pub fn on_behalf_of(mut self, user_id: &str) -> Self {
+        self.on_behalf_of = Some(user_id.to_string());
         self
     }
 
@@ -135,6 +145,8 @@ struct StoredAuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     caller: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_behalf_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     refreshed: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
@@ -156,6 +168,7 @@ impl AuditTrail {
             outcome: event.outcome.clone(),
             time_ms: at_ms,
             caller: event.caller.clone(),
+            on_behalf_of: event.on_behalf_of.clone(),
             refreshed: event.refreshed,
             reason: event.reason.clone(),
             settled: (write == Write::Settle).then_some(true),
@@ -357,6 +370,9 @@ fn present(stored: &StoredAuditEvent) -> serde_json::Value {
     if let Some(caller) = &stored.caller {
         event["caller"] = json!(caller);
     }
+    if let Some(user_id) = &stored.on_behalf_of {
+        event["onBehalfOf"] = json!(user_id);
+    }
     if let Some(refreshed) = stored.refreshed {
         event["refreshed"] = json!(refreshed);
     }
@@ -380,6 +396,7 @@ mod tests {
             outcome: "ok".into(),
             time_ms: 1_700_000_000_000,
             caller: Some("u".into()),
+            on_behalf_of: Some("v".into()),
             refreshed: Some(true),
             reason: None,
             settled: Some(true),

@@ -22,6 +22,10 @@ BODIES = {
         # S256 of the RFC 7636 appendix B verifier
         "codeChallenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "codeChallengeMethod": "S256",
     },
+    ("POST", "/api/authentication/oauth/tokens"): {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": "not-a-token",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "audience": "con_demo",
+    },
     ("POST", "/api/authentication/{authenticationRequestId}/tokens"): {
         "grant_type": "authorization_code", "code": "not-a-code", "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
         "redirect_uri": "https://app.example.com/after-login",

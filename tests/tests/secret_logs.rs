@@ -47,6 +47,47 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
     // Refresh with rotation, an outage, a dead grant.
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
+    // Token exchange: the user's own, and refused ones (a bogus subject, an actor without the grant).
+    let (_, stranger_key) = stack.new_client("stranger").await;
+    let stranger = stack.client_token(&stranger_key);
+    let exchange = |subject: String, actor: Option<String>| {
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+            ),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token".to_string(),
+            ),
+            ("audience", "con_demo".to_string()),
+        ];
+        if let Some(actor) = actor {
+            form.push(("actor_token", actor));
+            form.push(("actor_token_type", "urn:ietf:params:oauth:token-type:jwt".to_string()));
+        }
+        stack
+            .http
+            .post(stack.url("/api/authentication/oauth/tokens"))
+            .form(&form)
+            .send()
+    };
+    assert_eq!(exchange(vault_token.clone(), None).await.unwrap().status(), 200);
+    assert_eq!(
+        exchange("planted-bogus-subject-token".into(), None)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        exchange(vault_token.clone(), Some(stranger.clone()))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     stack.provider.fail_next(&[Failure::Status(503)]);
     stack.clock.advance(3400);
     assert_eq!(stack.fetch_credentials(&vault_token, user_id, None).await.status(), 200);
@@ -91,6 +132,9 @@ async fn logs_of_login_refresh_and_failures_hold_no_secret() {
         private_part(&access_key),
         private_part(&stack.admin_key),
         "planted-api-connection-secret".to_string(),
+        "planted-bogus-subject-token".to_string(),
+        stranger.clone(),
+        private_part(&stranger_key),
     ]);
     planted.extend([
         vault_code,

@@ -27,6 +27,10 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod token_exchange;
+
+use token_exchange::{ACCESS_TOKEN_TYPE, OAuthError};
+
 /// A day: nothing sensible asks for a token valid longer than providers issue them.
 const MAX_MINIMUM_VALIDITY_SECS: u64 = 86_400;
 
@@ -65,6 +69,7 @@ pub fn routes() -> OpenApiRouter<CredentialFetch> {
     OpenApiRouter::new()
         .routes(routes!(user_credentials, disconnect))
         .routes(routes!(session_credentials))
+        .routes(routes!(exchange_token))
 }
 
 /// What the Lambda serves: exactly this function's routes, open to browser apps on `allowed_origins`.
@@ -295,4 +300,128 @@ fn minimum_validity(app: &CredentialFetch, query: ValidityQuery) -> Result<Durat
                 )
             }),
     }
+}
+
+/// RFC 8693 token exchange (token_exchange.rs): the provider access token of a connection for the
+/// user whose vault access token is `subject_token`, asked by that user, or by the service client
+/// whose token is `actor_token` and who holds `connections:credentials:read` on the credential.
+#[utoipa::path(
+    post, path = "/api/authentication/oauth/tokens", tag = "credentials", operation_id = "exchangeToken",
+    request_body(content = token_exchange::TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The provider's access token (RFC 8693 §2.2.1).", body = token_exchange::TokenExchangeBody),
+        (status = 400, description = "RFC 6749 §5.2: `invalid_request`, `invalid_grant` (the user must log in again), `invalid_target` (no such credential, or not the subject's), `invalid_scope`, `unauthorized_client` (the actor lacks the grant), `unsupported_grant_type`.", body = token_exchange::OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the provider or the vault's storage is unavailable.", body = token_exchange::OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = "default", description = "`server_error`", body = token_exchange::OAuthErrorBody),
+    )
+)]
+async fn exchange_token(State(app): State<CredentialFetch>, req: axum::extract::Request) -> Response {
+    use axum::response::IntoResponse as _;
+    match exchange(&app, req).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn exchange(app: &CredentialFetch, req: axum::extract::Request) -> Result<Response, OAuthError> {
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = axum::body::to_bytes(req.into_body(), token_exchange::MAX_BODY_BYTES + 1)
+        .await
+        .map_err(|_| OAuthError::invalid_request("the request body is too large or could not be read"))?;
+    let request = token_exchange::parse(content_type.as_deref(), &body)?;
+
+    let subject = app
+        .authenticator
+        .authenticate(request.subject_token.expose_secret())
+        .await
+        .map_err(|e| OAuthError::from_api(&ApiError::from(e), "invalid_request"))?;
+    let Caller::User { user_id, .. } = &subject else {
+        return Err(OAuthError::invalid_request(
+            "subject_token must be a vault user access token, not a service client's",
+        ));
+    };
+    let actor = match &request.actor_token {
+        None => None,
+        Some(token) => match app.authenticator.authenticate(token.expose_secret()).await {
+            Ok(actor @ Caller::ServiceClient { .. }) => Some(actor),
+            Ok(Caller::User { .. }) => {
+                return Err(OAuthError::invalid_request(
+                    "actor_token must be a service client's token",
+                ));
+            }
+            Err(e) => return Err(OAuthError::from_api(&ApiError::from(e), "invalid_request")),
+        },
+    };
+    // The one who asks: the actor when there is one, else the user themself.
+    let caller = actor.as_ref().unwrap_or(&subject);
+    let forbidden = if actor.is_some() {
+        "unauthorized_client"
+    } else {
+        "invalid_target"
+    };
+    let connection_id = request.connection_id.as_str();
+    let resource = access::credentials_resource(connection_id, user_id);
+    let event = |outcome: Result<(), &str>| {
+        let event = AuditEvent::new("credential.exchange", Some(caller.subject()), &resource, outcome);
+        if actor.is_some() {
+            event.on_behalf_of(user_id)
+        } else {
+            event
+        }
+    };
+    if let Err(refused) = app
+        .policy
+        .require_credential_access(caller, connection_id, user_id, "connections:credentials:read")
+        .await
+        .map_err(ApiError::from)
+    {
+        app.audit.write(event(Err(refused.error_code())).refreshed(false)).await;
+        return Err(OAuthError::from_api(&refused, forbidden));
+    }
+    let token = app
+        .audit
+        .while_reading(
+            event(Ok(())),
+            async {
+                Ok::<_, ApiError>(
+                    app.refresh
+                        .fresh_access_token(connection_id, user_id, app.default_minimum_validity)
+                        .await?,
+                )
+            },
+            |token| token.refreshed,
+            ApiError::error_code,
+        )
+        .await
+        .map_err(|e| OAuthError::from_api(&e, forbidden))?;
+    let missing = token_exchange::missing_scopes(&request.scope, token.scope.as_deref());
+    if !missing.is_empty() {
+        return Err(OAuthError {
+            status: 400,
+            error: "invalid_scope",
+            description: format!("the stored grant lacks {}", missing.join(" ")),
+            retry_after: None,
+        });
+    }
+    let now = app.refresh.clock.now_secs();
+    let mut body = json!({
+        "access_token": token.access_token.expose_secret(),
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": token.token_type,
+        "expires_in": (token.expires_at - now).max(0),
+    });
+    if let Some(scope) = &token.scope {
+        body["scope"] = json!(scope);
+    }
+    let mut response = json_response(200, &body);
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
