@@ -34,6 +34,13 @@ pub enum ApiError {
     PreconditionFailed,
     #[error("the credential needs the user to log in again")]
     ReauthenticationRequired,
+    /// The stored grant lacks scopes the caller requires: the user must consent again. `login` is the
+    /// part of a login start body (`connectionId`, `connectionProperties.scope`) that asks for them.
+    #[error("the stored grant lacks required scopes")]
+    InsufficientScope {
+        missing: Vec<String>,
+        login: serde_json::Value,
+    },
     #[error("the provider is unavailable")]
     ProviderUnavailable { retry_after: Duration },
     /// DynamoDB or KMS throttled us beyond the SDK's own retries.
@@ -90,7 +97,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::Conflict { .. } => 409,
             ApiError::PreconditionFailed => 412,
-            ApiError::ReauthenticationRequired => 409,
+            ApiError::ReauthenticationRequired | ApiError::InsufficientScope { .. } => 409,
             ApiError::PayloadTooLarge => 413,
             ApiError::Internal(_) => 500,
             ApiError::ProviderUnavailable { .. } | ApiError::Throttled | ApiError::Unavailable => 503,
@@ -108,6 +115,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::ReauthenticationRequired => "reauthentication_required",
+            ApiError::InsufficientScope { .. } => "insufficient_scope",
             ApiError::ProviderUnavailable { .. } => "provider_unavailable",
             ApiError::Throttled => "throttled",
             ApiError::Unavailable => "service_unavailable",
@@ -129,6 +137,9 @@ impl ApiError {
             }
             ApiError::ReauthenticationRequired => {
                 "The provider no longer accepts this credential: the user must log in again."
+            }
+            ApiError::InsufficientScope { .. } => {
+                "The user has not granted every scope required: they must log in again and consent to them."
             }
             ApiError::ProviderUnavailable { .. } => {
                 "The provider is unavailable and no valid access token is stored. Retry later."
@@ -171,7 +182,25 @@ impl ApiError {
         if let Some(detail) = self.detail() {
             body["detail"] = json!(detail);
         }
+        if let ApiError::InsufficientScope { missing, login } = self {
+            body["missingScopes"] = json!(missing);
+            body["login"] = login.clone();
+        }
         body
+    }
+
+    /// The stored grant of (connection, `granted`) lacks `missing` of `required`.
+    pub fn insufficient_scope(
+        connection_id: &str,
+        granted: Option<&str>,
+        required: &[String],
+        missing: Vec<String>,
+    ) -> Self {
+        let scope = crate::oauth::scopes::union(granted, required);
+        ApiError::InsufficientScope {
+            missing,
+            login: json!({"connectionId": connection_id, "connectionProperties": {"scope": scope}}),
+        }
     }
 }
 

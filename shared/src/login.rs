@@ -229,6 +229,7 @@ impl LoginFlow {
                 app_code_challenge,
                 provider_code_verifier: sealed_verifier,
                 nonce,
+                requested_scope: properties.get("scope").cloned(),
                 expires_at,
             },
         )
@@ -369,6 +370,10 @@ impl LoginFlow {
             self.audit.write(event).await;
             return fail("identity_conflict");
         }
+        // The grant's scopes are what the provider says it granted; an answer without `scope` granted
+        // exactly what was asked (RFC 6749 §5.1).
+        let mut tokens = tokens;
+        tokens.scope = tokens.scope.or_else(|| request.requested_scope.clone());
         self.save_credential(connection_id, &user_id, &connection, tokens)
             .await?;
 

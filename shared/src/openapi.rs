@@ -65,6 +65,13 @@ pub struct ErrorBody {
     /// What was wrong, in words the vault wrote itself (never an upstream body).
     #[schema(nullable = false)]
     pub detail: Option<String>,
+    /// With `insufficient_scope`: the required scopes the stored grant lacks.
+    #[schema(nullable = false)]
+    pub missing_scopes: Option<Vec<String>>,
+    /// With `insufficient_scope`: what to put in a login start body (`connectionId`,
+    /// `connectionProperties.scope`, the union of granted and required scopes) for the re-consent.
+    #[schema(nullable = false, value_type = Option<Object>)]
+    pub login: Option<serde_json::Value>,
 }
 
 /// `pagination` of every listing.

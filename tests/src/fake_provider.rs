@@ -151,6 +151,10 @@ pub struct Knobs {
     pub extra_token_fields: serde_json::Map<String, Value>,
     /// Token answers leave `expires_in` out, as GitHub OAuth Apps do for tokens that never expire.
     pub omit_expires_in: bool,
+    /// What a login grants: `None` the scopes asked for (named in the answer); `Some(Some(s))` only
+    /// `s`, as a user who unticks a consent box; `Some(None)` what was asked, with `scope` left out
+    /// of the answer (RFC 6749 §5.1 allows that when it is what was asked).
+    pub granted_scope: Option<Option<String>>,
     /// The client's EC P-256 public key (`x`, `y`, base64url) its assertions are checked with.
     pub client_assertion_key: Option<(String, String)>,
     /// As Microsoft Entra's certificate credentials: assertions must name the key by this `x5t#S256`
@@ -202,6 +206,7 @@ impl Default for Knobs {
             dialect: ProviderDialect::Standard,
             extra_token_fields: serde_json::Map::new(),
             omit_expires_in: false,
+            granted_scope: None,
             client_assertion_key: None,
             client_assertion_x5t_s256: None,
         }
@@ -638,6 +643,10 @@ async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String
         .filter(|h| !h.is_empty())
         .cloned()
         .unwrap_or_else(|| state.knobs.subject.clone());
+    let scope = match &state.knobs.granted_scope {
+        None => q.get("scope").cloned(),
+        Some(granted) => granted.clone(),
+    };
     state.codes.insert(
         code.clone(),
         CodeGrant {
@@ -645,7 +654,7 @@ async fn authorize(State(p): State<FakeProvider>, Query(q): Query<HashMap<String
             code_challenge: challenge.clone(),
             nonce: q.get("nonce").cloned(),
             subject,
-            scope: q.get("scope").cloned(),
+            scope,
         },
     );
     let mut target = url::Url::parse(redirect_uri).expect("redirect_uri");

@@ -102,6 +102,9 @@ struct ValidityQuery {
     /// How long the returned token must stay valid, 0 to 86400 (default: the vault's setting).
     #[param(value_type = Option<u64>, minimum = 0, maximum = 86400)]
     minimum_validity_seconds: Option<String>,
+    /// Scopes the stored grant must hold, space-separated; lacking any is 409 `insufficient_scope`.
+    #[param(max_length = 1024)]
+    required_scopes: Option<String>,
 }
 
 /// The credential of a user: for the user themself, or a caller holding
@@ -112,10 +115,10 @@ struct ValidityQuery {
     params(CredentialPath, ValidityQuery),
     responses(
         (status = 200, description = "A provider access token valid for at least the requested time.", body = CredentialBody),
-        (status = 400, description = "`invalid_connection_id`, `invalid_user_id`, `invalid_minimum_validity`, `invalid_path`.", body = ErrorBody),
+        (status = 400, description = "`invalid_connection_id`, `invalid_user_id`, `invalid_minimum_validity`, `invalid_required_scopes`, `invalid_path`.", body = ErrorBody),
         CallerRefusals,
         (status = 404, description = "`credentials_not_found`", body = ErrorBody),
-        (status = 409, description = "`reauthentication_required`: the provider no longer accepts the refresh token.", body = ErrorBody),
+        (status = 409, description = "`reauthentication_required`: the provider no longer accepts the refresh token; `insufficient_scope`: the grant lacks `requiredScopes` (`missingScopes`, and `login` for the re-consent).", body = ErrorBody),
         (status = 503, description = "`provider_unavailable`: the provider is down and no valid token is stored.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         AnyRefusal,
@@ -128,8 +131,9 @@ async fn user_credentials(
     Query(query): Query<ValidityQuery>,
 ) -> Result<Response, ApiError> {
     let (connection_id, user_id) = checked_ids(path.connection_id, path.user_id)?;
+    let required = required_scopes(&query)?;
     let min_validity = minimum_validity(&app, query)?;
-    read(&app, &caller, &connection_id, &user_id, min_validity).await
+    read(&app, &caller, &connection_id, &user_id, min_validity, &required).await
 }
 
 /// The caller's own credential for the connection it logged in with (the login SDK's
@@ -143,7 +147,7 @@ async fn user_credentials(
         (status = 400, description = "`no_session` for a service client, `invalid_minimum_validity`.", body = ErrorBody),
         CallerRefusals,
         (status = 404, description = "`credentials_not_found`", body = ErrorBody),
-        (status = 409, description = "`reauthentication_required`", body = ErrorBody),
+        (status = 409, description = "`reauthentication_required`, `insufficient_scope`", body = ErrorBody),
         (status = 503, description = "`provider_unavailable`", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         AnyRefusal,
@@ -163,8 +167,9 @@ async fn session_credentials(
             ));
         }
     };
+    let required = required_scopes(&query)?;
     let min_validity = minimum_validity(&app, query)?;
-    read(&app, &caller, &connection_id, &user_id, min_validity).await
+    read(&app, &caller, &connection_id, &user_id, min_validity, &required).await
 }
 
 /// Disconnect: revokes the refresh token at the provider where it can, then deletes the credential.
@@ -216,6 +221,7 @@ async fn read(
     connection_id: &str,
     user_id: &str,
     min_validity: Duration,
+    required_scopes: &[String],
 ) -> Result<Response, ApiError> {
     let resource = access::credentials_resource(connection_id, user_id);
     let allowed = app
@@ -231,11 +237,11 @@ async fn read(
                 .while_reading(
                     event,
                     async {
-                        Ok::<_, ApiError>(
-                            app.refresh
-                                .fresh_access_token(connection_id, user_id, min_validity)
-                                .await?,
-                        )
+                        let token = app
+                            .refresh
+                            .fresh_access_token(connection_id, user_id, min_validity)
+                            .await?;
+                        with_scopes(connection_id, token, required_scopes)
                     },
                     |token| token.refreshed,
                     ApiError::error_code,
@@ -266,6 +272,37 @@ async fn read(
         body["metadata"] = json!(token.metadata);
     }
     Ok(json_response(200, &body))
+}
+
+/// The token, if its grant holds every required scope; else the re-consent answer.
+fn with_scopes(
+    connection_id: &str,
+    token: vault::FreshAccessToken,
+    required: &[String],
+) -> Result<vault::FreshAccessToken, ApiError> {
+    let missing = credvault::oauth::scopes::missing(required, token.scope.as_deref());
+    if missing.is_empty() {
+        Ok(token)
+    } else {
+        Err(ApiError::insufficient_scope(
+            connection_id,
+            token.scope.as_deref(),
+            required,
+            missing,
+        ))
+    }
+}
+
+fn required_scopes(query: &ValidityQuery) -> Result<Vec<String>, ApiError> {
+    match &query.required_scopes {
+        None => Ok(Vec::new()),
+        Some(list) => credvault::oauth::scopes::parse_list(list).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_required_scopes",
+                "requiredScopes is space-separated scope tokens (RFC 6749 §3.3), at most 1024 characters",
+            )
+        }),
+    }
 }
 
 /// Ids are shape-checked before any store call.
@@ -388,26 +425,17 @@ async fn exchange(app: &CredentialFetch, req: axum::extract::Request) -> Result<
         .while_reading(
             event(Ok(())),
             async {
-                Ok::<_, ApiError>(
-                    app.refresh
-                        .fresh_access_token(connection_id, user_id, app.default_minimum_validity)
-                        .await?,
-                )
+                let token = app
+                    .refresh
+                    .fresh_access_token(connection_id, user_id, app.default_minimum_validity)
+                    .await?;
+                with_scopes(connection_id, token, &request.scope)
             },
             |token| token.refreshed,
             ApiError::error_code,
         )
         .await
         .map_err(|e| OAuthError::from_api(&e, forbidden))?;
-    let missing = token_exchange::missing_scopes(&request.scope, token.scope.as_deref());
-    if !missing.is_empty() {
-        return Err(OAuthError {
-            status: 400,
-            error: "invalid_scope",
-            description: format!("the stored grant lacks {}", missing.join(" ")),
-            retry_after: None,
-        });
-    }
     let now = app.refresh.clock.now_secs();
     let mut body = json!({
         "access_token": token.access_token.expose_secret(),

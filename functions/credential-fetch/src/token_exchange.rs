@@ -24,7 +24,6 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Two JWTs and a few names: anything longer is not a token exchange.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-const MAX_SCOPE_LEN: usize = 1024;
 
 /// The request's parameters, for the OpenAPI description (the handler parses the body itself).
 #[derive(utoipa::ToSchema)]
@@ -98,6 +97,8 @@ pub struct OAuthError {
     /// Text this code wrote; never a token or other secret from the request (a missing scope is named).
     pub description: String,
     pub retry_after: Option<Duration>,
+    /// More members of the body (`missing_scopes`, `login` for `invalid_scope`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl OAuthError {
@@ -107,6 +108,7 @@ impl OAuthError {
             error,
             description: description.into(),
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -135,6 +137,17 @@ impl OAuthError {
                 "invalid_grant",
                 "the provider no longer accepts this credential: the user must log in again",
             ),
+            // RFC 6749's word for it, with the fetch's re-consent help.
+            ApiError::InsufficientScope { missing, login } => {
+                let mut error = Self::new(
+                    400,
+                    "invalid_scope",
+                    format!("the stored grant lacks {}", missing.join(" ")),
+                );
+                error.extra.insert("missing_scopes".into(), json!(missing));
+                error.extra.insert("login".into(), login.clone());
+                error
+            }
             ApiError::BadRequest { .. } | ApiError::PayloadTooLarge => {
                 Self::invalid_request("the request is not acceptable")
             }
@@ -149,10 +162,11 @@ impl OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let mut resp = credvault::http::json_response(
-            self.status,
-            &json!({"error": self.error, "error_description": self.description}),
-        );
+        let mut body = json!({"error": self.error, "error_description": self.description});
+        if let Some(object) = body.as_object_mut() {
+            object.extend(self.extra);
+        }
+        let mut resp = credvault::http::json_response(self.status, &body);
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after
@@ -261,16 +275,16 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ExchangeRequest,
     }
     let scope = match get("scope") {
         None => Vec::new(),
-        Some(scope) if scope.len() <= MAX_SCOPE_LEN && scope.split(' ').all(is_scope_token) => {
-            scope.split(' ').map(String::from).collect()
-        }
-        Some(_) => {
-            return Err(OAuthError::new(
-                400,
-                "invalid_scope",
-                "scope is space-separated scope tokens (RFC 6749 §3.3)",
-            ));
-        }
+        Some(scope) => match credvault::oauth::scopes::parse_list(scope) {
+            Some(list) => list,
+            None => {
+                return Err(OAuthError::new(
+                    400,
+                    "invalid_scope",
+                    "scope is space-separated scope tokens (RFC 6749 §3.3)",
+                ));
+            }
+        },
     };
     Ok(ExchangeRequest {
         subject_token: SecretString::from(subject_token.to_string()),
@@ -278,28 +292,6 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ExchangeRequest,
         connection_id: connection_id.to_string(),
         scope,
     })
-}
-
-/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(token: &str) -> bool {
-    !token.is_empty()
-        && token
-            .bytes()
-            .all(|c| c == 0x21 || (0x23..=0x5B).contains(&c) || (0x5D..=0x7E).contains(&c))
-}
-
-/// The requested scopes the stored grant lacks (scopes are compared as the provider spelled them).
-pub fn missing_scopes(requested: &[String], granted: Option<&str>) -> Vec<String> {
-    let granted: std::collections::BTreeSet<&str> = granted
-        .unwrap_or_default()
-        .split([' ', ','])
-        .filter(|s| !s.is_empty())
-        .collect();
-    requested
-        .iter()
-        .filter(|s| !granted.contains(s.as_str()))
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]
@@ -431,13 +423,5 @@ mod tests {
         // No description quotes the request.
         let (_, description) = error_of(&[("grant_type", "secret-looking-value")]);
         assert!(!description.contains("secret-looking-value"), "{description}");
-    }
-
-    #[test]
-    fn missing_scopes_are_the_requested_ones_not_granted() {
-        let requested = ["read".to_string(), "write".to_string()];
-        assert_eq!(missing_scopes(&requested, Some("read other")), ["write"]);
-        assert_eq!(missing_scopes(&requested, Some("read,write")), Vec::<String>::new());
-        assert_eq!(missing_scopes(&requested, None), ["read", "write"]);
     }
 }

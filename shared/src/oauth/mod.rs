@@ -11,5 +11,6 @@ pub mod id_token;
 pub mod limited_body;
 pub mod pkce;
 pub mod provider;
+pub mod scopes;
 
 pub use connection::{Connection, TokenRequestEncoding};

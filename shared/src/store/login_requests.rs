@@ -26,6 +26,9 @@ pub struct LoginRequest {
     /// The vault's own PKCE verifier towards the provider, sealed.
     pub provider_code_verifier: Vec<u8>,
     pub nonce: String,
+    /// The `scope` the authorization request asked for: RFC 6749 §5.1 lets a token answer leave
+    /// `scope` out when it granted exactly that.
+    pub requested_scope: Option<String>,
     /// Epoch seconds.
     pub expires_at: i64,
 }
@@ -64,6 +67,8 @@ struct StoredLoginRequest {
     #[serde(with = "serde_bytes")]
     provider_code_verifier: Vec<u8>,
     nonce: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_scope: Option<String>,
     expires_at: i64,
     /// `TTL_ATTRIBUTE`: DynamoDB deletes the request once it can no longer be used.
     delete_after: i64,
@@ -79,6 +84,7 @@ pub async fn put(table: &Table, request: LoginRequest) -> Result<(), StoreError>
         app_code_challenge: request.app_code_challenge,
         provider_code_verifier: request.provider_code_verifier,
         nonce: request.nonce,
+        requested_scope: request.requested_scope,
         expires_at: request.expires_at,
         delete_after: request.expires_at,
     })?;
@@ -136,6 +142,7 @@ fn from_item(state: &str, item: Item) -> Result<LoginRequest, StoreError> {
         app_code_challenge: stored.app_code_challenge,
         provider_code_verifier: stored.provider_code_verifier,
         nonce: stored.nonce,
+        requested_scope: stored.requested_scope,
         expires_at: stored.expires_at,
     })
 }
@@ -176,6 +183,7 @@ mod tests {
             app_code_challenge: "challenge".into(),
             provider_code_verifier: vec![1, 2, 3],
             nonce: "nonce".into(),
+            requested_scope: Some("openid".into()),
             expires_at: 100,
             delete_after: 100,
         })
