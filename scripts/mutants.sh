@@ -15,8 +15,7 @@ tools=.local/cargo-tools
 if ! "$tools/bin/cargo-mutants" --version 2>/dev/null | grep -q "$version"; then
   cargo install --locked --quiet --root "$tools" "cargo-mutants@$version"
 fi
-# nextest selects tests across the two packages with one filter (`cargo test --test X` would ask the
-# shared crate for integration tests it does not have). It comes with the machine's toolchain; a
+# nextest runs the tests of both packages in one go; it comes with the machine's toolchain, and a
 # machine without it gets the pinned one.
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked --quiet --root "$tools" cargo-nextest@0.9.143
@@ -31,12 +30,17 @@ export CREDVAULT_TEST_MOTO_URL="$moto_url"
 trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
 
 # The shared crate's unit tests, and the integration tests of the refresh protocol, storage, access
-# control, tokens and provider answers.
+# control, tokens and provider answers. Only these test targets are built for each mutant (`--lib`
+# and one `--test` each: cargo takes a `--test` that one of the packages has), which is most of a
+# mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run.
 integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
              look_alike_user_ids tokens provider_dialects)
-filter='package(credvault)'
+if [ -n "${MUTANTS_TESTS:-}" ]; then
+  read -r -a integration <<< "$MUTANTS_TESTS"
+fi
+targets=(--lib)
 for t in "${integration[@]}"; do
-  filter+=" | binary_id(credvault-tests::$t)"
+  targets+=(--test "$t")
 done
 
 # The protocol-critical files, unless the arguments name files themselves.
@@ -53,4 +57,4 @@ done
   "${files[@]}" \
   --test-package credvault --test-package credvault-tests \
   "$@" \
-  -- -E "$filter"
+  -- "${targets[@]}"
