@@ -31,8 +31,8 @@ trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
 
 # The shared crate's unit tests, and the integration tests of the refresh protocol, storage, access
 # control, tokens and provider answers. Only these test targets are built for each mutant (`--lib`
-# and one `--test` each: cargo takes a `--test` that one of the packages has), which is most of a
-# mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run.
+# and one `--test` each, over the workspace: cargo takes a `--test` that one of its packages has),
+# which is most of a mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run.
 integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
              look_alike_user_ids tokens provider_dialects)
 if [ -n "${MUTANTS_TESTS:-}" ]; then
@@ -55,6 +55,6 @@ done
   --test-tool nextest \
   --package credvault \
   "${files[@]}" \
-  --test-package credvault --test-package credvault-tests \
+  --test-workspace=true \
   "$@" \
   -- "${targets[@]}"

@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod instance;
+pub mod lifecycle;
 pub mod login;
 pub mod maintenance;
 pub mod management;

@@ -58,8 +58,10 @@ def main():
         "outputs": outputs,
         "created": created,
         "substituted": substituted,
-        # What moto's CloudFormation skipped, by type (README, "Deployment rehearsal").
-        "notCreated": sorted({r["Type"] for lid, r in wanted.items() if lid not in created}),
+        # What moto's CloudFormation skipped, by type (README, "Deployment rehearsal"); resources under a
+        # condition are listed apart (the rehearsal's parameters leave the optional ones out).
+        "notCreated": sorted({r["Type"] for lid, r in wanted.items() if lid not in created and "Condition" not in r}),
+        "conditionalNotCreated": sorted(lid for lid, r in wanted.items() if lid not in created and "Condition" in r),
     }))
 
 

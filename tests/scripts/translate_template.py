@@ -4,7 +4,9 @@
 usage: translate_template.py TEMPLATE CODE_BUCKET CODE_KEY [--for-moto] > cloudformation.json
 
 With --for-moto, what moto's CloudFormation cannot create is left out (see README, "Deployment
-rehearsal"): the published version and alias of credential-fetch, and so its provisioned concurrency.
+rehearsal"): the published version and alias of credential-fetch, and so its provisioned concurrency;
+and credential-events' stream event source mapping, through which moto invokes the function on every
+table write and fails on binary attributes ("Object of type bytes is not JSON serializable").
 """
 import json
 import os
@@ -34,6 +36,9 @@ def main():
             if resource["Type"] == "AWS::Serverless::Function":
                 resource["Properties"].pop("AutoPublishAlias", None)
                 resource["Properties"].pop("ProvisionedConcurrencyConfig", None)
+                events = resource["Properties"].get("Events", {})
+                for name in [n for n, e in events.items() if e.get("Type") == "DynamoDB"]:
+                    events.pop(name)
     try:
         translated = transform(template, {}, NoManagedPolicies())
     except InvalidDocumentException as e:

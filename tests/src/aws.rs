@@ -240,6 +240,14 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
                 .build()
                 .expect("keep-alive index"),
         )
+        // Lifecycle events are read from the stream (credential-events), as infra/template.yaml has it.
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream spec"),
+        )
         .send()
         .await
         .expect("create table");

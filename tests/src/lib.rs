@@ -13,6 +13,7 @@ pub mod memory;
 pub mod moto;
 pub mod service_client;
 pub mod stack;
+pub mod stream;
 
 pub use fake_provider::{Failure, FakeProvider, IdTokenFault};
 pub use stack::{LocalStack, LoggedIn, StackOptions};

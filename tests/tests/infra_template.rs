@@ -129,6 +129,21 @@ fn each_function_may_do_exactly_what_it_needs() {
             ]
             .concat(),
         ),
+        // The stream processor reads the stream and puts events, and touches no item and no key.
+        (
+            "CredentialEventsPolicy",
+            [
+                &logs[..],
+                &[
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                    "events:PutEvents",
+                ],
+            ]
+            .concat(),
+        ),
         // Keep-alive verifies no token: no GetPublicKey.
         (
             "CredentialMaintenancePolicy",
@@ -169,9 +184,20 @@ fn each_function_may_do_exactly_what_it_needs() {
             if acts.iter().any(|a| a.starts_with("dynamodb:")) {
                 let resource = symbols(&statement["Resource"]);
                 let on_index = resource == [KEEP_ALIVE_INDEX_ARN] && acts == ["dynamodb:Query"];
+                let on_stream =
+                    resource == ["${Table.StreamArn}"] && acts.iter().all(|a| STREAM_ACTIONS.contains(&a.as_str()));
+                // ListStreams has no resource of its own.
+                let list_streams = resource == ["*"] && acts == ["dynamodb:ListStreams"];
                 assert!(
-                    resource == ["${Table.Arn}"] || on_index,
-                    "{policy}: table actions on the table (or Query on the keep-alive index) only: {statement}"
+                    resource == ["${Table.Arn}"] || on_index || on_stream || list_streams,
+                    "{policy}: table actions on the table (or Query on the keep-alive index, reads of its stream) only: {statement}"
+                );
+            }
+            if acts.iter().any(|a| a.starts_with("events:")) {
+                assert_eq!(
+                    symbols(&statement["Resource"]),
+                    ["arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"],
+                    "{policy}: events on the one bus"
                 );
             }
         }
@@ -519,11 +545,19 @@ fn the_evaluator_follows_aws_policy_evaluation() {
     assert!(!decrypt(&with(vec![allow(Some(role), "kms:Decrypt")], vec![deny])));
 }
 
-const ROLES: [&str; 4] = [
+const ROLES: [&str; 5] = [
     "LoginCallbackRole",
     "CredentialFetchRole",
     "GrantManagementRole",
     "CredentialMaintenanceRole",
+    "CredentialEventsRole",
+];
+
+/// Reads of the table's stream (credential-events): they touch no item.
+const STREAM_ACTIONS: [&str; 3] = [
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
 ];
 
 /// The keep-alive index, as IAM names it (store/keep_alive.rs `INDEX`).
@@ -587,6 +621,8 @@ fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
                 (decrypt, "clientSecret", "CONNECTIONS"),
             ]),
         ),
+        // Events are made from the stream's images without opening anything.
+        ("CredentialEventsRole", BTreeSet::new()),
         // A keep-alive refresh is a fetch's refresh: the same contexts.
         (
             "CredentialMaintenanceRole",
@@ -655,6 +691,7 @@ fn table_grants(template: &Value, policy: &str) -> BTreeSet<(String, String)> {
         let acts: Vec<String> = actions(&statement)
             .into_iter()
             .filter(|a| a.starts_with("dynamodb:"))
+            .filter(|a| !STREAM_ACTIONS.contains(&a.as_str()) && a != "dynamodb:ListStreams")
             .collect();
         if acts.is_empty() {
             continue;
@@ -742,6 +779,7 @@ fn each_function_touches_only_its_partitions() {
                 grant(&["PutItem", "Query"], &["AUDIT#*"]),
             ],
         ),
+        ("CredentialEventsPolicy", vec![]),
         (
             "CredentialMaintenancePolicy",
             vec![
@@ -869,4 +907,50 @@ fn the_keep_alive_schedule_runs_one_bounded_run_at_a_time() {
         template["Parameters"]["KeepAliveMaxCredentials"]["Default"].as_u64(),
         Some(limits.max_credentials as u64)
     );
+}
+
+/// Lifecycle events come from the table's stream (both images, so transitions can be read), only of
+/// credential items, with failed batches retried from their first record; webhooks exist only when
+/// asked for and take the bus's credvault events.
+#[test]
+fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
+    let template = template();
+    let resources = &template["Resources"];
+    assert_eq!(
+        resources["Table"]["Properties"]["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    let function = &resources["CredentialEventsFunction"]["Properties"];
+    assert_eq!(
+        function["Environment"]["Variables"]["CREDVAULT_EVENT_BUS"]["Ref"],
+        "EventBusName"
+    );
+    let source = &function["Events"]["CredentialChanges"]["Properties"];
+    assert_eq!(function["Events"]["CredentialChanges"]["Type"], "DynamoDB");
+    assert_eq!(
+        source["Stream"]["Fn::GetAtt"],
+        serde_json::json!(["Table", "StreamArn"])
+    );
+    assert_eq!(
+        source["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(source["StartingPosition"], "TRIM_HORIZON");
+    let pattern: Value =
+        serde_json::from_str(source["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        pattern,
+        serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "CREDENTIAL#"}]}}}})
+    );
+    for webhook in ["WebhookConnection", "WebhookDestination", "WebhookRule", "WebhookRole"] {
+        assert_eq!(resources[webhook]["Condition"], "DeliverWebhooks", "{webhook}");
+    }
+    let rule = &resources["WebhookRule"]["Properties"];
+    assert_eq!(
+        rule["EventPattern"]["source"],
+        serde_json::json!([credvault::lifecycle::SOURCE])
+    );
+    assert_eq!(rule["EventBusName"]["Ref"], "EventBusName");
+    assert_eq!(rule["Targets"][0]["Arn"]["Fn::GetAtt"][0], "WebhookDestination");
+    assert_eq!(template["Parameters"]["WebhookSecret"]["NoEcho"], true);
 }

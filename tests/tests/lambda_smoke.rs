@@ -202,6 +202,14 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         Some(16),
         "one query per shard: {report}"
     );
+    // A batch of stream records: the login's transition goes to (moto's) EventBridge.
+    let answer = invoker
+        .invoke_raw(
+            "credential-events",
+            &root.join("functions/credential-events/events/stream-batch.json"),
+        )
+        .await;
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}), "{answer}");
     let _ = watch.kill().await;
 }
 
