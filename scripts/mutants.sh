@@ -33,6 +33,8 @@ trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
 # control, tokens and provider answers. Only these test targets are built for each mutant (`--lib`
 # and one `--test` each, over the workspace: cargo takes a `--test` that one of its packages has),
 # which is most of a mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run.
+# cargo-mutants' own baseline would run these in the mutated package alone (where the integration
+# tests are not), so it is skipped: `make test` is the baseline, and the timeouts are fixed instead.
 integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
              look_alike_user_ids tokens provider_dialects)
 if [ -n "${MUTANTS_TESTS:-}" ]; then
@@ -55,6 +57,7 @@ done
   --test-tool nextest \
   --package credvault \
   "${files[@]}" \
-  --test-workspace=true \
+  --test-package credvault --test-package credvault-tests \
+  --baseline=skip --timeout 900 --build-timeout 900 \
   "$@" \
   -- "${targets[@]}"
