@@ -218,11 +218,16 @@ async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
     // to a lease clock running late, or a refresh time out (busy, failed): only that split may move.
     assert_eq!(total("examined"), 60, "each credential examined once: {runs:?}");
     assert!(total("busy") >= 10, "the leased ten are passed by: {runs:?}");
-    assert_eq!(
-        stack.provider.counters().refreshes,
-        refreshes + total("refreshed"),
-        "each refreshed at most once"
+    // A refresh that reached the provider and then timed out, or whose commit failed, counts as failed
+    // or an error, not refreshed: the provider calls lie between the two. No refresh token twice.
+    let provider = stack.provider.counters();
+    let calls = provider.refreshes - refreshes;
+    assert!(
+        total("refreshed") <= calls && calls <= total("refreshed") + total("failed") + total("errors"),
+        "{calls} provider calls for {runs:?}"
     );
+    assert!(total("refreshed") >= 40, "most of the fifty are refreshed: {runs:?}");
+    assert_eq!(provider.reuse_detected, 0, "no refresh token spent twice");
     for user in &leased {
         let item = stack.credential(&user.user_id).await.expect("kept");
         assert_eq!(item.lease.as_ref().map(|l| l.owner.as_str()), Some("another-instance"));
