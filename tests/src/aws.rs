@@ -265,3 +265,33 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
         .await
         .expect("enable TTL");
 }
+
+/// A Secrets Manager client on the emulator (the webhook signing secret).
+pub fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "credvault-tests",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// A new secret on the emulator holding `value`; its ARN.
+pub async fn stored_secret(endpoint: &str, value: &str) -> String {
+    secrets_manager(endpoint)
+        .create_secret()
+        .name(format!("credvault-webhook-{}", credvault::random::token(8)))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("an ARN")
+}

@@ -79,7 +79,19 @@ async fn the_vault_runs_on_what_the_template_creates() {
     // Webhooks are optional, and the rehearsal asks for none.
     assert_eq!(
         deployed["conditionalNotCreated"],
-        json!(["WebhookConnection", "WebhookDestination", "WebhookRole", "WebhookRule"]),
+        json!([
+            "CredentialWebhooksFunction",
+            "CredentialWebhooksFunctionEventInvokeConfig",
+            "CredentialWebhooksLogs",
+            "CredentialWebhooksPolicy",
+            "CredentialWebhooksRole",
+            "WebhookDeadLetters",
+            "WebhookDeadLettersAlarm",
+            "WebhookDeadLettersPolicy",
+            "WebhookInvokePermission",
+            "WebhookRule",
+            "WebhookSigningSecret"
+        ]),
         "{deployed}"
     );
     let created: BTreeMap<String, Value> = serde_json::from_value(deployed["created"].clone()).unwrap();

@@ -144,6 +144,11 @@ fn each_function_may_do_exactly_what_it_needs() {
             ]
             .concat(),
         ),
+        // Webhooks read their one signing secret and park failed deliveries: no table, no key.
+        (
+            "CredentialWebhooksPolicy",
+            [&logs[..], &["secretsmanager:GetSecretValue", "sqs:SendMessage"]].concat(),
+        ),
         // Keep-alive verifies no token: no GetPublicKey.
         (
             "CredentialMaintenancePolicy",
@@ -191,6 +196,20 @@ fn each_function_may_do_exactly_what_it_needs() {
                 assert!(
                     resource == ["${Table.Arn}"] || on_index || on_stream || list_streams,
                     "{policy}: table actions on the table (or Query on the keep-alive index, reads of its stream) only: {statement}"
+                );
+            }
+            if acts.iter().any(|a| a.starts_with("secretsmanager:")) {
+                assert_eq!(
+                    symbols(&statement["Resource"]),
+                    ["${WebhookSigningSecret}"],
+                    "{policy}: the one secret"
+                );
+            }
+            if acts.iter().any(|a| a.starts_with("sqs:")) {
+                assert_eq!(
+                    symbols(&statement["Resource"]),
+                    ["${WebhookDeadLetters.Arn}"],
+                    "{policy}: the one queue"
                 );
             }
             if acts.iter().any(|a| a.starts_with("events:")) {
@@ -545,12 +564,13 @@ fn the_evaluator_follows_aws_policy_evaluation() {
     assert!(!decrypt(&with(vec![allow(Some(role), "kms:Decrypt")], vec![deny])));
 }
 
-const ROLES: [&str; 5] = [
+const ROLES: [&str; 6] = [
     "LoginCallbackRole",
     "CredentialFetchRole",
     "GrantManagementRole",
     "CredentialMaintenanceRole",
     "CredentialEventsRole",
+    "CredentialWebhooksRole",
 ];
 
 /// Reads of the table's stream (credential-events): they touch no item.
@@ -621,8 +641,9 @@ fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
                 (decrypt, "clientSecret", "CONNECTIONS"),
             ]),
         ),
-        // Events are made from the stream's images without opening anything.
+        // Events are made from the stream's images without opening anything; webhooks open nothing.
         ("CredentialEventsRole", BTreeSet::new()),
+        ("CredentialWebhooksRole", BTreeSet::new()),
         // A keep-alive refresh is a fetch's refresh: the same contexts.
         (
             "CredentialMaintenanceRole",
@@ -780,6 +801,7 @@ fn each_function_touches_only_its_partitions() {
             ],
         ),
         ("CredentialEventsPolicy", vec![]),
+        ("CredentialWebhooksPolicy", vec![]),
         (
             "CredentialMaintenancePolicy",
             vec![
@@ -942,7 +964,15 @@ fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
         pattern,
         serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "CREDENTIAL#"}]}}}})
     );
-    for webhook in ["WebhookConnection", "WebhookDestination", "WebhookRule", "WebhookRole"] {
+    // Everything of the webhooks exists only with a WebhookUrl.
+    let webhook_resources: Vec<&String> = resources
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|id| id.contains("Webhook"))
+        .collect();
+    assert!(webhook_resources.len() >= 9, "{webhook_resources:?}");
+    for webhook in webhook_resources {
         assert_eq!(resources[webhook]["Condition"], "DeliverWebhooks", "{webhook}");
     }
     let rule = &resources["WebhookRule"]["Properties"];
@@ -951,6 +981,38 @@ fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
         serde_json::json!([credvault::lifecycle::SOURCE])
     );
     assert_eq!(rule["EventBusName"]["Ref"], "EventBusName");
-    assert_eq!(rule["Targets"][0]["Arn"]["Fn::GetAtt"][0], "WebhookDestination");
+    let target = &rule["Targets"][0];
+    assert_eq!(target["Arn"]["Fn::GetAtt"][0], "CredentialWebhooksFunction");
+    assert_eq!(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0], "WebhookDeadLetters");
+    // The function signs with the stored secret, sends to the URL, and parks what it cannot deliver;
+    // one delivery attempt fits well inside its timeout.
+    let function = &resources["CredentialWebhooksFunction"]["Properties"];
+    let env = &function["Environment"]["Variables"];
+    assert_eq!(env["CREDVAULT_WEBHOOK_URL"]["Ref"], "WebhookUrl");
+    assert_eq!(env["CREDVAULT_WEBHOOK_SECRET_ARN"]["Ref"], "WebhookSigningSecret");
+    assert_eq!(
+        function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "WebhookDeadLetters"
+    );
+    assert!(
+        function["Timeout"].as_u64().unwrap() > 2 * credential_webhooks::DELIVERY_TIMEOUT.as_secs(),
+        "{function}"
+    );
+    assert_eq!(
+        resources["WebhookSigningSecret"]["Properties"]["SecretString"]["Ref"],
+        "WebhookSecret"
+    );
+    assert_eq!(
+        resources["WebhookInvokePermission"]["Properties"]["SourceArn"]["Fn::GetAtt"][0],
+        "WebhookRule"
+    );
     assert_eq!(template["Parameters"]["WebhookSecret"]["NoEcho"], true);
+    // The parameter's shortest secret is the shortest the function accepts.
+    let pattern = template["Parameters"]["WebhookSecret"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert!(
+        pattern.contains(&format!("{{{},", credential_webhooks::signature::MIN_SECRET_LEN)),
+        "{pattern}"
+    );
 }

@@ -1,4 +1,4 @@
-//! The Lambda runtime path: `cargo lambda watch` runs the three function binaries behind its Lambda
+//! The Lambda runtime path: `cargo lambda watch` runs the function binaries behind its Lambda
 //! runtime API emulator, and `cargo lambda invoke` sends each route's API Gateway v2 event fixture
 //! (functions/*/events). Every function must answer every route with the expected status and, for a
 //! refusal, the API's JSON error, configured against the local stack like a deployed function. Then
@@ -47,6 +47,10 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
     );
     let port = free_port().to_string();
     let aws = &stack.aws;
+    // credential-webhooks signs with a secret from (moto's) Secrets Manager and posts to this receiver.
+    let webhook_secret = format!("whk-{}", credvault::random::token(32));
+    let webhook_secret_arn = credvault_tests::aws::stored_secret(&aws.endpoint, &webhook_secret).await;
+    let (webhook_url, webhooks) = webhook_receiver().await;
     let vars = [
         ("CREDVAULT_TABLE", aws.table.clone()),
         ("CREDVAULT_DATA_KEY_ID", aws.data_key_id.clone()),
@@ -62,6 +66,8 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
         ("AWS_REGION", "us-east-1".to_string()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
+        ("CREDVAULT_WEBHOOK_URL", webhook_url),
+        ("CREDVAULT_WEBHOOK_SECRET_ARN", webhook_secret_arn),
     ];
     let mut watch = tokio::process::Command::new("cargo")
         .args([
@@ -210,7 +216,41 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         )
         .await;
     assert_eq!(answer, serde_json::json!({"batchItemFailures": []}), "{answer}");
+    // The webhook rule's event: posted to the receiver, signed with the stored secret.
+    let fixture = root.join("functions/credential-webhooks/events/lifecycle-event.json");
+    let answer = invoker.invoke_raw("credential-webhooks", &fixture).await;
+    assert_eq!(answer, serde_json::json!({"delivered": "5c1a9e0b7d3f"}), "{answer}");
+    let delivered = webhooks.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1);
+    let (headers, body) = &delivered[0];
+    let signer = credential_webhooks::WebhookSigner::new(&secrecy::SecretString::from(webhook_secret)).unwrap();
+    let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        headers["webhook-signature"].to_str().unwrap(),
+        signer.signature("5c1a9e0b7d3f", timestamp, body)
+    );
     let _ = watch.kill().await;
+}
+
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
+
+/// A webhook receiver on a free port that keeps what it is sent and answers 204.
+async fn webhook_receiver() -> (String, Deliveries) {
+    let deliveries = Deliveries::default();
+    let kept = deliveries.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                kept.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::NO_CONTENT
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, deliveries)
 }
 
 /// A route's fixture with another raw path and a bearer token, as API Gateway would send it.
