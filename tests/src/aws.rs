@@ -266,21 +266,22 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
         .expect("enable TTL");
 }
 
-/// A Secrets Manager client on the emulator (the webhook signing secret).
-pub fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "credvault-tests",
+/// The SDK configuration of any further service client on the emulator (Secrets Manager, SQS,
+/// EventBridge): test credentials, us-east-1, moto's endpoint.
+pub fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            Credentials::new("testing", "testing", None, None, "credvault-tests"),
         ))
         .endpoint_url(endpoint)
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+        .build()
+}
+
+/// A Secrets Manager client on the emulator (the webhook signing secret).
+pub fn secrets_manager(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&emulator_config(endpoint))
 }
 
 /// A new secret on the emulator holding `value`; its ARN.

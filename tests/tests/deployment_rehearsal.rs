@@ -16,6 +16,7 @@ const NOT_EMULATED: &[&str] = &[
     "AWS::ApiGatewayV2::Api",
     "AWS::ApiGatewayV2::Stage",
     "AWS::CloudWatch::Alarm",
+    "AWS::Events::EventBusPolicy",
     "AWS::Logs::MetricFilter",
     "AWS::Scheduler::Schedule",
 ];
@@ -81,14 +82,14 @@ async fn the_vault_runs_on_what_the_template_creates() {
         deployed["conditionalNotCreated"],
         json!([
             "CredentialWebhooksFunction",
-            "CredentialWebhooksFunctionEventInvokeConfig",
+            "CredentialWebhooksFunctionWebhooks",
             "CredentialWebhooksLogs",
             "CredentialWebhooksPolicy",
             "CredentialWebhooksRole",
             "WebhookDeadLetters",
             "WebhookDeadLettersAlarm",
-            "WebhookDeadLettersPolicy",
-            "WebhookInvokePermission",
+            "WebhookQueue",
+            "WebhookQueuesPolicy",
             "WebhookRule",
             "WebhookSigningSecret"
         ]),

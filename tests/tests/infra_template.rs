@@ -144,10 +144,19 @@ fn each_function_may_do_exactly_what_it_needs() {
             ]
             .concat(),
         ),
-        // Webhooks read their one signing secret and park failed deliveries: no table, no key.
+        // Webhooks read their one signing secret and take from their queue: no table, no key.
         (
             "CredentialWebhooksPolicy",
-            [&logs[..], &["secretsmanager:GetSecretValue", "sqs:SendMessage"]].concat(),
+            [
+                &logs[..],
+                &[
+                    "secretsmanager:GetSecretValue",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                ],
+            ]
+            .concat(),
         ),
         // Keep-alive verifies no token: no GetPublicKey.
         (
@@ -208,7 +217,7 @@ fn each_function_may_do_exactly_what_it_needs() {
             if acts.iter().any(|a| a.starts_with("sqs:")) {
                 assert_eq!(
                     symbols(&statement["Resource"]),
-                    ["${WebhookDeadLetters.Arn}"],
+                    ["${WebhookQueue.Arn}"],
                     "{policy}: the one queue"
                 );
             }
@@ -971,7 +980,7 @@ fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
         .keys()
         .filter(|id| id.contains("Webhook"))
         .collect();
-    assert!(webhook_resources.len() >= 9, "{webhook_resources:?}");
+    assert!(webhook_resources.len() >= 8, "{webhook_resources:?}");
     for webhook in webhook_resources {
         assert_eq!(resources[webhook]["Condition"], "DeliverWebhooks", "{webhook}");
     }
@@ -981,31 +990,77 @@ fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
         serde_json::json!([credvault::lifecycle::SOURCE])
     );
     assert_eq!(rule["EventBusName"]["Ref"], "EventBusName");
+    assert_eq!(
+        rule["EventPattern"]["account"],
+        serde_json::json!([{"Ref": "AWS::AccountId"}])
+    );
     let target = &rule["Targets"][0];
-    assert_eq!(target["Arn"]["Fn::GetAtt"][0], "CredentialWebhooksFunction");
+    assert_eq!(target["Arn"]["Fn::GetAtt"][0], "WebhookQueue");
     assert_eq!(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0], "WebhookDeadLetters");
-    // The function signs with the stored secret, sends to the URL, and parks what it cannot deliver;
-    // one delivery attempt fits well inside its timeout.
+    // The queue hands the function its messages, a failed one coming back after more than the
+    // function's timeout (a batch of deliveries one after the other), until the dead-letter queue.
     let function = &resources["CredentialWebhooksFunction"]["Properties"];
+    let source = &function["Events"]["Webhooks"];
+    assert_eq!(source["Type"], "SQS");
+    assert_eq!(source["Properties"]["Queue"]["Fn::GetAtt"][0], "WebhookQueue");
+    assert_eq!(
+        source["Properties"]["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    let batch = source["Properties"]["BatchSize"].as_u64().unwrap();
+    let timeout = function["Timeout"].as_u64().unwrap();
+    assert!(
+        timeout > batch * credential_webhooks::DELIVERY_TIMEOUT.as_secs(),
+        "a whole batch fits the timeout"
+    );
+    let queue = &resources["WebhookQueue"]["Properties"];
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout, "{queue}");
+    assert_eq!(
+        queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0],
+        "WebhookDeadLetters"
+    );
     let env = &function["Environment"]["Variables"];
     assert_eq!(env["CREDVAULT_WEBHOOK_URL"]["Ref"], "WebhookUrl");
     assert_eq!(env["CREDVAULT_WEBHOOK_SECRET_ARN"]["Ref"], "WebhookSigningSecret");
-    assert_eq!(
-        function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
-        "WebhookDeadLetters"
-    );
     assert!(
-        function["Timeout"].as_u64().unwrap() > 2 * credential_webhooks::DELIVERY_TIMEOUT.as_secs(),
-        "{function}"
+        env.get("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").is_none(),
+        "a deployment never posts to loopback"
     );
     assert_eq!(
         resources["WebhookSigningSecret"]["Properties"]["SecretString"]["Ref"],
         "WebhookSecret"
     );
+    // Only a principal tagged as credential-events may put credvault events on the bus, and only
+    // CredentialEventsRole carries the tag.
+    let deny = &resources["LifecycleEventsSenderOnly"]["Properties"];
+    assert_eq!(deny["EventBusName"]["Ref"], "EventBusName");
+    let statement = &deny["Statement"];
     assert_eq!(
-        resources["WebhookInvokePermission"]["Properties"]["SourceArn"]["Fn::GetAtt"][0],
-        "WebhookRule"
+        (&statement["Effect"], &statement["Principal"], &statement["Action"]),
+        (
+            &serde_json::json!("Deny"),
+            &serde_json::json!("*"),
+            &serde_json::json!("events:PutEvents")
+        )
     );
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["events:source"],
+        credvault::lifecycle::SOURCE
+    );
+    let tag = &statement["Condition"]["StringNotEquals"];
+    assert_eq!(tag["aws:PrincipalTag/credvault-component"], "credential-events");
+    let tagged: Vec<&String> = resources
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| {
+            r["Properties"]["Tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t["Key"] == "credvault-component"))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(tagged, ["CredentialEventsRole"]);
     assert_eq!(template["Parameters"]["WebhookSecret"]["NoEcho"], true);
     // The parameter's shortest secret is the shortest the function accepts.
     let pattern = template["Parameters"]["WebhookSecret"]["AllowedPattern"]

@@ -216,10 +216,11 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         )
         .await;
     assert_eq!(answer, serde_json::json!({"batchItemFailures": []}), "{answer}");
-    // The webhook rule's event: posted to the receiver, signed with the stored secret.
-    let fixture = root.join("functions/credential-webhooks/events/lifecycle-event.json");
+    // A batch of the webhook queue (one EventBridge event): posted to the receiver, signed with the
+    // stored secret, and taken off the queue.
+    let fixture = root.join("functions/credential-webhooks/events/webhook-queue-batch.json");
     let answer = invoker.invoke_raw("credential-webhooks", &fixture).await;
-    assert_eq!(answer, serde_json::json!({"delivered": "5c1a9e0b7d3f"}), "{answer}");
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}), "{answer}");
     let delivered = webhooks.lock().unwrap().clone();
     assert_eq!(delivered.len(), 1);
     let (headers, body) = &delivered[0];

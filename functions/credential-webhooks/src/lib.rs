@@ -1,19 +1,23 @@
-//! credential-webhooks: every lifecycle event on the bus (an EventBridge rule's target, only with the
-//! template's `WebhookUrl`), POSTed to the operator's URL as a signed Standard Webhooks message.
+//! credential-webhooks: every lifecycle event on the bus, POSTed to the operator's URL as a signed
+//! Standard Webhooks message (only with the template's `WebhookUrl`). The webhook rule puts the
+//! events on a queue (`WebhookQueue`) and Lambda hands the function batches of its messages.
 //!
 //! - The body is `{"type", "timestamp", "data"}`: the event's name, when it happened, and its `detail`
 //!   (shared/src/lifecycle.rs) unchanged, so it carries no token or secret either.
 //! - `webhook-id` is the event's `eventId`, the same on every delivery of one transition, so a receiver
 //!   drops repeats; `webhook-timestamp` is the attempt's time; `webhook-signature` (signature.rs) covers
 //!   both and the body's exact bytes.
-//! - One attempt per invocation, answered 2xx or an error: Lambda's asynchronous retries (and then the
-//!   dead-letter queue of the template) deliver it again, with the same id. Redirects are not followed
-//!   (a signed message goes only where the operator pointed it) and the answer's body is never read.
+//! - One attempt per message and invocation. A message not delivered (any answer but 2xx, a timeout, a
+//!   refused connection) is reported as a batch item failure and comes back when its visibility timeout
+//!   ends, with the same id, until the queue moves it to the dead-letter queue (about a day).
+//! - Redirects are not followed (a signed message goes only where the operator pointed it) and the
+//!   answer's body is never read.
 
 pub mod signature;
 
 use std::time::Duration;
 
+use lambda_http::lambda_runtime::LambdaEvent;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use url::Url;
@@ -57,9 +61,10 @@ pub enum DeliveryError {
     Unreachable { timeout: bool, connect: bool },
 }
 
-/// The webhook URL, checked: https, or http to a loopback address (the local stack), and no
-/// `user:password@` (a credential in a URL ends up in logs).
-pub fn webhook_url(raw: &str) -> Result<Url, SetupError> {
+/// The webhook URL, checked: https, and no `user:password@` (a credential in a URL ends up in logs).
+/// Plain http only to a loopback address and only with `allow_loopback_http` (the local stack's
+/// `CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK`): in Lambda, loopback is the runtime API.
+pub fn webhook_url(raw: &str, allow_loopback_http: bool) -> Result<Url, SetupError> {
     let url = Url::parse(raw).map_err(|_| SetupError::NotAUrl)?;
     let loopback = match url.host() {
         Some(url::Host::Domain(domain)) => domain == "localhost",
@@ -67,7 +72,7 @@ pub fn webhook_url(raw: &str) -> Result<Url, SetupError> {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     };
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback && allow_loopback_http);
     if !scheme_ok || url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
         return Err(SetupError::UnsafeUrl);
     }
@@ -144,6 +149,7 @@ impl WebhookSender {
             loader = loader.endpoint_url(endpoint);
         }
         let sdk = loader.load().await;
+        let allow_loopback_http = std::env::var("CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK").as_deref() == Ok("true");
         let timeouts = aws_sdk_secretsmanager::config::timeout::TimeoutConfig::builder()
             .operation_timeout(Duration::from_secs(5))
             .build();
@@ -153,7 +159,7 @@ impl WebhookSender {
                 .build(),
         );
         let secret = read_secret(&client, &secret_id).await?;
-        Self::new(webhook_url(&url)?, &secret)
+        Self::new(webhook_url(&url, allow_loopback_http)?, &secret)
     }
 
     /// Signs and POSTs one message; `Ok` only for a 2xx answer.
@@ -196,23 +202,33 @@ pub async fn read_secret(client: &aws_sdk_secretsmanager::Client, secret_id: &st
         .ok_or(SetupError::Missing("the secret's string value"))
 }
 
-/// One EventBridge event: delivered, or an error for Lambda to retry.
-pub async fn handle(
-    sender: &WebhookSender,
-    clock: &dyn credvault::clock::Clock,
-    event: lambda_http::lambda_runtime::LambdaEvent<Value>,
-) -> Result<Value, DeliveryError> {
-    let webhook = Webhook::of_event(&event.payload)?;
-    match sender.deliver(&webhook, clock.now_secs()).await {
-        Ok(()) => {
-            tracing::info!(webhook_id = %webhook.id, "webhook delivered");
-            Ok(json!({"delivered": webhook.id}))
-        }
-        Err(error) => {
-            tracing::warn!(webhook_id = %webhook.id, %error, "webhook not delivered; Lambda retries it");
-            Err(error)
+/// One batch of queue messages, each an EventBridge event: delivered in order, one attempt each. The
+/// answer names the messages to deliver again (`ReportBatchItemFailures`); a message that is not a
+/// credvault event is dropped (no retry could make it one) and never signed.
+pub async fn handle(sender: &WebhookSender, clock: &dyn credvault::clock::Clock, event: LambdaEvent<Value>) -> Value {
+    let records = event.payload["Records"].as_array().cloned().unwrap_or_default();
+    let mut failures = Vec::new();
+    for record in records {
+        let message_id = record["messageId"].as_str().unwrap_or_default().to_string();
+        let webhook = serde_json::from_str::<Value>(record["body"].as_str().unwrap_or_default())
+            .map_err(|_| DeliveryError::NotAnEvent("body"))
+            .and_then(|event| Webhook::of_event(&event));
+        let webhook = match webhook {
+            Ok(webhook) => webhook,
+            Err(error) => {
+                tracing::error!(%message_id, %error, "a queue message that is not a lifecycle event; dropped");
+                continue;
+            }
+        };
+        match sender.deliver(&webhook, clock.now_secs()).await {
+            Ok(()) => tracing::info!(webhook_id = %webhook.id, "webhook delivered"),
+            Err(error) => {
+                tracing::warn!(webhook_id = %webhook.id, %error, "webhook not delivered; it comes back from the queue");
+                failures.push(json!({"itemIdentifier": message_id}));
+            }
         }
     }
+    json!({"batchItemFailures": failures})
 }
 
 #[cfg(test)]
@@ -227,8 +243,13 @@ mod tests {
             "http://localhost:9/x",
             "http://[::1]:80/",
         ] {
-            assert!(webhook_url(ok).is_ok(), "{ok}");
+            assert!(webhook_url(ok, true).is_ok(), "{ok}");
         }
+        assert!(webhook_url("https://hooks.example.com/credvault", false).is_ok());
+        assert!(
+            webhook_url("http://127.0.0.1:9001/2018-06-01/runtime/invocation/next", false).is_err(),
+            "loopback http only when the local stack allows it"
+        );
         for bad in [
             "http://hooks.example.com/credvault",
             "http://127.0.0.1.example.com/",
@@ -238,7 +259,7 @@ mod tests {
             "file:///etc/passwd",
             "not a url",
         ] {
-            assert!(webhook_url(bad).is_err(), "{bad}");
+            assert!(webhook_url(bad, true).is_err(), "{bad}");
         }
     }
 

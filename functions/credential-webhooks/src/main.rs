@@ -1,5 +1,5 @@
 //! Lambda entry point of credential-webhooks: logging, the URL and the signing secret (read once),
-//! then the Lambda runtime invoking lib.rs on every event the webhook rule hands it.
+//! then the Lambda runtime invoking lib.rs on every batch of the webhook queue's messages.
 
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -10,9 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sender = credential_webhooks::WebhookSender::from_env().await?;
     let clock = credvault::clock::SystemClock;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async {
-        credential_webhooks::handle(&sender, &clock, event)
-            .await
-            .map_err(lambda_http::Error::from)
+        Ok::<_, lambda_http::Error>(credential_webhooks::handle(&sender, &clock, event).await)
     }))
     .await
 }
