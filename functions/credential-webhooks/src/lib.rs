@@ -66,14 +66,9 @@ pub enum DeliveryError {
 /// `CREDVAULT_INSECURE_ALLOW_HTTP_LOOPBACK`): in Lambda, loopback is the runtime API.
 pub fn webhook_url(raw: &str, allow_loopback_http: bool) -> Result<Url, SetupError> {
     let url = Url::parse(raw).map_err(|_| SetupError::NotAUrl)?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(domain)) => domain == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback && allow_loopback_http);
-    if !scheme_ok || url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
+    // The scheme and host rule of every URL the vault sends a secret-bearing request to.
+    let acceptable = credvault::oauth::provider::is_acceptable_provider_url(raw, allow_loopback_http);
+    if !acceptable || !url.username().is_empty() || url.password().is_some() {
         return Err(SetupError::UnsafeUrl);
     }
     Ok(url)

@@ -301,5 +301,13 @@ mod tests {
         assert!(is_acceptable_provider_url("http://127.0.0.1:8080/token", true));
         assert!(!is_acceptable_provider_url("http://10.0.0.1/token", true));
         assert!(!is_acceptable_provider_url("ftp://x/token", true));
+        // Loopback by name and by IPv6 address too; any other name is not loopback.
+        assert!(is_acceptable_provider_url("http://localhost:8080/token", true));
+        assert!(is_acceptable_provider_url("http://[::1]:8080/token", true));
+        assert!(!is_acceptable_provider_url("http://localhost:8080/token", false));
+        assert!(!is_acceptable_provider_url("http://provider.example.com/token", true));
+        assert!(!is_acceptable_provider_url("http://localhost.example.com/token", true));
+        assert!(!is_acceptable_provider_url("http://[2001:db8::1]/token", true));
+        assert!(!is_acceptable_provider_url("not a url", true));
     }
 }
