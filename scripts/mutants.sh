@@ -36,7 +36,7 @@ trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
 # cargo-mutants' own baseline would run these in the mutated package alone (where the integration
 # tests are not), so it is skipped: `make test` is the baseline, and the timeouts are fixed instead.
 integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
-             look_alike_user_ids tokens provider_dialects)
+             look_alike_user_ids tokens provider_dialects provider_limits disconnect)
 if [ -n "${MUTANTS_TESTS:-}" ]; then
   read -r -a integration <<< "$MUTANTS_TESTS"
 fi

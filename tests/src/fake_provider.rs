@@ -127,10 +127,15 @@ pub struct Knobs {
     /// Subject of the next logins.
     pub subject: String,
     pub id_token_fault: Option<IdTokenFault>,
-    /// The next this many revocation calls answer 503.
+    /// The next this many revocation calls answer `revocation_failure_status`.
     pub failing_revocations: u32,
+    /// 503 unless set otherwise (429: come back later; 400: a refusal).
+    pub revocation_failure_status: u16,
     /// Inflates every answer of one kind.
     pub oversized: Option<(Answer, Oversize)>,
+    /// `/jwks` answers 302 to `/jwks-moved`, which serves the keys (and counts `jwks_moved`): a vault
+    /// that follows provider redirects would verify against keys from wherever it was sent.
+    pub jwks_moved: bool,
     /// The id_token's `email_verified` claim; `None` leaves it out (as providers that never verify do).
     pub email_verified: Option<bool>,
     /// Drawn for refresh calls, after the `fail_next` queue is empty.
@@ -196,7 +201,9 @@ impl Default for Knobs {
             subject: "alice".to_string(),
             id_token_fault: None,
             failing_revocations: 0,
+            revocation_failure_status: 503,
             oversized: None,
+            jwks_moved: false,
             email_verified: Some(true),
             random_failures: None,
             echo_secrets_in_errors: false,
@@ -253,6 +260,8 @@ pub struct Counters {
     pub reuse_detected: u64,
     pub discovery: u64,
     pub jwks: u64,
+    /// Requests that followed the `jwks_moved` redirect.
+    pub jwks_moved: u64,
     /// Bytes of inflated answers handed to the connection (padding and all).
     pub oversized_bytes_sent: u64,
     /// Grants performed whose answer was then dropped on purpose (`RotateThen*`).
@@ -360,6 +369,7 @@ impl FakeProvider {
             .route("/revoke", post(revoke))
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/jwks-moved", get(jwks_moved))
             .route("/userinfo", get(userinfo))
             .with_state(provider.clone());
         let listener = ResettableListener(listener);
@@ -1110,7 +1120,14 @@ async fn revoke(State(p): State<FakeProvider>, headers: HeaderMap, body: Bytes) 
     state.counters.revocations += 1;
     if state.knobs.failing_revocations > 0 {
         state.knobs.failing_revocations -= 1;
-        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        let status =
+            StatusCode::from_u16(state.knobs.revocation_failure_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let error = if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            "invalid_request"
+        } else {
+            "temporarily_unavailable"
+        };
+        return oauth_error(status, error);
     }
     if let Some(family) = params
         .get("token")
@@ -1177,12 +1194,20 @@ async fn discovery(State(p): State<FakeProvider>) -> Response {
 }
 
 async fn jwks(State(p): State<FakeProvider>) -> Response {
-    let oversized = {
+    let (oversized, moved) = {
         let mut state = p.state();
         state.counters.jwks += 1;
-        state.knobs.oversized
+        (state.knobs.oversized, state.knobs.jwks_moved)
     };
+    if moved {
+        return (StatusCode::FOUND, [(axum::http::header::LOCATION, "/jwks-moved")]).into_response();
+    }
     answer(&p, oversized, Answer::Jwks, json!({"keys": [p.jwk()]}))
+}
+
+async fn jwks_moved(State(p): State<FakeProvider>) -> Response {
+    p.state().counters.jwks_moved += 1;
+    Json(json!({"keys": [p.jwk()]})).into_response()
 }
 
 /// `body` as JSON, or inflated when the `oversized` knob names this kind of answer.

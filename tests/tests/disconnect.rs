@@ -79,6 +79,40 @@ async fn a_provider_outage_during_disconnect_leaves_the_credential_unusable_unti
     assert!(stack.credential(&user.user_id).await.is_none());
 }
 
+/// A revocation endpoint that says to come back (429) is tried again and the disconnect completes;
+/// one that refuses the request (400) is not asked again: retrying cannot change its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_answered_429_is_retried_and_one_answered_400_is_not() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    stack.provider.set_knobs(|k| {
+        k.failing_revocations = 1;
+        k.revocation_failure_status = 429;
+    });
+    let (status, _) = stack
+        .call("DELETE", &path(&user.user_id), Some(&user.access_token), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(stack.provider.counters().revocations, 2, "asked again after the 429");
+
+    let other = stack.login_as("bob").await;
+    let refresh_token = stack.stored_refresh_token(&other.user_id).await.unwrap();
+    stack.provider.set_knobs(|k| {
+        k.failing_revocations = 1;
+        k.revocation_failure_status = 400;
+    });
+    let (status, body) = stack
+        .call("DELETE", &path(&other.user_id), Some(&other.access_token), None)
+        .await;
+    assert_eq!(
+        stack.provider.counters().revocations,
+        3,
+        "a 400 is not asked again: {status} {body}"
+    );
+    assert_ne!(status, 204, "{body}");
+    assert!(stack.provider.refresh_token_is_live(&refresh_token));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_user_or_a_caller_with_the_delete_grant_may_disconnect() {
     let stack = LocalStack::start(StackOptions {

@@ -418,3 +418,42 @@ async fn a_refresh_answer_without_expires_in_is_not_refreshed_again() {
     assert_eq!(later, refreshed);
     assert_eq!(stack.provider.counters().refreshes, 1, "no second refresh");
 }
+
+/// A user endpoint without `sub` names its user by `id`: GitHub's is a number, Slack's and
+/// Atlassian's-style ids are strings; both become `sub`, a `sub` that is there is kept, and an id of
+/// any other kind is refused (a user id is never made up from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_endpoint_names_the_user_by_sub_or_by_a_string_or_numeric_id() {
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let next = answers.clone();
+    let app = axum::Router::new().route(
+        "/user",
+        axum::routing::get(move || {
+            let next = next.clone();
+            async move { axum::Json(next.lock().unwrap().remove(0)) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/user", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = credvault::oauth::provider::ProviderClient::new(std::time::Duration::from_secs(5), 1).unwrap();
+    let token = secrecy::SecretString::from("user-endpoint-token".to_string());
+    let cases = [
+        (
+            serde_json::json!({"id": "U024BE7LH", "name": "spengler"}),
+            Some("U024BE7LH"),
+        ),
+        (serde_json::json!({"id": 583231}), Some("583231")),
+        (serde_json::json!({"sub": "s-1", "id": "other"}), Some("s-1")),
+        (serde_json::json!({"id": true}), None),
+        (serde_json::json!({"id": {"nested": 1}}), None),
+    ];
+    for (answer, sub) in cases {
+        answers.lock().unwrap().push(answer.clone());
+        let claims = client.user_info(&url, &token).await;
+        match sub {
+            Some(sub) => assert_eq!(claims.expect("claims")["sub"], sub, "{answer}"),
+            None => assert!(claims.is_err(), "{answer}"),
+        }
+    }
+}

@@ -165,6 +165,22 @@ async fn five_megabyte_discovery_or_jwks_answers_fail_the_login_as_an_invalid_id
     }
 }
 
+/// Provider answers are taken from where the connection points, never from where a redirect sends
+/// the vault: a JWKS that moved with a 302 fails the login (its id_token cannot be verified), and the
+/// moved keys are never fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_jwks_is_not_followed() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    stack.provider.set_knobs(|k| k.jwks_moved = true);
+    let before = stack.state_snapshot().await;
+    let app = login_redirect(&stack).await;
+    assert_eq!(query_param(&app, "error").as_deref(), Some("invalid_id_token"));
+    assert_eq!(stack.state_snapshot().await, before, "nothing stored");
+    let counters = stack.provider.counters();
+    assert!(counters.jwks >= 1, "the JWKS was asked for");
+    assert_eq!(counters.jwks_moved, 0, "the redirect was not followed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_megabyte_user_endpoint_answer_fails_the_login() {
     let stack = LocalStack::start(StackOptions::default()).await;

@@ -341,6 +341,24 @@ mod tests {
         }
     }
 
+    /// On a 400, a dead grant is either the dialect's own code or an RFC 6749 one: GitHub Apps and
+    /// Slack can answer `invalid_grant` with a 400 too, and their own codes with a 400 as well as a 200.
+    #[test]
+    fn a_400_is_dead_with_the_dialects_code_or_a_standard_one() {
+        for dialect in [Dialect::Github, Dialect::Slack, Dialect::Standard, Dialect::Atlassian] {
+            assert!(
+                dead(read(dialect, 400, r#"{"error": "invalid_grant"}"#)),
+                "{dialect:?}: invalid_grant"
+            );
+        }
+        assert!(dead(read(Dialect::Github, 400, r#"{"error": "bad_refresh_token"}"#)));
+        assert!(dead(read(Dialect::Slack, 400, r#"{"error": "invalid_refresh_token"}"#)));
+        assert!(
+            !dead(read(Dialect::Standard, 400, r#"{"error": "bad_refresh_token"}"#)),
+            "not a standard code"
+        );
+    }
+
     #[test]
     fn an_unreadable_success_may_have_rotated_the_token() {
         for body in ["not json", r#"{"access_token": ""}"#, r#"{"token_type": "Bearer"}"#] {
