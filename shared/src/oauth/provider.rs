@@ -288,7 +288,10 @@ mod tests {
             assert!(b <= BACKOFF_CAP, "{b:?}");
             // Jitter takes at most half: the pause doubles from BACKOFF_BASE up to the ceiling.
             let ceiling = (BACKOFF_BASE * 2u32.pow(attempt - 1)).min(BACKOFF_CAP);
-            assert!(b >= ceiling / 2 && b <= ceiling, "attempt {attempt}: {b:?} of {ceiling:?}");
+            assert!(
+                b >= ceiling / 2 && b <= ceiling,
+                "attempt {attempt}: {b:?} of {ceiling:?}"
+            );
         }
         assert_eq!(max_total_backoff(1), Duration::ZERO);
         assert_eq!(max_total_backoff(3), Duration::from_millis(300));
