@@ -219,7 +219,10 @@ async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
     assert_eq!(total("examined"), 60, "each credential examined once: {runs:?}");
     // The leased ten are passed by (their lease is checked below to be untouched): busy, or an error
     // when the claim's own DynamoDB call timed out on the loaded emulator.
-    assert!(total("busy") + total("errors") >= 10, "the leased ten are passed by: {runs:?}");
+    assert!(
+        total("busy") + total("errors") >= 10,
+        "the leased ten are passed by: {runs:?}"
+    );
     // A refresh that reached the provider and then timed out, or whose commit failed, counts as failed
     // or an error, not refreshed: the provider calls lie between the two. No refresh token twice.
     let provider = stack.provider.counters();
