@@ -10,7 +10,6 @@ use crate::clock::Clock;
 
 struct Entry {
     key: Arc<LessSafeKey>,
-    wrapped: Vec<u8>,
     created: Instant,
 }
 
@@ -73,12 +72,12 @@ impl DataKeyCache {
             (context.to_string(), wrapped.clone()),
             Entry {
                 key,
-                wrapped: wrapped.clone(),
                 created: self.clock.instant(),
             },
         );
         let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        newest.retain(|ctx, w| entries.get(&(ctx.clone(), w.clone())).is_some_and(|e| e.wrapped == *w));
+        // A newest key whose entry was evicted or aged out is forgotten with it.
+        newest.retain(|ctx, w| entries.contains_key(&(ctx.clone(), w.clone())));
         newest.insert(context.to_string(), wrapped);
     }
 
@@ -123,5 +122,67 @@ mod tests {
         short.insert("ctx", vec![1], key());
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get("ctx", &[1]).is_none());
+    }
+
+    /// Monotonic time that moves only when told to.
+    struct StoppedClock(Mutex<Instant>);
+
+    impl Clock for StoppedClock {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::now()
+        }
+        fn instant(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A key is young for strictly less than `max_age`: at exactly its age it is gone, for reading and
+    /// for sealing.
+    #[test]
+    fn a_key_ages_out_at_exactly_its_maximum_age() {
+        let clock = Arc::new(StoppedClock(Mutex::new(Instant::now())));
+        let cache = DataKeyCache::new(10, Duration::from_secs(60), clock.clone());
+        cache.insert("ctx", vec![1], key());
+        *clock.0.lock().unwrap() += Duration::from_secs(59);
+        assert!(cache.get("ctx", &[1]).is_some());
+        assert!(cache.for_sealing("ctx").is_some());
+        *clock.0.lock().unwrap() += Duration::from_secs(1);
+        assert!(cache.get("ctx", &[1]).is_none());
+        assert!(cache.for_sealing("ctx").is_none());
+    }
+
+    /// Sealing reuses the newest key of each context, however many contexts came after, while its
+    /// entry lives; and an evicted entry is not offered for sealing.
+    #[test]
+    fn each_context_keeps_its_newest_key_for_sealing_until_evicted() {
+        // A second passes between inserts, so "oldest" is never a tie.
+        let clock = Arc::new(StoppedClock(Mutex::new(Instant::now())));
+        let cache = DataKeyCache::new(2, Duration::from_secs(60), clock.clone());
+        let insert = |context: &str, wrapped: u8| {
+            *clock.0.lock().unwrap() += Duration::from_secs(1);
+            cache.insert(context, vec![wrapped], key());
+        };
+        assert!(cache.is_empty());
+        insert("ctx-a", 1);
+        insert("ctx-a", 2);
+        assert!(!cache.is_empty());
+        assert_eq!(cache.for_sealing("ctx-a").map(|(wrapped, _)| wrapped), Some(vec![2]));
+        // ctx-b evicts ctx-a's oldest entry, not its newest.
+        insert("ctx-b", 3);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.for_sealing("ctx-a").map(|(wrapped, _)| wrapped), Some(vec![2]));
+        assert_eq!(cache.for_sealing("ctx-b").map(|(wrapped, _)| wrapped), Some(vec![3]));
+        // ctx-c evicts ctx-a's last one: nothing is left to seal ctx-a with.
+        insert("ctx-c", 4);
+        assert!(cache.for_sealing("ctx-a").is_none());
+        assert!(cache.get("ctx-b", &[3]).is_some());
+    }
+
+    #[test]
+    fn a_cache_of_no_entries_keeps_nothing() {
+        let cache = DataKeyCache::new(0, Duration::from_secs(60), Arc::new(crate::clock::SystemClock));
+        cache.insert("ctx", vec![1], key());
+        assert!(cache.is_empty());
+        assert!(cache.get("ctx", &[1]).is_none());
     }
 }
