@@ -279,8 +279,22 @@ impl Invoker {
         (status, body)
     }
 
-    /// What the function answered, as JSON.
+    /// What the function answered, as JSON. On a loaded machine the emulator can hand back an empty
+    /// error payload for an invocation (seen once in CI on a route that answered in every other run);
+    /// that one emulator failure is tried once more, every other failure fails the test.
     async fn invoke_raw(&self, function: &str, event_file: &Path) -> Value {
+        match self.invoke_once(function, event_file).await {
+            Ok(answer) => answer,
+            Err(stderr) if stderr.contains("invalid error payload") => self
+                .invoke_once(function, event_file)
+                .await
+                .unwrap_or_else(|stderr| panic!("{function} {}: {stderr}", event_file.display())),
+            Err(stderr) => panic!("{function} {}: {stderr}", event_file.display()),
+        }
+    }
+
+    /// One `cargo lambda invoke`: the answer, or its stderr when it failed.
+    async fn invoke_once(&self, function: &str, event_file: &Path) -> Result<Value, String> {
         let invoke = tokio::process::Command::new("cargo")
             .args([
                 "lambda",
@@ -305,13 +319,11 @@ impl Invoker {
             .await
             .unwrap_or_else(|_| panic!("{function} {name}: no answer within 180 s"))
             .expect("cargo lambda invoke runs");
-        assert!(
-            out.status.success(),
-            "{function} {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{function} {name}: not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{function} {name}: not JSON: {}", String::from_utf8_lossy(&out.stdout))))
     }
 
     async fn invoke_event(&self, function: &str, event: &Value) -> (u16, Value) {
