@@ -185,7 +185,23 @@ fn credentials_version(items: &BTreeMap<String, Item>, user: &str) -> i64 {
 /// Runs that started over would meet the busy ones again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
-    let stack = stack(|config| config.keep_alive.max_credentials = 20).await;
+    // The deployed AWS timeouts (and the lease they need), as the keep-alive bench has: on the loaded
+    // test machine the test stack's 1.5 s made a whole run fail on one slow index query.
+    fn bounded_runs(config: &mut credvault::Config) {
+        credvault_tests::stack::deployed_aws_timeouts(config);
+        config.keep_alive.max_credentials = 20;
+    }
+    let stack = LocalStack::start(StackOptions {
+        keep_alive_days: Some(KEEP_ALIVE_DAYS as u32),
+        configure: bounded_runs,
+        refresh: credvault::config::RefreshTiming {
+            lease_length: std::time::Duration::from_secs(60),
+            ..credvault::config::RefreshTiming::default()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
     for i in 0..50 {
         stack.login_as(&format!("due{i}")).await;
     }
