@@ -1,12 +1,17 @@
 //! The audit trail: every credential read, refresh, re-authentication transition, disconnect and
 //! change to connections, clients, roles and records, as a structured event in DynamoDB (kept for the
-//! retention period by TTL) and as a JSON log line. Events name who, what and the outcome; never a
-//! secret.
+//! retention period by TTL). Events name who, what and the outcome; never a secret.
+//!
+//! Changes and refreshes are written to the table before they are answered. Credential reads, the
+//! hot path, write nothing to the table themselves: each read's event is one JSON line on the
+//! function's log (`AuditLog`, [`log_line`]), written before the read is answered, and the
+//! audit-ingest function, subscribed to that log, stores the lines in the table ([`parse_log_line`],
+//! `AuditTrail::store_logged`). A warm read so costs one DynamoDB call, and a refused read none.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clock::Clock;
@@ -25,8 +30,8 @@ fn partition(event_id: &str) -> String {
     format!("AUDIT#{}", usize::from(digest.as_ref()[0]) % SHARDS)
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditEvent {
     pub event_id: String,
     pub time: String,
@@ -34,20 +39,20 @@ pub struct AuditEvent {
     /// `connection.create`, `client.key.delete`, `record.update`, ...
     pub action: String,
     /// The caller's subject; `None` for the vault's own actions.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
     /// The user a caller acted for, when that is not the caller itself: the subject of a token
     /// exchange whose actor is the caller.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
     /// What was acted on, as a resource URI (`Connections/con_a/Users/u1/Credentials`, `Roles/ro_x`).
     pub resource: String,
     /// `ok`, or the `errorCode` of the refusal.
     pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed: Option<bool>,
     /// Why the vault acted, where that matters: `endpoint_changed`, `invalid_grant`, `identity_conflict`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -88,29 +93,131 @@ pub trait AuditSink: Send + Sync + 'static {
     fn record(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
 }
 
-/// The audit trail in the table (kept `retention` by TTL, spread over `SHARDS` partitions) and the log.
+/// Where the events of credential reads go: one line each on the function's log, which the
+/// audit-ingest function's log subscription carries into the table. Lambda ships a line once it is
+/// written, so a line written before the read is answered outlives the instance.
+pub trait AuditLog: Send + Sync + 'static {
+    /// Writes one line; an error means the line is not on the log, and the read is not answered.
+    fn write_line(&self, line: &str) -> std::io::Result<()>;
+}
+
+/// The function's standard output, which Lambda sends to the function's log group line by line.
+pub struct StdoutAuditLog;
+
+impl AuditLog for StdoutAuditLog {
+    fn write_line(&self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        // One write of the whole line under the lock, so no log line of another task lands inside it.
+        let mut out = std::io::stdout().lock();
+        out.write_all(format!("{line}\n").as_bytes())?;
+        out.flush()
+    }
+}
+
+/// Lambda's log-level filter drops every line below the function's application log level, and an
+/// audit line is an INFO line (as Lambda reads a line's `level`): with the level above INFO the
+/// reads would go unaudited, so the function refuses to start instead. `level` is Lambda's
+/// `AWS_LAMBDA_LOG_LEVEL`, unset when no filter is configured.
+pub fn check_log_level(level: Option<&str>) -> Result<(), AuditLogLevelTooHigh> {
+    match level.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("TRACE" | "DEBUG" | "INFO") => Ok(()),
+        Some(other) => Err(AuditLogLevelTooHigh(other.to_string())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the application log level is {0}: the audit of credential reads is carried by INFO log lines, so it must be INFO or lower"
+)]
+pub struct AuditLogLevelTooHigh(String);
+
+/// A read's audit line could not be written; the read is refused (503) rather than answered unaudited.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log cannot be written")]
+pub struct AuditLogFailed(#[source] pub std::io::Error);
+
+/// The value of [`AuditLine::credvault_audit`]: the log subscription's filter pattern selects lines
+/// whose top-level `credvaultAudit` is this (`{ $.credvaultAudit = 1 }`, infra/template.yaml). No
+/// other line of the vault has that key at its top level: its own log lines are JSON objects whose
+/// keys are `timestamp`, `level`, `fields`, `target` and `span`, with every value escaped.
+pub const LOG_LINE_VERSION: u8 = 1;
+
+/// An audit event as one log line.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuditLine {
+    /// What Lambda's log-level filter reads.
+    level: String,
+    credvault_audit: u8,
+    time_ms: i64,
+    event: AuditEvent,
+}
+
+/// The longest action, resource, caller, outcome or reason a logged event may carry: longer is not
+/// one the vault wrote (ids are bounded far below it).
+const MAX_LOGGED_FIELD: usize = 2048;
+
+/// The log line of `event`, which happened at `time_ms`.
+pub fn log_line(event: &AuditEvent, time_ms: i64) -> String {
+    let line = AuditLine {
+        level: "INFO".to_string(),
+        credvault_audit: LOG_LINE_VERSION,
+        time_ms,
+        event: event.clone(),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// The event of one log line, if the line is an audit line as [`log_line`] writes them: exactly its
+/// fields, an event id of the vault's shape and bounded text. Any other line is `None`.
+pub fn parse_log_line(message: &str) -> Option<(AuditEvent, i64)> {
+    let line: AuditLine = serde_json::from_str(message.trim_end()).ok()?;
+    let event = line.event;
+    let texts = [
+        Some(&event.action),
+        Some(&event.resource),
+        Some(&event.outcome),
+        event.caller.as_ref(),
+        event.on_behalf_of.as_ref(),
+        event.reason.as_ref(),
+    ];
+    let valid = line.credvault_audit == LOG_LINE_VERSION
+        && line.time_ms > 0
+        && crate::random::is_token_shaped(&event.event_id)
+        && !event.action.is_empty()
+        && !event.resource.is_empty()
+        && texts.into_iter().flatten().all(|t| t.len() <= MAX_LOGGED_FIELD);
+    valid.then_some((event, line.time_ms))
+}
+
+/// The audit trail: events of changes go to the table at once; events of reads go to the log and
+/// reach the table through audit-ingest.
 pub struct AuditTrail {
     table: Table,
     clock: Arc<dyn Clock>,
     retention: Duration,
+    log: Arc<dyn AuditLog>,
 }
 
 impl AuditTrail {
-    pub fn new(table: Table, clock: Arc<dyn Clock>, retention: Duration) -> Self {
+    pub fn new(table: Table, clock: Arc<dyn Clock>, retention: Duration, log: Arc<dyn AuditLog>) -> Self {
         Self {
             table,
             clock,
             retention,
+            log,
         }
     }
 
-    /// Writes the event to the log and to the table. A failed table write is logged and does not fail
-    /// the request it describes: the log line still holds the event.
+    /// Writes the event to the table (and a diagnostic line to the log). A failed table write is
+    /// logged and does not fail the request it describes: the log line still holds the event.
     pub async fn write(&self, mut event: AuditEvent) {
         let now_ms = self.clock.now_millis();
         event.time = crate::clock::iso8601_millis(now_ms);
         tracing::info!(audit = %json!(event), "audit event");
-        self.put(&event, now_ms, Write::New).await;
+        if let Err(e) = self.put(&event, now_ms).await {
+            tracing::error!(error = %e, action = %event.action, "audit event not stored in the table");
+        }
     }
 }
 
@@ -120,18 +227,8 @@ impl AuditSink for AuditTrail {
     }
 }
 
-/// Whether a table write makes a new event or settles the outcome of one written before it was known.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Write {
-    New,
-    Settle,
-}
-
-/// The outcome an event is written with while its work still runs: what a warm read ends in.
-const EXPECTED_OUTCOME: &str = "ok";
-
 /// An audit event exactly as DynamoDB holds it (serde_dynamo): the one place its attribute names
-/// are spelled besides the settle condition and the listing's filters, which name the same.
+/// are spelled besides the listing's filters, which name the same.
 #[derive(Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredAuditEvent {
@@ -150,15 +247,13 @@ struct StoredAuditEvent {
     refreshed: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
-    /// Set on the write that settles an event's outcome (see `while_reading`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    settled: Option<bool>,
     /// `TTL_ATTRIBUTE`, a unit test checks.
     delete_after: i64,
 }
 
 impl AuditTrail {
-    async fn put(&self, event: &AuditEvent, at_ms: i64, write: Write) {
+    /// Stores a new event; an event already stored under its key is never replaced (`ConditionFailed`).
+    async fn put(&self, event: &AuditEvent, at_ms: i64) -> Result<(), StoreError> {
         let retention_secs = self.retention.as_secs() as i64;
         let stored = StoredAuditEvent {
             pk: partition(&event.event_id),
@@ -171,69 +266,66 @@ impl AuditTrail {
             on_behalf_of: event.on_behalf_of.clone(),
             refreshed: event.refreshed,
             reason: event.reason.clone(),
-            settled: (write == Write::Settle).then_some(true),
             delete_after: at_ms / 1000 + retention_secs,
         };
-        let item = match crate::store::to_item(stored) {
-            Ok(item) => item,
-            Err(e) => {
-                tracing::error!(error = %e, action = %event.action, "audit event not stored in the table");
-                return;
-            }
-        };
-        let req = self
-            .table
+        self.table
             .client
             .put_item()
             .table_name(&self.table.name)
-            .set_item(Some(item));
-        let req = match write {
-            Write::New => req.condition_expression("attribute_not_exists(pk)"),
-            // Settling replaces only the version written while the work ran.
-            Write::Settle => req
-                .condition_expression(
-                    "attribute_not_exists(pk) OR (outcome = :expected AND attribute_not_exists(settled))",
-                )
-                .expression_attribute_values(":expected", s(EXPECTED_OUTCOME)),
-        };
-        if let Err(e) = req.send().await {
-            tracing::error!(error = %classify("PutItem", e), action = %event.action, "audit event not stored in the table");
+            .set_item(Some(crate::store::to_item(stored)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Stores events carried from the log (audit-ingest). A log subscription delivers at least once,
+    /// so an event already stored counts as stored, and is left as it was: a line can add an event to
+    /// the trail, never rewrite one.
+    pub async fn store_logged(&self, event: &AuditEvent, at_ms: i64) -> Result<(), StoreError> {
+        match self.put(event, at_ms).await {
+            Ok(()) | Err(StoreError::ConditionFailed(_)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
 
 impl AuditTrail {
-    /// Runs `work` (a credential read the caller was allowed) with its audit event written at the same
-    /// time rather than after it, so a warm read costs the latency of one DynamoDB call, not two in a
-    /// row. The event is written as the read usually ends (`ok`, not refreshed); a read that ends
-    /// otherwise (refreshed, refused by the store, failed) settles it with its real outcome, the
-    /// `error_code` of its error, before it answers. If the instance dies in between, the event stands
-    /// as written: the access was granted.
-    pub async fn while_reading<T, E>(
+    /// Runs `work` (a credential read the caller was allowed), then writes its event, with the read's
+    /// outcome (`ok` or the `error_code` of its error) and whether it refreshed, to the audit log
+    /// before it is answered. The read itself waits for no table write; a line that cannot be written
+    /// turns the answer into a 503, so no credential leaves unaudited.
+    pub async fn around_read<T, E: From<AuditLogFailed>>(
         &self,
-        mut event: AuditEvent,
+        event: AuditEvent,
         work: impl Future<Output = Result<T, E>>,
         refreshed: impl Fn(&T) -> bool,
         error_code: impl Fn(&E) -> &'static str,
     ) -> Result<T, E> {
-        let now_ms = self.clock.now_millis();
-        event.time = crate::clock::iso8601_millis(now_ms);
-        event.outcome = EXPECTED_OUTCOME.to_string();
-        event.refreshed = Some(false);
-        let ((), result) = tokio::join!(self.put(&event, now_ms, Write::New), work);
-        let settled = AuditEvent {
-            outcome: result
-                .as_ref()
-                .err()
-                .map_or(EXPECTED_OUTCOME.to_string(), |e| error_code(e).to_string()),
+        let started_ms = self.clock.now_millis();
+        let result = work.await;
+        let event = AuditEvent {
+            outcome: result.as_ref().err().map_or("ok", &error_code).to_string(),
             refreshed: Some(result.as_ref().is_ok_and(&refreshed)),
             ..event
         };
-        tracing::info!(audit = %json!(settled), "audit event");
-        if settled.outcome != EXPECTED_OUTCOME || settled.refreshed == Some(true) {
-            self.put(&settled, now_ms, Write::Settle).await;
-        }
+        self.log_read(event, started_ms)?;
         result
+    }
+
+    /// A refused read's event, to the audit log: refusals cost no table write either, however many an
+    /// unauthorized caller asks for.
+    pub fn refused_read(&self, event: AuditEvent) -> Result<(), AuditLogFailed> {
+        self.log_read(event.refreshed(false), self.clock.now_millis())
+    }
+
+    fn log_read(&self, mut event: AuditEvent, at_ms: i64) -> Result<(), AuditLogFailed> {
+        event.time = crate::clock::iso8601_millis(at_ms);
+        self.log.write_line(&log_line(&event, at_ms)).map_err(|e| {
+            tracing::error!(error = %e, action = %event.action, "audit line not written; the read is refused");
+            AuditLogFailed(e)
+        })
     }
 }
 
@@ -399,7 +491,6 @@ mod tests {
             on_behalf_of: Some("v".into()),
             refreshed: Some(true),
             reason: None,
-            settled: Some(true),
             delete_after: 1_700_000_000 + 90 * 86_400,
         };
         let item = crate::store::to_item(stored).unwrap();
@@ -407,7 +498,7 @@ mod tests {
             item[crate::store::TTL_ATTRIBUTE].as_n().is_ok(),
             "DynamoDB's TTL reads this one"
         );
-        for name in ["outcome", "settled", "caller", "resource", "action", "timeMs"] {
+        for name in ["outcome", "caller", "resource", "action", "timeMs"] {
             assert!(item.contains_key(name), "{name}");
         }
         assert!(!item.contains_key("reason"), "absent fields are left out");
@@ -416,6 +507,111 @@ mod tests {
         assert_eq!(shown["eventId"], "evt");
         assert_eq!(shown["time"], "2023-11-14T22:13:20.000Z");
         assert_eq!(shown["refreshed"], true);
-        assert!(shown.get("reason").is_none() && shown.get("settled").is_none());
+        assert!(shown.get("reason").is_none());
+    }
+    fn read_event() -> AuditEvent {
+        AuditEvent::new(
+            "credential.read",
+            Some("u1"),
+            "Connections/c/Users/u1/Credentials",
+            Ok(()),
+        )
+        .refreshed(true)
+        .on_behalf_of("u2")
+    }
+
+    #[test]
+    fn a_logged_event_reads_back_as_it_was_written() {
+        let event = read_event();
+        let (back, at) = parse_log_line(&log_line(&event, 1_700_000_000_123)).expect("an audit line");
+        assert_eq!(back, event);
+        assert_eq!(at, 1_700_000_000_123);
+        // Lambda reads `level` for its filter; the subscription's pattern reads `credvaultAudit`.
+        let line: serde_json::Value = serde_json::from_str(&log_line(&event, 1)).unwrap();
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["credvaultAudit"], LOG_LINE_VERSION);
+    }
+
+    #[test]
+    fn only_lines_exactly_as_the_vault_writes_them_are_audit_events() {
+        let good: serde_json::Value = serde_json::from_str(&log_line(&read_event(), 1_700_000_000_000)).unwrap();
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut line = good.clone();
+            edit(&mut line);
+            parse_log_line(&line.to_string())
+        };
+        assert!(with(&|_| {}).is_some());
+        assert!(with(&|l| l["credvaultAudit"] = json!(2)).is_none(), "another version");
+        assert!(with(&|l| l["timeMs"] = json!(0)).is_none(), "no time");
+        assert!(
+            with(&|l| l["extra"] = json!(1)).is_none(),
+            "a field the vault does not write"
+        );
+        assert!(
+            with(&|l| l["event"]["extra"] = json!(1)).is_none(),
+            "an event field the vault does not write"
+        );
+        assert!(
+            with(&|l| l["event"]["eventId"] = json!("../AUDIT#3")).is_none(),
+            "an id the vault does not make"
+        );
+        assert!(with(&|l| l["event"]["action"] = json!("")).is_none(), "no action");
+        assert!(
+            with(&|l| l["event"]["resource"] = json!("r".repeat(MAX_LOGGED_FIELD + 1))).is_none(),
+            "unbounded text"
+        );
+        assert!(
+            with(&|l| l["event"]["reason"] = json!("r".repeat(MAX_LOGGED_FIELD + 1))).is_none(),
+            "unbounded text"
+        );
+        // The vault's own diagnostic lines (tracing's JSON) carry an event only nested, as an escaped string.
+        let diagnostic = json!({"level": "INFO", "fields": {"message": "audit event", "audit": good.to_string()}, "target": "credvault::audit"});
+        assert!(parse_log_line(&diagnostic.to_string()).is_none());
+        assert!(parse_log_line("INFO audit event").is_none());
+    }
+
+    #[test]
+    fn the_function_refuses_a_log_level_that_would_drop_audit_lines() {
+        for allowed in [None, Some("info"), Some("DEBUG"), Some("trace")] {
+            assert!(check_log_level(allowed).is_ok(), "{allowed:?}");
+        }
+        for refused in ["warn", "ERROR", "fatal"] {
+            let err = check_log_level(Some(refused)).unwrap_err();
+            assert!(err.to_string().contains(&refused.to_ascii_uppercase()), "{err}");
+        }
+    }
+    /// A log that cannot be written, as a closed standard output.
+    struct BrokenLog;
+
+    impl AuditLog for BrokenLog {
+        fn write_line(&self, _: &str) -> std::io::Result<()> {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_audit_line_cannot_be_written_is_not_answered() {
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let trail = AuditTrail::new(
+            Table::new(client, "unused"),
+            Arc::new(crate::clock::SystemClock),
+            Duration::from_secs(60),
+            Arc::new(BrokenLog),
+        );
+        let answer: Result<&str, crate::ApiError> = trail
+            .around_read(
+                read_event(),
+                async { Ok("the token") },
+                |_| false,
+                crate::ApiError::error_code,
+            )
+            .await;
+        let refused = answer.expect_err("no credential leaves unaudited");
+        assert_eq!((refused.status(), refused.error_code()), (503, "service_unavailable"));
+        assert!(trail.refused_read(read_event()).is_err());
     }
 }

@@ -238,6 +238,14 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// A read whose audit line cannot be written is not answered: the log is a service the vault
+/// depends on, so this is a 503 as an unavailable store is.
+impl From<crate::audit::AuditLogFailed> for ApiError {
+    fn from(err: crate::audit::AuditLogFailed) -> Self {
+        answer_aws_failure(Failure::Unavailable, "the audit log", err)
+    }
+}
+
 impl From<crate::crypto::CryptoError> for ApiError {
     fn from(err: crate::crypto::CryptoError) -> Self {
         use crate::crypto::CryptoError;

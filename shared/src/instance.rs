@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::access::{PolicyCache, PolicyEngine};
-use crate::audit::AuditTrail;
+use crate::audit::{AuditLog, AuditTrail, StdoutAuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsTimeouts, Config};
 use crate::crypto::{DataKeyCache, Envelope};
@@ -111,12 +111,25 @@ impl Instance {
         Self::from_clients(config, dynamodb, kms, Arc::new(SystemClock))
     }
 
-    /// Builds from ready clients: tests pass clients with call counters, or a shifted clock.
+    /// Builds from ready clients: tests pass clients with call counters, or a shifted clock. Reads are
+    /// audited on standard output, as in Lambda.
     pub fn from_clients(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
         kms: aws_sdk_kms::Client,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Self::with_audit_log(config, dynamodb, kms, clock, Arc::new(StdoutAuditLog))
+    }
+
+    /// As `from_clients`, with the audit lines of reads going to `audit_log` (the local stack's log
+    /// subscription, which carries them into the table as audit-ingest does on AWS).
+    pub fn with_audit_log(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        kms: aws_sdk_kms::Client,
+        clock: Arc<dyn Clock>,
+        audit_log: Arc<dyn AuditLog>,
     ) -> Result<Self, StartupError> {
         config.validate()?;
         let (dynamodb, kms) = with_timeouts(dynamodb, kms, config.aws_timeouts);
@@ -143,7 +156,12 @@ impl Instance {
         let table = Table::new(dynamodb, config.table_name.clone());
         let credentials: Arc<dyn CredentialRepository> =
             Arc::new(DynamoCredentials::new(table.clone(), envelope.clone()));
-        let audit = Arc::new(AuditTrail::new(table.clone(), clock.clone(), config.audit_retention));
+        let audit = Arc::new(AuditTrail::new(
+            table.clone(),
+            clock.clone(),
+            config.audit_retention,
+            audit_log,
+        ));
         let refresh = Arc::new(RefreshProtocol {
             credentials: credentials.clone(),
             connections: Arc::new(DynamoConnections::new(table.clone(), envelope.clone())),

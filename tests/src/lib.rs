@@ -8,6 +8,7 @@ pub mod clock;
 pub mod demo;
 pub mod fake_provider;
 pub mod gateway;
+pub mod log_subscription;
 pub mod logs;
 pub mod memory;
 pub mod moto;

@@ -16,6 +16,7 @@ use crate::aws_proxy::AwsProxy;
 use crate::clock::TestClock;
 use crate::fake_provider::{CLIENT_ID, CLIENT_SECRET, FakeProvider};
 use crate::gateway::Gateway;
+use crate::log_subscription::LogSubscription;
 
 pub const CONNECTION_ID: &str = "con_demo";
 pub const APP_REDIRECT_URL: &str = "https://app.example.com/after-login";
@@ -94,6 +95,9 @@ pub struct LocalStack {
     pub instance: Arc<Instance>,
     /// The vault's clock: `advance` it to age stored tokens.
     pub clock: TestClock,
+    /// credential-fetch's log, as audit-ingest's subscription reads it: `audit_flushed` before reading
+    /// the trail of reads.
+    pub audit_log: Arc<LogSubscription>,
     /// The access key of the administrator the stack bootstraps, as an operator would.
     pub admin_key: String,
     /// Follows no redirects, so every hop of the login can be checked.
@@ -172,9 +176,21 @@ impl LocalStack {
         let counters = Arc::new(CallCounters::default());
         let clock = TestClock::default();
         let (dynamodb, kms) = vault_clients(&vault_endpoint, &counters);
+        // audit-ingest is a function of its own, with its own clients (uncounted, straight to moto),
+        // fed by the stand-in of credential-fetch's log subscription.
+        let (ingest_dynamodb, ingest_kms) = vault_clients(&aws.endpoint, &Arc::new(CallCounters::default()));
+        let ingest = Instance::from_clients(config.clone(), ingest_dynamodb, ingest_kms, Arc::new(clock.clone()))
+            .expect("audit-ingest instance");
+        let audit_log = LogSubscription::start(Arc::clone(&ingest.audit));
         let build = || {
-            Instance::from_clients(config.clone(), dynamodb.clone(), kms.clone(), Arc::new(clock.clone()))
-                .expect("instance")
+            Instance::with_audit_log(
+                config.clone(),
+                dynamodb.clone(),
+                kms.clone(),
+                Arc::new(clock.clone()),
+                audit_log.clone(),
+            )
+            .expect("instance")
         };
         let instance = Arc::new(build());
         let instances = (0..options.instances.max(1)).map(|_| build()).collect();
@@ -207,6 +223,7 @@ impl LocalStack {
         counters.reset();
         Self {
             admin_key,
+            audit_log,
             aws,
             counters,
             clock,
@@ -219,6 +236,11 @@ impl LocalStack {
             instance,
             http,
         }
+    }
+
+    /// Waits until the audit lines of every read so far are in the table (audit-ingest stored them).
+    pub async fn audit_flushed(&self) {
+        self.audit_log.flushed().await;
     }
 
     /// Adds another connection to the same provider (for mix-up tests).

@@ -59,6 +59,7 @@ async fn login_outcome(stack: &LocalStack, connection_id: &str) -> BTreeMap<Stri
 }
 
 async fn audit_reasons(stack: &LocalStack, action: &str) -> Vec<String> {
+    stack.audit_flushed().await;
     let (status, events) = as_admin(stack, "GET", "/v1/audit?limit=100", None).await;
     assert_eq!(status, 200, "{events}");
     events["events"]
@@ -991,6 +992,7 @@ async fn audit_filters_find_sparse_events_and_encoded_ids_name_nothing() {
     for _ in 0..120 {
         assert_eq!(stack.call("GET", &path, Some(&noise), None).await.0, 403);
     }
+    stack.audit_flushed().await;
     let (status, page) = as_admin(stack, "GET", &format!("/v1/audit?caller={target_id}&limit=3"), None).await;
     assert_eq!(status, 200, "{page}");
     let mut found = page["events"].as_array().unwrap().len();
@@ -1020,6 +1022,7 @@ async fn audit_filters_find_sparse_events_and_encoded_ids_name_nothing() {
         "{out}"
     );
     let resource = format!("Connections/con_demo/Users/{}/Credentials", alice.user_id);
+    stack.audit_flushed().await;
     let (_, events) = as_admin(
         stack,
         "GET",

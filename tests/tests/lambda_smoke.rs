@@ -68,7 +68,14 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
         ("CREDVAULT_WEBHOOK_URL", webhook_url),
         ("CREDVAULT_WEBHOOK_SECRET_ARN", webhook_secret_arn),
+        (
+            "CREDVAULT_AUDIT_LOG_GROUP",
+            credvault_tests::log_subscription::LOG_GROUP.to_string(),
+        ),
     ];
+    // The functions' standard output, their log: credential-fetch's audit lines are read from it.
+    let log_path = std::env::temp_dir().join(format!("credvault-smoke-log-{}.txt", credvault::random::token(9)));
+    let log_file = std::fs::File::create(&log_path).expect("log file");
     let mut watch = tokio::process::Command::new("cargo")
         .args([
             "lambda",
@@ -83,7 +90,7 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         .env("PATH", &path)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(log_file))
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -151,6 +158,30 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         stack.provider.issued_secrets().contains(&token),
         "a token the provider issued: {body}"
     );
+    // The read's audit line, as the binary wrote it on its log, through the audit-ingest binary into
+    // the table: the path of a deployment's log subscription, but for CloudWatch's transport.
+    let line = audit_line_of(&log_path, &user.user_id).await;
+    let (event_id, _) = credvault::audit::parse_log_line(&line)
+        .map(|(event, at)| (event.event_id, at))
+        .expect("an audit line as the vault writes them");
+    let batch = credvault_tests::log_subscription::wire(&[line], &mut 0);
+    let answer = invoker.invoke_value("audit-ingest", &batch).await;
+    assert_eq!(answer, Value::Null, "{answer}");
+    let admin_token = stack.client_token(&stack.admin_key);
+    let caller = credvault_tests::stack::encode(&user.user_id);
+    let (status, trail) = stack
+        .call("GET", &format!("/v1/audit?caller={caller}"), Some(&admin_token), None)
+        .await;
+    assert_eq!(status, 200, "{trail}");
+    let stored = trail["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["eventId"] == event_id.as_str()))
+        .unwrap_or_else(|| panic!("the runtime's read is in the trail: {trail}"));
+    assert_eq!(
+        (stored["action"].as_str(), stored["outcome"].as_str()),
+        (Some("credential.read"), Some("ok"))
+    );
+    let _ = std::fs::remove_file(&log_path);
     let through_gateway = stack.fetch_credentials(&user.access_token, &user.user_id, None).await;
     let through_gateway: Value = through_gateway.json().await.unwrap();
     assert_eq!(
@@ -231,6 +262,28 @@ async fn every_route_fixture_is_answered_through_the_lambda_runtime() {
         signer.signature("5c1a9e0b7d3f", timestamp, body)
     );
     let _ = watch.kill().await;
+}
+
+/// The audit line of `user_id`'s read on the functions' log, as credential-fetch wrote it (cargo
+/// lambda passes the functions' standard output through); waits for it a little, as output is piped.
+async fn audit_line_of(log: &Path, user_id: &str) -> String {
+    let caller = serde_json::to_string(user_id).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|line| line.find("{\"level\"").map(|at| &line[at..]))
+            .find(|line| line.contains("\"credvaultAudit\":1") && line.contains(&caller));
+        if let Some(line) = found {
+            return line.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no audit line of the read on the log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
@@ -330,6 +383,15 @@ impl Invoker {
         let file = std::env::temp_dir().join(format!("credvault-smoke-{}.json", credvault::random::token(9)));
         std::fs::write(&file, event.to_string()).expect("write event");
         let answer = self.invoke(function, &file).await;
+        let _ = std::fs::remove_file(&file);
+        answer
+    }
+
+    /// What a function that is not behind the HTTP API answered to `event`.
+    async fn invoke_value(&self, function: &str, event: &Value) -> Value {
+        let file = std::env::temp_dir().join(format!("credvault-smoke-{}.json", credvault::random::token(9)));
+        std::fs::write(&file, event.to_string()).expect("write event");
+        let answer = self.invoke_raw(function, &file).await;
         let _ = std::fs::remove_file(&file);
         answer
     }

@@ -208,6 +208,7 @@ async fn the_user_or_a_granted_actor_gets_the_provider_token_and_nobody_else_doe
     assert_eq!(stack.state_snapshot().await, before, "refusals change nothing");
 
     // The audit names the actor as the caller and the user it acted for.
+    stack.audit_flushed().await;
     let events = audit_events(&stack.aws.scan_all().await);
     let alice_id = alice.user_id.clone();
     let granted_id = granted_subject(&granted);

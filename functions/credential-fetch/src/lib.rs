@@ -231,10 +231,10 @@ async fn read(
         .map_err(ApiError::from);
     let event = AuditEvent::new("credential.read", Some(caller.subject()), &resource, Ok(()));
     let result = match allowed {
-        // Allowed: the event is written while the credential is read (AuditTrail::while_reading).
+        // Allowed: the event goes to the audit log as the read ends (AuditTrail::around_read).
         Ok(()) => {
             app.audit
-                .while_reading(
+                .around_read(
                     event,
                     async {
                         let token = app
@@ -255,7 +255,7 @@ async fn read(
                 &resource,
                 Err(refused.error_code()),
             );
-            app.audit.write(event.refreshed(false)).await;
+            app.audit.refused_read(event)?;
             Err(refused)
         }
     };
@@ -417,12 +417,14 @@ async fn exchange(app: &CredentialFetch, req: axum::extract::Request) -> Result<
         .await
         .map_err(ApiError::from)
     {
-        app.audit.write(event(Err(refused.error_code())).refreshed(false)).await;
+        if let Err(unaudited) = app.audit.refused_read(event(Err(refused.error_code()))) {
+            return Err(OAuthError::from_api(&ApiError::from(unaudited), forbidden));
+        }
         return Err(OAuthError::from_api(&refused, forbidden));
     }
     let token = app
         .audit
-        .while_reading(
+        .around_read(
             event(Ok(())),
             async {
                 let token = app

@@ -4,6 +4,8 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     credvault::telemetry::init();
+    // Reads are audited by INFO lines on this function's log: a filter above INFO would drop them.
+    credvault::audit::check_log_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref())?;
     let config = credvault::Config::from_env()?;
     let instance = credvault::Instance::from_config(config).await?;
     let app = credential_fetch::CredentialFetch::new(&instance);
