@@ -17,7 +17,9 @@ const NOT_EMULATED: &[&str] = &[
     "AWS::ApiGatewayV2::Stage",
     "AWS::CloudWatch::Alarm",
     "AWS::Events::EventBusPolicy",
+    "AWS::Lambda::EventInvokeConfig",
     "AWS::Logs::MetricFilter",
+    "AWS::Logs::SubscriptionFilter",
     "AWS::Scheduler::Schedule",
 ];
 

@@ -158,6 +158,11 @@ fn each_function_may_do_exactly_what_it_needs() {
             ]
             .concat(),
         ),
+        // audit-ingest adds audit events and sends a batch it could not store to its dead letters.
+        (
+            "AuditIngestPolicy",
+            [&logs[..], &["dynamodb:PutItem", "sqs:SendMessage"]].concat(),
+        ),
         // Keep-alive verifies no token: no GetPublicKey.
         (
             "CredentialMaintenancePolicy",
@@ -215,11 +220,12 @@ fn each_function_may_do_exactly_what_it_needs() {
                 );
             }
             if acts.iter().any(|a| a.starts_with("sqs:")) {
-                assert_eq!(
-                    symbols(&statement["Resource"]),
-                    ["${WebhookQueue.Arn}"],
-                    "{policy}: the one queue"
-                );
+                let queue = if policy == "AuditIngestPolicy" {
+                    "${AuditIngestDeadLetters.Arn}"
+                } else {
+                    "${WebhookQueue.Arn}"
+                };
+                assert_eq!(symbols(&statement["Resource"]), [queue], "{policy}: the one queue");
             }
             if acts.iter().any(|a| a.starts_with("events:")) {
                 assert_eq!(
@@ -573,13 +579,14 @@ fn the_evaluator_follows_aws_policy_evaluation() {
     assert!(!decrypt(&with(vec![allow(Some(role), "kms:Decrypt")], vec![deny])));
 }
 
-const ROLES: [&str; 6] = [
+const ROLES: [&str; 7] = [
     "LoginCallbackRole",
     "CredentialFetchRole",
     "GrantManagementRole",
     "CredentialMaintenanceRole",
     "CredentialEventsRole",
     "CredentialWebhooksRole",
+    "AuditIngestRole",
 ];
 
 /// Reads of the table's stream (credential-events): they touch no item.
@@ -653,6 +660,8 @@ fn each_role_opens_exactly_the_encryption_contexts_it_needs() {
         // Events are made from the stream's images without opening anything; webhooks open nothing.
         ("CredentialEventsRole", BTreeSet::new()),
         ("CredentialWebhooksRole", BTreeSet::new()),
+        // Audit lines hold no secret: audit-ingest opens nothing.
+        ("AuditIngestRole", BTreeSet::new()),
         // A keep-alive refresh is a fetch's refresh: the same contexts.
         (
             "CredentialMaintenanceRole",
@@ -811,6 +820,7 @@ fn each_function_touches_only_its_partitions() {
         ),
         ("CredentialEventsPolicy", vec![]),
         ("CredentialWebhooksPolicy", vec![]),
+        ("AuditIngestPolicy", vec![grant(&["PutItem"], &["AUDIT#*"])]),
         (
             "CredentialMaintenancePolicy",
             vec![
@@ -1069,5 +1079,70 @@ fn lifecycle_events_come_from_the_stream_and_webhooks_only_when_asked() {
     assert!(
         pattern.contains(&format!("{{{},", credential_webhooks::signature::MIN_SECRET_LEN)),
         "{pattern}"
+    );
+}
+
+/// The audit of reads: credential-fetch's log, and only its audit lines, reach audit-ingest, which
+/// only CloudWatch Logs may invoke for that log group and which takes batches of that group only; a
+/// batch it cannot store goes to alarmed dead letters; and no log level drops the lines.
+#[test]
+fn read_audit_lines_go_from_the_fetch_log_to_audit_ingest_only() {
+    let template = template();
+    let resources = &template["Resources"];
+    let subscription = &resources["AuditLinesSubscription"];
+    assert_eq!(subscription["Type"], "AWS::Logs::SubscriptionFilter");
+    let filter = &subscription["Properties"];
+    assert_eq!(symbol(&filter["LogGroupName"]), "${CredentialFetchLogs}");
+    assert_eq!(symbol(&filter["DestinationArn"]), "${AuditIngestFunction.Arn}");
+    assert_eq!(
+        filter["FilterPattern"],
+        format!("{{ $.credvaultAudit = {} }}", credvault::audit::LOG_LINE_VERSION),
+        "the key and value of credvault::audit::log_line"
+    );
+    // The pattern selects exactly the lines the vault writes as audit lines.
+    let event = credvault::audit::AuditEvent::new(
+        "credential.read",
+        Some("u1"),
+        "Connections/c/Users/u1/Credentials",
+        Ok(()),
+    );
+    let line: Value = serde_json::from_str(&credvault::audit::log_line(&event, 1)).unwrap();
+    assert_eq!(
+        line["credvaultAudit"],
+        serde_json::json!(credvault::audit::LOG_LINE_VERSION)
+    );
+
+    let permission = &resources["AuditIngestInvokePermission"]["Properties"];
+    assert_eq!(permission["Principal"], "logs.amazonaws.com");
+    assert_eq!(permission["Action"], "lambda:InvokeFunction");
+    assert_eq!(symbol(&permission["SourceArn"]), "${CredentialFetchLogs.Arn}");
+    assert_eq!(symbol(&permission["SourceAccount"]), "${AWS::AccountId}");
+
+    let function = &resources["AuditIngestFunction"]["Properties"];
+    assert_eq!(
+        symbol(&function["Environment"]["Variables"]["CREDVAULT_AUDIT_LOG_GROUP"]),
+        "${CredentialFetchLogs}",
+        "audit-ingest takes the batches of the log group it is subscribed to"
+    );
+    assert_eq!(
+        symbol(&function["DeadLetterQueue"]["TargetArn"]),
+        "${AuditIngestDeadLetters.Arn}"
+    );
+    let alarm = &resources["AuditIngestDeadLettersAlarm"]["Properties"];
+    assert_eq!(
+        symbol(&alarm["Dimensions"][0]["Value"]),
+        "${AuditIngestDeadLetters.QueueName}"
+    );
+
+    // Lambda's filter keeps the INFO lines: the level every function gets, which credential-fetch
+    // does not override, is one credential-fetch starts with.
+    let logging = &template["Globals"]["Function"]["LoggingConfig"];
+    assert_eq!(logging["LogFormat"], "JSON", "no logged value can start a line");
+    let level = logging["ApplicationLogLevel"].as_str();
+    assert!(credvault::audit::check_log_level(level).is_ok(), "{level:?}");
+    assert!(
+        resources["CredentialFetchFunction"]["Properties"]
+            .get("LoggingConfig")
+            .is_none()
     );
 }
