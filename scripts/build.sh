@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make build`: the six Lambda binaries for arm64 (release, stripped) with cargo-lambda, their sizes,
+# `make build`: the seven Lambda binaries for arm64 (release, stripped) with cargo-lambda, their sizes,
 # and each function's time from process start to its first answered event (a release build for this
 # machine, behind a minimal Lambda runtime API).
 set -euo pipefail
@@ -8,7 +8,7 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv-infra/bin:$PATH"
 rustup target list --installed | grep -q '^aarch64-unknown-linux-gnu$' || rustup target add aarch64-unknown-linux-gnu
 
-functions=(login-callback credential-fetch grant-management credential-maintenance credential-events credential-webhooks)
+functions=(login-callback credential-fetch grant-management credential-maintenance credential-events credential-webhooks audit-ingest)
 cargo lambda build --release --arm64 $(printf -- '--bin %s ' "${functions[@]}")
 echo
 echo "arm64 release binaries (stripped):"

@@ -39,8 +39,15 @@ impl VaultProcess {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), BufReader::new(stdout).read_line(&mut line)).await;
+        let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await;
+        // Its standard output is its log, where its reads' audit lines go (as Lambda ships a function's
+        // output): read on to the end, or its writes would fail and its reads be refused unaudited.
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy_buf(&mut stdout, &mut sink).await;
+        });
         let url = match read {
             Ok(Ok(n)) if n > 0 => line.trim().strip_prefix("listening ").unwrap_or_default().to_string(),
             _ => return Err(format!("vault process on port {port} did not start")),
