@@ -22,13 +22,7 @@ const DAY: i64 = 86_400;
 async fn main() {
     let stack = LocalStack::start(StackOptions {
         keep_alive_days: Some(30),
-        configure: credvault_tests::stack::deployed_aws_timeouts,
-        // The deployed AWS timeouts need a lease of at least 60 s (stack.rs).
-        refresh: credvault::config::RefreshTiming {
-            lease_length: std::time::Duration::from_secs(60),
-            ..credvault::config::RefreshTiming::default()
-        },
-        ..StackOptions::default()
+        ..StackOptions::deployed_timeouts()
     })
     .await;
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);

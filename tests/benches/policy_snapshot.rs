@@ -87,15 +87,7 @@ async fn seed(stack: &LocalStack) -> usize {
 async fn main() {
     // Ten 1 MB Query pages from one moto process: the deployed lease and AWS timeouts, not the test
     // stack's short ones, or a busy machine turns the load into a timeout.
-    let stack = LocalStack::start(StackOptions {
-        refresh: credvault::config::RefreshTiming {
-            lease_length: Duration::from_secs(60),
-            ..credvault::config::RefreshTiming::default()
-        },
-        configure: credvault_tests::stack::deployed_aws_timeouts,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = LocalStack::start(StackOptions::deployed_timeouts()).await;
     let admin = stack.client_token(&stack.admin_key);
     let role = json!({"roleId": "ro_reader", "name": "reader", "permissions": [{"action": "connections:credentials:read", "allow": true}]});
     assert_eq!(stack.call("POST", "/v1/roles", Some(&admin), Some(&role)).await.0, 201);

@@ -79,6 +79,21 @@ impl Default for StackOptions {
     }
 }
 
+impl StackOptions {
+    /// The deployed AWS timeouts (`deployed_aws_timeouts`) and the 60 s lease they need, for runs
+    /// that make many calls into one moto on a loaded machine (benchmarks, long keep-alive runs).
+    pub fn deployed_timeouts() -> Self {
+        Self {
+            refresh: RefreshTiming {
+                lease_length: std::time::Duration::from_secs(60),
+                ..RefreshTiming::default()
+            },
+            configure: deployed_aws_timeouts,
+            ..Self::default()
+        }
+    }
+}
+
 pub struct LocalStack {
     pub aws: TestAws,
     /// Calls the vault's own DynamoDB and KMS clients made.

@@ -194,11 +194,7 @@ async fn a_run_stopped_at_its_bound_is_resumed_where_it_stopped() {
     let stack = LocalStack::start(StackOptions {
         keep_alive_days: Some(KEEP_ALIVE_DAYS as u32),
         configure: bounded_runs,
-        refresh: credvault::config::RefreshTiming {
-            lease_length: std::time::Duration::from_secs(60),
-            ..credvault::config::RefreshTiming::default()
-        },
-        ..StackOptions::default()
+        ..StackOptions::deployed_timeouts()
     })
     .await;
     stack.provider.set_knobs(|k| k.access_token_lifetime_secs = 3600);
