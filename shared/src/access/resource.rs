@@ -185,6 +185,43 @@ mod tests {
         assert!(Action::parse("a b").is_none() && Action::parse("").is_none() && Action::parse("a::b").is_none());
     }
 
+    #[test]
+    fn resource_uris_are_refused_exactly_past_the_authress_limits() {
+        // 512 characters in all: three segments of 128, one of 125, three slashes.
+        let longest = ["x".repeat(128), "x".repeat(128), "x".repeat(128), "x".repeat(125)].join("/");
+        assert_eq!(longest.len(), 512);
+        assert!(ResourceUri::parse(&longest).is_some());
+        assert!(ResourceUri::parse(&format!("{longest}y")).is_none(), "513 characters");
+        assert!(
+            ResourceUri::parse(&format!("/{longest}")).is_none(),
+            "the slashes count too"
+        );
+
+        let fifteen = vec!["s"; 15].join("/");
+        assert_eq!(uri(&fifteen).as_string(), fifteen);
+        assert!(ResourceUri::parse(&format!("{fifteen}/s")).is_none(), "16 segments");
+        assert!(ResourceUri::parse(&"y".repeat(128)).is_some());
+        assert!(ResourceUri::parse(&"y".repeat(129)).is_none());
+    }
+
+    #[test]
+    fn actions_are_refused_past_64_characters_and_kept_lower_cased() {
+        assert_eq!(action(&"A".repeat(64)).as_string(), "a".repeat(64));
+        assert!(Action::parse(&"a".repeat(65)).is_none());
+        assert_eq!(
+            action("Connections:Credentials:READ").as_string(),
+            "connections:credentials:read"
+        );
+    }
+
+    #[test]
+    fn a_trailing_wildcard_covers_its_family_itself_but_nothing_shorter() {
+        assert!(action("connections:*").covers(&action("connections")));
+        assert!(action("connections:credentials:*").covers(&action("connections:credentials")));
+        assert!(!action("connections:credentials:*").covers(&action("connections")));
+        assert!(!action("connections:credentials").covers(&action("connections")));
+    }
+
     fn segment() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9_|.-]{1,12}"
     }
