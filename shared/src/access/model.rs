@@ -201,3 +201,183 @@ fn invalid(code: &'static str, detail: impl Into<String>) -> ValidationError {
 fn truncate(value: &str) -> String {
     value.chars().take(40).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role() -> Role {
+        Role {
+            role_id: "ro_reader".into(),
+            name: "reader".into(),
+            description: None,
+            permissions: vec![permission("connections:credentials:read")],
+        }
+    }
+
+    fn permission(action: &str) -> Permission {
+        Permission {
+            action: action.into(),
+            allow: true,
+            grant: false,
+            delegate: false,
+        }
+    }
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            record_id: "rec_1".into(),
+            name: "readers".into(),
+            description: None,
+            users: vec![UserRef {
+                user_id: "google|1".into(),
+            }],
+            statements: vec![statement()],
+            status: active(),
+        }
+    }
+
+    fn statement() -> Statement {
+        Statement {
+            roles: vec!["ro_reader".into()],
+            resources: vec![ResourceRef {
+                resource_uri: "Connections/con_a".into(),
+            }],
+        }
+    }
+
+    /// The `errorCode` a refusal answers with; `ok` when accepted.
+    fn code(result: Result<(), ValidationError>) -> &'static str {
+        match result {
+            Ok(()) => "ok",
+            Err(ValidationError::Invalid { code, .. }) => code,
+            Err(ValidationError::TooLarge) => "too_large",
+        }
+    }
+
+    fn role_with(change: impl FnOnce(&mut Role)) -> &'static str {
+        let mut role = role();
+        change(&mut role);
+        code(validate_role(&role))
+    }
+
+    fn record_with(change: impl FnOnce(&mut AccessRecord)) -> &'static str {
+        let mut record = record();
+        change(&mut record);
+        code(validate_record(&record))
+    }
+
+    #[test]
+    fn a_role_is_checked_field_by_field_at_each_limit() {
+        assert_eq!(role_with(|_| {}), "ok");
+        assert_eq!(role_with(|r| r.role_id = "ro reader".into()), "invalid_role_id");
+        assert_eq!(role_with(|r| r.role_id.clear()), "invalid_role_id");
+
+        assert_eq!(role_with(|r| r.name = "n".repeat(MAX_NAME)), "ok");
+        assert_eq!(role_with(|r| r.name = "n".repeat(MAX_NAME + 1)), "invalid_field");
+        assert_eq!(
+            role_with(|r| r.name = "  ".into()),
+            "invalid_field",
+            "a name is required"
+        );
+        assert_eq!(role_with(|r| r.name = "read\ner".into()), "invalid_field");
+
+        assert_eq!(
+            role_with(|r| r.description = Some(String::new())),
+            "ok",
+            "a description is optional"
+        );
+        assert_eq!(role_with(|r| r.description = Some("d".repeat(MAX_DESCRIPTION))), "ok");
+        assert_eq!(
+            role_with(|r| r.description = Some("d".repeat(MAX_DESCRIPTION + 1))),
+            "invalid_field"
+        );
+        assert_eq!(role_with(|r| r.description = Some("a\u{7}b".into())), "invalid_field");
+
+        assert_eq!(role_with(|r| r.permissions.clear()), "invalid_permissions");
+        assert_eq!(
+            role_with(|r| r.permissions = vec![permission("*"); MAX_PERMISSIONS]),
+            "ok"
+        );
+        assert_eq!(
+            role_with(|r| r.permissions = vec![permission("*"); MAX_PERMISSIONS + 1]),
+            "invalid_permissions"
+        );
+        assert_eq!(role_with(|r| r.permissions.push(permission("a b"))), "invalid_action");
+    }
+
+    #[test]
+    fn a_record_is_checked_field_by_field_at_each_limit() {
+        assert_eq!(record_with(|_| {}), "ok");
+        assert_eq!(record_with(|r| r.record_id = "rec/1".into()), "invalid_record_id");
+        assert_eq!(record_with(|r| r.name.clear()), "invalid_field");
+        assert_eq!(
+            record_with(|r| r.description = Some("d".repeat(MAX_DESCRIPTION + 1))),
+            "invalid_field"
+        );
+
+        let user = |id: &str| UserRef { user_id: id.into() };
+        assert_eq!(record_with(|r| r.users = vec![user("u"); MAX_USERS]), "ok");
+        assert_eq!(record_with(|r| r.users = vec![user("u"); MAX_USERS + 1]), "too_large");
+        assert_eq!(record_with(|r| r.users.clear()), "ok", "a record may name no user yet");
+        assert_eq!(record_with(|r| r.users.push(user(""))), "invalid_user_id");
+        assert_eq!(record_with(|r| r.users.push(user(&"u".repeat(128)))), "ok");
+        assert_eq!(record_with(|r| r.users.push(user(&"u".repeat(129)))), "invalid_user_id");
+
+        assert_eq!(record_with(|r| r.statements = vec![statement(); MAX_STATEMENTS]), "ok");
+        assert_eq!(
+            record_with(|r| r.statements = vec![statement(); MAX_STATEMENTS + 1]),
+            "too_large"
+        );
+        assert_eq!(record_with(|r| r.statements.clear()), "invalid_statements");
+        assert_eq!(record_with(|r| r.statements[0].roles.clear()), "invalid_statements");
+        assert_eq!(record_with(|r| r.statements[0].resources.clear()), "invalid_statements");
+        assert_eq!(
+            record_with(|r| r.statements.push(Statement {
+                roles: vec!["ro_reader".into(), "ro bad".into()],
+                ..statement()
+            })),
+            "invalid_role_id",
+            "every statement, every role"
+        );
+        assert_eq!(
+            record_with(|r| r.statements.push(Statement {
+                resources: vec![ResourceRef {
+                    resource_uri: "a//b".into()
+                }],
+                ..statement()
+            })),
+            "invalid_resource_uri"
+        );
+    }
+
+    #[test]
+    fn a_refusal_echoes_at_most_40_characters_of_the_value() {
+        let long = format!("bad action{}", "x".repeat(100));
+        let Err(ValidationError::Invalid { detail, .. }) = validate_role(&Role {
+            permissions: vec![permission(&long)],
+            ..role()
+        }) else {
+            panic!("refused")
+        };
+        assert!(detail.contains(&format!("{:?}", &long[..40])), "{detail}");
+        assert!(!detail.contains(&long[..41]), "{detail}");
+    }
+
+    #[test]
+    fn a_record_holds_a_user_by_exact_id_and_only_while_active() {
+        let record = record();
+        assert!(record.is_active());
+        assert!(record.has_user("google|1"));
+        for other in ["google|10", "google|", "Google|1", "google|1 "] {
+            assert!(!record.has_user(other), "{other:?}");
+        }
+        assert!(
+            !AccessRecord {
+                status: "DELETED".into(),
+                ..record
+            }
+            .is_active()
+        );
+    }
+}
