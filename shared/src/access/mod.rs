@@ -303,7 +303,7 @@ pub fn credentials_resource(connection_id: &str, user_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn policy() -> Policy {
         let reader: Role = serde_json::from_value(json!({"roleId": "ro_reader", "name": "Reader",
@@ -352,5 +352,101 @@ mod tests {
             !p.allows("sc_backend", &at("Connections/con_a/Users/u1/Credentials"), &delete),
             "other action"
         );
+    }
+
+    fn granting_policy() -> Policy {
+        let role = |id: &str, permission: Value| -> Role {
+            serde_json::from_value(json!({"roleId": id, "name": id, "permissions": [permission]})).unwrap()
+        };
+        let record = |id: &str, user: &str, role: &str, resource: &str| -> AccessRecord {
+            serde_json::from_value(
+                json!({"recordId": id, "name": id, "users": [{"userId": user}, {"userId": user}],
+                "statements": [{"roles": [role], "resources": [{"resourceUri": resource}]}]}),
+            )
+            .unwrap()
+        };
+        let read = "connections:credentials:read";
+        Policy::new(
+            vec![
+                role("ro_user", json!({"action": read, "allow": true})),
+                role("ro_granter", json!({"action": read, "allow": false, "grant": true})),
+                role(
+                    "ro_delegator",
+                    json!({"action": read, "allow": false, "delegate": true}),
+                ),
+            ],
+            vec![
+                record("rec_user", "sc_user", "ro_user", "Connections/con_a"),
+                record("rec_granter", "sc_granter", "ro_granter", "Connections/con_a"),
+                record("rec_delegator", "sc_delegator", "ro_delegator", "Connections/con_a"),
+                record("rec_admin", "sc_admin", model::ADMIN_ROLE_ID, "*"),
+                record("rec_local_admin", "sc_local_admin", model::ADMIN_ROLE_ID, "Connections"),
+                record("rec_admin_named", "sc_named", "ro_user", "*"),
+            ],
+        )
+    }
+
+    #[test]
+    fn giving_on_needs_grant_or_delegate_and_giving_onward_needs_delegate() {
+        let p = granting_policy();
+        let read = Action::parse("connections:credentials:read").unwrap();
+        let on = ResourceUri::parse("Connections/con_a/Users/u1/Credentials").unwrap();
+        let give = |subject: &str, onward: bool| p.can_give(subject, &on, &read, onward);
+        assert!(
+            !give("sc_user", false) && !give("sc_user", true),
+            "allow alone gives nothing"
+        );
+        assert!(give("sc_granter", false) && !give("sc_granter", true));
+        assert!(give("sc_delegator", false) && give("sc_delegator", true));
+        assert!(
+            !p.allows("sc_granter", &on, &read),
+            "grant without allow does not allow"
+        );
+        assert!(
+            p.allows("sc_user", &on, &read),
+            "a user listed twice in a record still holds it"
+        );
+    }
+
+    #[test]
+    fn an_administrator_holds_the_admin_role_on_everything() {
+        let p = granting_policy();
+        assert!(p.is_administrator("sc_admin"));
+        assert!(!p.is_administrator("sc_local_admin"), "vault:admin below `*` only");
+        assert!(!p.is_administrator("sc_named"), "another role on `*`");
+        assert!(!p.is_administrator("sc_user"));
+        assert!(!p.is_administrator("sc_nobody"));
+    }
+
+    /// Monotonic time that moves only when told to.
+    struct SteppedClock(Mutex<Instant>);
+
+    impl Clock for SteppedClock {
+        fn now(&self) -> std::time::SystemTime {
+            std::time::SystemTime::UNIX_EPOCH
+        }
+        fn instant(&self) -> Instant {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_used_until_exactly_its_maximum_age_and_forgotten_on_invalidate() {
+        let clock = Arc::new(SteppedClock(Mutex::new(Instant::now())));
+        let cache = PolicyCache::new(Duration::from_secs(10), clock.clone());
+        assert!(cache.fresh().is_none(), "nothing loaded yet");
+        let policy = Arc::new(policy());
+        *cache.snapshot.lock().unwrap() = Some((clock.instant(), policy.clone()));
+        let step = |by: Duration| *clock.0.lock().unwrap() += by;
+
+        step(Duration::from_millis(9_999));
+        assert!(cache.fresh().is_some_and(|p| Arc::ptr_eq(&p, &policy)));
+        step(Duration::from_millis(1));
+        assert!(cache.fresh().is_none(), "stale at exactly 10 s");
+
+        *cache.snapshot.lock().unwrap() = Some((clock.instant(), policy));
+        assert!(cache.fresh().is_some());
+        cache.invalidate();
+        assert!(cache.fresh().is_none());
     }
 }
