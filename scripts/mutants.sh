@@ -32,7 +32,8 @@ trap 'exec {MOTO[1]}>&-; wait "$MOTO_PID" 2>/dev/null || true' EXIT
 # The shared crate's unit tests, and the integration tests of the refresh protocol, storage, access
 # control, tokens and provider answers. Only these test targets are built for each mutant (`--lib`
 # and one `--test` each, over the workspace: cargo takes a `--test` that one of its packages has),
-# which is most of a mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run.
+# which is most of a mutant's cost; `MUTANTS_TESTS="a b"` narrows them further for one file's run,
+# and `MUTANTS_TESTS=" "` (a blank) keeps only the unit tests, for pure code.
 # cargo-mutants' own baseline would run these in the mutated package alone (where the integration
 # tests are not), so it is skipped: `make test` is the baseline, and the timeouts are fixed instead.
 integration=(lease_protocol refresh refresh_faults concurrency storage attacks service_access
@@ -40,9 +41,11 @@ integration=(lease_protocol refresh refresh_faults concurrency storage attacks s
 if [ -n "${MUTANTS_TESTS:-}" ]; then
   read -r -a integration <<< "$MUTANTS_TESTS"
 fi
-targets=(--lib)
+# As `--cargo-arg`s, so that the build of each mutant is narrowed too, not only the test run (what
+# follows `--` reaches the test run alone, and the build would link every test binary of the suite).
+targets=(--cargo-arg=--lib)
 for t in "${integration[@]}"; do
-  targets+=(--test "$t")
+  targets+=("--cargo-arg=--test=$t")
 done
 
 # The protocol-critical files, unless the arguments name files themselves.
@@ -59,5 +62,5 @@ done
   "${files[@]}" \
   --test-package credvault --test-package credvault-tests \
   --baseline=skip --timeout 900 --build-timeout 900 \
-  "$@" \
-  -- "${targets[@]}"
+  "${targets[@]}" \
+  "$@"
