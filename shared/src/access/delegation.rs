@@ -349,6 +349,89 @@ mod tests {
         assert_eq!(check_role_change(&p, "sc_allow", None, &unused), Ok(()));
     }
 
+    #[test]
+    fn what_gives_nothing_needs_no_right_to_give_and_a_kept_grant_is_no_gain() {
+        let mut roles = roles();
+        roles.push(role("ro_none", json!([{"action": "*", "allow": false}])));
+        let p = Policy::new(roles, policy().records().to_vec());
+        // sc_allow may give nothing at all, but a role that allows nothing gives nothing.
+        let r = record("rec_new", "sc_someone", &["ro_none"], &["*"]);
+        assert_eq!(check_record(&p, "sc_allow", &r), Ok(()));
+        // Renaming ro_read_grant keeps its grant: nothing is gained, so nothing is checked.
+        let old = p.role("ro_read_grant").unwrap().clone();
+        let renamed = Role {
+            name: "renamed".into(),
+            ..old.clone()
+        };
+        assert_eq!(check_role_change(&p, "sc_allow", Some(&old), &renamed), Ok(()));
+        let old = p.role("ro_read_delegate").unwrap().clone();
+        let granting = role(
+            "ro_read_delegate",
+            json!([{"action": "connections:credentials:read", "allow": true, "grant": true}]),
+        );
+        assert_eq!(
+            check_role_change(&p, "sc_allow", Some(&old), &granting),
+            Ok(()),
+            "delegate covers grant"
+        );
+    }
+
+    #[test]
+    fn each_refusal_has_its_documented_code_and_says_what_was_refused() {
+        let (action, resource) = (
+            "connections:credentials:read".to_string(),
+            "Connections/con_a".to_string(),
+        );
+        let role_id = "vault:admin".to_string();
+        let cases = [
+            (
+                Refusal::CannotGrant {
+                    action: action.clone(),
+                    resource: resource.clone(),
+                },
+                "cannot_grant",
+            ),
+            (
+                Refusal::CannotDelegate {
+                    action: action.clone(),
+                    resource: resource.clone(),
+                },
+                "cannot_delegate",
+            ),
+            (
+                Refusal::AdministratorsOnly {
+                    role_id: role_id.clone(),
+                },
+                "administrators_only",
+            ),
+            (
+                Refusal::BuiltInRole {
+                    role_id: role_id.clone(),
+                },
+                "built_in_role",
+            ),
+            (
+                Refusal::UnknownRole {
+                    role_id: "ro_missing".into(),
+                },
+                "unknown_role",
+            ),
+        ];
+        for (refusal, code) in cases {
+            assert_eq!(refusal.error_code(), code);
+            let message = refusal.to_string();
+            let names = match &refusal {
+                Refusal::CannotGrant { .. } | Refusal::CannotDelegate { .. } => {
+                    message.contains(&action) && message.contains(&resource)
+                }
+                Refusal::AdministratorsOnly { role_id }
+                | Refusal::BuiltInRole { role_id }
+                | Refusal::UnknownRole { role_id } => message.contains(role_id.as_str()),
+            };
+            assert!(names, "{code}: {message}");
+        }
+    }
+
     mod property {
         use super::*;
         use proptest::prelude::*;
