@@ -313,6 +313,13 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
             .0,
         200
     );
+    // Until then, the id in the other connection is nobody alice's token may reach: refused before
+    // anything is looked up there.
+    let other_path = "/v1/connections/con_other/users/alice/credentials";
+    for method in ["GET", "DELETE"] {
+        let (status, _) = stack.call(method, other_path, Some(&alice.access_token), None).await;
+        assert_eq!(status, 403, "{method} before the link");
+    }
     // An operator links the other connection to the id: now its login makes the same user, whose
     // token opens the credential stored through either connection.
     credvault::store::identities::link_checked(&stack.instance.table, "alice", "con_other")
@@ -321,7 +328,6 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
     stack.provider.set_knobs(|k| k.subject = "alice".into());
     let outcome = login_outcome(stack, "con_other").await;
     assert!(outcome.contains_key("code"), "{outcome:?}");
-    let other_path = "/v1/connections/con_other/users/alice/credentials";
     assert_eq!(
         stack.call("GET", other_path, Some(&alice.access_token), None).await.0,
         200
