@@ -190,10 +190,15 @@ mod tests {
             Ok(()),
             "a cached SDK token"
         );
-        assert!(
-            acceptable_lifetime(now - 86_400 - 31, now + 10, now).is_err(),
-            "too old"
+        // Too old by itself: a lifetime the SDKs make, issued a day and the leeway ago (its `exp`
+        // then lies just inside the expiry check's own leeway).
+        let too_old = Err("the token was issued too long ago");
+        assert_eq!(
+            acceptable_lifetime(now - 86_430, now - 29, now),
+            Ok(()),
+            "as old as may be"
         );
+        assert_eq!(acceptable_lifetime(now - 86_431, now - 30, now), too_old);
         assert_eq!(
             acceptable_lifetime(now + 30, now + 60, now),
             Ok(()),
