@@ -505,31 +505,55 @@ async fn service_client_tokens_need_iat_and_a_bounded_lifetime() {
     let path = "/v1/clients";
     let token = |adjust: Adjust| credvault_tests::service_client::client_token(&key, &base, adjust);
     let before = stack.state_snapshot().await;
-    let cases: [(&str, Adjust); 4] = [
-        ("no iat", |_, c| {
-            c.as_object_mut().unwrap().remove("iat");
-        }),
-        ("ten-year lifetime", |_, c| {
-            c["exp"] = json!(c["iat"].as_i64().unwrap() + 10 * 365 * 86_400)
-        }),
-        ("issued two days ago", |_, c| {
-            let now = c["iat"].as_i64().unwrap();
-            c["iat"] = json!(now - 2 * 86_400);
-            c["exp"] = json!(now + 3600);
-        }),
-        ("issued in the future", |_, c| {
-            let now = c["iat"].as_i64().unwrap();
-            c["iat"] = json!(now + 600);
-            c["exp"] = json!(now + 3600);
-        }),
+    // (case, the change, what the 401 says: each rule refuses by itself)
+    let cases: [(&str, Adjust, &str); 5] = [
+        (
+            "no iat",
+            |_, c| {
+                c.as_object_mut().unwrap().remove("iat");
+            },
+            "the token is not valid",
+        ),
+        (
+            "ten-year lifetime",
+            |_, c| c["exp"] = json!(c["iat"].as_i64().unwrap() + 10 * 365 * 86_400),
+            "the token's lifetime is longer than a service-client token may have",
+        ),
+        (
+            "issued two days ago",
+            |_, c| {
+                let now = c["iat"].as_i64().unwrap();
+                c["iat"] = json!(now - 2 * 86_400);
+                c["exp"] = json!(now + 3600);
+            },
+            "the token's lifetime is longer than a service-client token may have",
+        ),
+        (
+            "issued in the future",
+            |_, c| {
+                let now = c["iat"].as_i64().unwrap();
+                c["iat"] = json!(now + 600);
+                c["exp"] = json!(now + 3600);
+            },
+            "the token was issued in the future",
+        ),
+        (
+            "expired",
+            |_, c| {
+                let now = c["iat"].as_i64().unwrap();
+                c["iat"] = json!(now - 7200);
+                c["exp"] = json!(now - 3600);
+            },
+            "the token has expired",
+        ),
     ];
     let admin_key = stack.admin_key.clone();
-    for (case, adjust) in cases {
+    for (case, adjust, detail) in cases {
         let bad = credvault_tests::service_client::client_token(&admin_key, &base, adjust);
         let (status, out) = stack.call("POST", path, Some(&bad), Some(&json!({"name": "x"}))).await;
         assert_eq!(
-            (status, out["errorCode"].as_str()),
-            (401, Some("unauthorized")),
+            (status, out["errorCode"].as_str(), out["detail"].as_str()),
+            (401, Some("unauthorized"), Some(detail)),
             "{case}: {out}"
         );
     }
