@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use credvault_tests::stack::{APP_REDIRECT_URL, encode, location};
 use credvault_tests::{FakeProvider, LocalStack, StackOptions};
 use serde_json::{Value, json};
@@ -168,6 +171,13 @@ async fn an_id_token_is_not_a_bearer_token() {
         .claims;
     assert_eq!(claims["aud"], "app_default", "the id_token's audience is the app");
     assert_ne!(claims["aud"], stack.config.audience.as_str());
+    let lifetime = stack.config.user_token_lifetime.as_secs() as i64;
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        lifetime,
+        "it lives as long as the access token"
+    );
+    assert_eq!(alice.expires_in as i64, lifetime);
     let before = stack.state_snapshot().await;
     for path in [
         credentials_path(stack, &alice.user_id),
@@ -221,6 +231,58 @@ async fn an_id_token_is_not_a_bearer_token() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "invalid_client");
+}
+
+/// The same attack when the vault's audience is a plain name (`CREDVAULT_AUDIENCE`), which is also the
+/// shape of an application id: the app may still not take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_may_not_take_a_plain_vault_audience_as_its_id() {
+    fn plain_audience(config: &mut credvault::Config) {
+        config.audience = "credvault-api".into();
+    }
+    let stack = &LocalStack::start(StackOptions {
+        configure: plain_audience,
+        ..StackOptions::default()
+    })
+    .await;
+    let verifier = credvault::random::token(32);
+    let (request_id, callback) = stack.login_until_callback(&verifier).await;
+    let back = stack.http.get(&callback).send().await.unwrap();
+    let app = url::Url::parse(&location(&back)).unwrap();
+    let code = app.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let exchange = |client_id: &'static str| {
+        stack
+            .http
+            .post(stack.url(&format!("/api/authentication/{request_id}/tokens")))
+            .json(
+                &json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                "redirect_uri": APP_REDIRECT_URL, "client_id": client_id}),
+            )
+            .send()
+    };
+    let resp = exchange("credvault-api").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["errorCode"], "invalid_client");
+    // The refusal spent nothing: the same code still makes an app's tokens, which work here.
+    let resp = exchange("app_default").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let access_token = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me = jsonwebtoken::dangerous::insecure_decode::<Value>(&access_token)
+        .unwrap()
+        .claims;
+    assert_eq!(me["aud"], "credvault-api");
+    let (status, _) = stack
+        .call(
+            "GET",
+            &credentials_path(stack, me["sub"].as_str().unwrap()),
+            Some(&access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
 }
 
 /// Attack 3: a provider subject equal to a service client's id does not make its owner that client.
@@ -506,7 +568,7 @@ async fn service_client_tokens_need_iat_and_a_bounded_lifetime() {
     let token = |adjust: Adjust| credvault_tests::service_client::client_token(&key, &base, adjust);
     let before = stack.state_snapshot().await;
     // (case, the change, what the 401 says: each rule refuses by itself)
-    let cases: [(&str, Adjust, &str); 5] = [
+    let cases: [(&str, Adjust, &str); 6] = [
         (
             "no iat",
             |_, c| {
@@ -546,17 +608,37 @@ async fn service_client_tokens_need_iat_and_a_bounded_lifetime() {
             },
             "the token has expired",
         ),
+        (
+            "another audience",
+            |_, c| c["aud"] = json!("other.accounts.authress.io"),
+            "the token is for another audience",
+        ),
     ];
     let admin_key = stack.admin_key.clone();
-    for (case, adjust, detail) in cases {
-        let bad = credvault_tests::service_client::client_token(&admin_key, &base, adjust);
+    let refused = |bad: String, case: String, detail: &'static str| async move {
         let (status, out) = stack.call("POST", path, Some(&bad), Some(&json!({"name": "x"}))).await;
         assert_eq!(
             (status, out["errorCode"].as_str(), out["detail"].as_str()),
             (401, Some("unauthorized"), Some(detail)),
             "{case}: {out}"
         );
+    };
+    for (case, adjust, detail) in cases {
+        let bad = credvault_tests::service_client::client_token(&admin_key, &base, adjust);
+        refused(bad, case.to_string(), detail).await;
     }
+    // The administrator's own token with one bit of its signature changed.
+    let good = credvault_tests::service_client::client_token(&admin_key, &base, |_, _| {});
+    let (input, signature) = good.rsplit_once('.').unwrap();
+    let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    signature[10] ^= 0x01;
+    let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    refused(
+        forged,
+        "a changed signature".into(),
+        "the token's signature is not valid",
+    )
+    .await;
     assert_eq!(stack.state_snapshot().await, before);
     // The control: what the SDK makes (24 h) is accepted.
     let (status, _) = stack.call("GET", path, Some(&token(|_, _| {})), None).await;

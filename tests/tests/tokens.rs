@@ -35,7 +35,8 @@ fn with_parts(header: &Value, payload: &Value, signature: &[u8]) -> String {
     )
 }
 
-async fn assert_unauthorized(stack: &LocalStack, bearer: Option<&str>, case: &str) {
+/// Asserts a 401 and gives back its `detail`, which names the rule that refused the token.
+async fn assert_unauthorized(stack: &LocalStack, bearer: Option<&str>, case: &str) -> String {
     let mut req = stack
         .http
         .get(stack.url("/v1/connections/con_demo/users/con_demo%7Calice/credentials"));
@@ -46,6 +47,7 @@ async fn assert_unauthorized(stack: &LocalStack, bearer: Option<&str>, case: &st
     assert_eq!(resp.status(), 401, "{case}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errorCode"], "unauthorized", "{case}");
+    body["detail"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,25 +64,37 @@ async fn every_kind_of_bad_token_is_refused_with_401() {
     assert_eq!(stack.fetch_credentials(&good, &alice.user_id, None).await.status(), 200);
 
     assert_unauthorized(&stack, None, "no token").await;
-    assert_unauthorized(&stack, Some("not-a-jwt"), "garbage").await;
-    assert_unauthorized(
-        &stack,
-        Some(&token_from(&stack, &key_id, &issuer, &audience, -7200).await),
-        "expired",
-    )
-    .await;
-    assert_unauthorized(
-        &stack,
-        Some(&token_from(&stack, &key_id, "https://evil.example", &audience, 0).await),
-        "iss",
-    )
-    .await;
-    assert_unauthorized(
-        &stack,
-        Some(&token_from(&stack, &key_id, &issuer, "someone-else", 0).await),
-        "aud",
-    )
-    .await;
+    assert_eq!(
+        assert_unauthorized(&stack, Some("not-a-jwt"), "garbage").await,
+        "the token is not a valid JWT"
+    );
+    assert_eq!(
+        assert_unauthorized(
+            &stack,
+            Some(&token_from(&stack, &key_id, &issuer, &audience, -7200).await),
+            "expired",
+        )
+        .await,
+        "the token has expired"
+    );
+    assert_eq!(
+        assert_unauthorized(
+            &stack,
+            Some(&token_from(&stack, &key_id, "https://evil.example", &audience, 0).await),
+            "iss",
+        )
+        .await,
+        "the token was issued by someone else"
+    );
+    assert_eq!(
+        assert_unauthorized(
+            &stack,
+            Some(&token_from(&stack, &key_id, &issuer, "someone-else", 0).await),
+            "aud",
+        )
+        .await,
+        "the token is for another audience"
+    );
 
     let [h, p, s]: [&str; 3] = good.split('.').collect::<Vec<_>>().try_into().unwrap();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap();
@@ -112,12 +126,15 @@ async fn every_kind_of_bad_token_is_refused_with_401() {
 
     let mut sig = URL_SAFE_NO_PAD.decode(s).unwrap();
     sig[10] ^= 0x01;
-    assert_unauthorized(
-        &stack,
-        Some(&format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(&sig))),
-        "bad signature",
-    )
-    .await;
+    assert_eq!(
+        assert_unauthorized(
+            &stack,
+            Some(&format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(&sig))),
+            "bad signature",
+        )
+        .await,
+        "the token's signature is not valid"
+    );
     let mut other_user = payload.clone();
     other_user["sub"] = json!("con_demo|mallory");
     assert_unauthorized(
