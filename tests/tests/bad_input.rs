@@ -6,7 +6,8 @@ use credvault_tests::stack::{APP_REDIRECT_URL, location};
 use credvault_tests::{LocalStack, StackOptions};
 use serde_json::{Value, json};
 
-async fn expect_error(resp: reqwest::Response, status: u16, code: &str) {
+/// Asserts the vault's JSON error and gives back its body.
+async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "expected {code}");
     assert!(
         resp.headers()["content-type"]
@@ -18,6 +19,7 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(body["errorCode"], code, "{body}");
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["errorId"].is_string());
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,39 +227,47 @@ async fn bad_token_exchanges_are_refused_and_leave_the_code_usable() {
     let code = app.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
     let before = stack.state_snapshot().await;
 
+    // Each binding refuses by itself, and says which: a code whose exchange names the wrong request,
+    // verifier or redirect URL stays in place for the right one; an unknown code (of the right shape)
+    // finds nothing.
     let wrong_verifier = credvault::random::token(32);
-    expect_error(
-        stack
-            .exchange(&request_id, &code, &wrong_verifier, APP_REDIRECT_URL)
-            .await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    expect_error(
-        stack
-            .exchange(&request_id, &code, &verifier, "https://evil.example.com/")
-            .await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    expect_error(
-        stack
-            .exchange("another-request", &code, &verifier, APP_REDIRECT_URL)
-            .await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    expect_error(
-        stack
-            .exchange(&request_id, "not-a-code", &verifier, APP_REDIRECT_URL)
-            .await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    let unknown_code = credvault::random::token(32);
+    let refusals = [
+        (
+            stack
+                .exchange(&request_id, &code, &wrong_verifier, APP_REDIRECT_URL)
+                .await,
+            "code_verifier does not match the code challenge",
+        ),
+        (
+            stack
+                .exchange(&request_id, &code, &verifier, "https://evil.example.com/")
+                .await,
+            "redirect_uri does not match the login request",
+        ),
+        (
+            stack
+                .exchange("another-request", &code, &verifier, APP_REDIRECT_URL)
+                .await,
+            "the code belongs to another authentication request",
+        ),
+        (
+            stack
+                .exchange(&request_id, &unknown_code, &verifier, APP_REDIRECT_URL)
+                .await,
+            "the code is unknown or was already used",
+        ),
+        (
+            stack
+                .exchange(&request_id, "not-a-code", &verifier, APP_REDIRECT_URL)
+                .await,
+            "the code is unknown or was already used",
+        ),
+    ];
+    for (resp, detail) in refusals {
+        let body = expect_error(resp, 400, "invalid_grant").await;
+        assert_eq!(body["detail"], detail, "{body}");
+    }
     expect_error(
         stack.exchange(&request_id, &code, "short", APP_REDIRECT_URL).await,
         400,
