@@ -89,6 +89,38 @@ pub fn parse_http_or_iso_date(value: &str) -> Option<(i64, i64)> {
     Some((i64::try_from(secs).ok()?.checked_mul(1000)?, 1000))
 }
 
+/// A clock for unit tests that moves only when `step` is called: wall and monotonic time together,
+/// so an age or a budget can be put exactly at its boundary.
+#[cfg(test)]
+pub(crate) struct SteppedClock {
+    started: (SystemTime, Instant),
+    elapsed: std::sync::Mutex<std::time::Duration>,
+}
+
+#[cfg(test)]
+impl SteppedClock {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: (SystemTime::now(), Instant::now()),
+            elapsed: Default::default(),
+        }
+    }
+
+    pub(crate) fn step(&self, by: std::time::Duration) {
+        *self.elapsed.lock().unwrap() += by;
+    }
+}
+
+#[cfg(test)]
+impl Clock for SteppedClock {
+    fn now(&self) -> SystemTime {
+        self.started.0 + *self.elapsed.lock().unwrap()
+    }
+    fn instant(&self) -> Instant {
+        self.started.1 + *self.elapsed.lock().unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,6 +303,7 @@ pub fn credentials_resource(connection_id: &str, user_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SteppedClock;
     use serde_json::{Value, json};
 
     fn policy() -> Policy {
@@ -418,30 +419,16 @@ mod tests {
         assert!(!p.is_administrator("sc_nobody"));
     }
 
-    /// Monotonic time that moves only when told to.
-    struct SteppedClock(Mutex<Instant>);
-
-    impl Clock for SteppedClock {
-        fn now(&self) -> std::time::SystemTime {
-            std::time::SystemTime::UNIX_EPOCH
-        }
-        fn instant(&self) -> Instant {
-            *self.0.lock().unwrap()
-        }
-    }
-
     #[test]
     fn a_snapshot_is_used_until_exactly_its_maximum_age_and_forgotten_on_invalidate() {
-        let clock = Arc::new(SteppedClock(Mutex::new(Instant::now())));
+        let clock = Arc::new(SteppedClock::new());
         let cache = PolicyCache::new(Duration::from_secs(10), clock.clone());
         assert!(cache.fresh().is_none(), "nothing loaded yet");
         let policy = Arc::new(policy());
         *cache.snapshot.lock().unwrap() = Some((clock.instant(), policy.clone()));
-        let step = |by: Duration| *clock.0.lock().unwrap() += by;
-
-        step(Duration::from_millis(9_999));
+        clock.step(Duration::from_millis(9_999));
         assert!(cache.fresh().is_some_and(|p| Arc::ptr_eq(&p, &policy)));
-        step(Duration::from_millis(1));
+        clock.step(Duration::from_millis(1));
         assert!(cache.fresh().is_none(), "stale at exactly 10 s");
 
         *cache.snapshot.lock().unwrap() = Some((clock.instant(), policy));

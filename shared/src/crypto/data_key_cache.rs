@@ -93,6 +93,7 @@ impl DataKeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SteppedClock;
     use aws_lc_rs::aead::{AES_256_GCM, UnboundKey};
 
     fn key() -> Arc<LessSafeKey> {
@@ -124,29 +125,17 @@ mod tests {
         assert!(short.get("ctx", &[1]).is_none());
     }
 
-    /// Monotonic time that moves only when told to.
-    struct StoppedClock(Mutex<Instant>);
-
-    impl Clock for StoppedClock {
-        fn now(&self) -> std::time::SystemTime {
-            std::time::SystemTime::now()
-        }
-        fn instant(&self) -> Instant {
-            *self.0.lock().unwrap()
-        }
-    }
-
     /// A key is young for strictly less than `max_age`: at exactly its age it is gone, for reading and
     /// for sealing.
     #[test]
     fn a_key_ages_out_at_exactly_its_maximum_age() {
-        let clock = Arc::new(StoppedClock(Mutex::new(Instant::now())));
+        let clock = Arc::new(SteppedClock::new());
         let cache = DataKeyCache::new(10, Duration::from_secs(60), clock.clone());
         cache.insert("ctx", vec![1], key());
-        *clock.0.lock().unwrap() += Duration::from_secs(59);
+        clock.step(Duration::from_secs(59));
         assert!(cache.get("ctx", &[1]).is_some());
         assert!(cache.for_sealing("ctx").is_some());
-        *clock.0.lock().unwrap() += Duration::from_secs(1);
+        clock.step(Duration::from_secs(1));
         assert!(cache.get("ctx", &[1]).is_none());
         assert!(cache.for_sealing("ctx").is_none());
     }
@@ -156,10 +145,10 @@ mod tests {
     #[test]
     fn each_context_keeps_its_newest_key_for_sealing_until_evicted() {
         // A second passes between inserts, so "oldest" is never a tie.
-        let clock = Arc::new(StoppedClock(Mutex::new(Instant::now())));
+        let clock = Arc::new(SteppedClock::new());
         let cache = DataKeyCache::new(2, Duration::from_secs(60), clock.clone());
         let insert = |context: &str, wrapped: u8| {
-            *clock.0.lock().unwrap() += Duration::from_secs(1);
+            clock.step(Duration::from_secs(1));
             cache.insert(context, vec![wrapped], key());
         };
         assert!(cache.is_empty());
