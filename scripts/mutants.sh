@@ -46,8 +46,16 @@ fi
 # As `--cargo-arg`s, so that the build of each mutant is narrowed too, not only the test run (what
 # follows `--` reaches the test run alone, and the build would link every test binary of the suite).
 targets=()
+# The integration tests live in credvault-tests; with the unit tests alone, that package is not
+# built at all (its harness has no unit tests: it would be compiled, and linked, for nothing).
+packages=(--test-package credvault)
 for t in "${tests[@]}"; do
-  if [ "$t" = lib ]; then targets+=(--cargo-arg=--lib); else targets+=("--cargo-arg=--test=$t"); fi
+  if [ "$t" = lib ]; then
+    targets+=(--cargo-arg=--lib)
+  else
+    targets+=("--cargo-arg=--test=$t")
+    packages=(--test-package credvault --test-package credvault-tests)
+  fi
 done
 
 # The protocol-critical files, unless the arguments name files themselves.
@@ -65,7 +73,7 @@ done
   --exclude-re 'BoxFuture::' \
   --package credvault \
   "${files[@]}" \
-  --test-package credvault --test-package credvault-tests \
+  "${packages[@]}" \
   --baseline=skip --timeout 900 --build-timeout 900 \
   "${targets[@]}" \
   "$@"
