@@ -1096,9 +1096,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_item_reads_back_as_it_was_written_and_a_bad_status_is_refused() {
-        let stored = |status: &str| StoredCredential {
+    /// A credential item as stored, refresh token and all, with `status`.
+    fn stored(status: &str) -> StoredCredential {
+        StoredCredential {
             pk: pk("con_a"),
             sk: sk("con_a|u"),
             connection_id: "con_a".into(),
@@ -1126,7 +1126,11 @@ mod tests {
             keep_alive_due_at: None,
             created_at: 1,
             updated_at: 2,
-        };
+        }
+    }
+
+    #[test]
+    fn an_item_reads_back_as_it_was_written_and_a_bad_status_is_refused() {
         let item: super::super::Item = serde_dynamo::to_item(stored("REAUTH_REQUIRED")).unwrap();
         assert!(
             matches!(item.get(ATTR_ACCESS_TOKEN), Some(AttributeValue::B(_))),
@@ -1151,5 +1155,28 @@ mod tests {
 
         let bad: super::super::Item = serde_dynamo::to_item(stored("ACTIVE-ish")).unwrap();
         assert!(matches!(from_item(bad), Err(StoreError::Malformed(_))));
+    }
+
+    /// What a log line of a credential shows: whose it is, its state and its lease, and whether a
+    /// refresh token is held, never the sealed bytes of either token.
+    #[test]
+    fn debug_shows_the_state_of_a_credential_but_no_ciphertext() {
+        let mut with_refresh = stored("ACTIVE");
+        with_refresh.refresh_token = Some(vec![201, 202, 203]);
+        let item = from_item(serde_dynamo::to_item(with_refresh).unwrap()).unwrap();
+        let shown = format!("{item:?}");
+        for expected in [
+            r#"user_id: "con_a|u""#,
+            "has_refresh_token: true",
+            "token_version: 3",
+            "status: Active",
+            r#"owner: "me""#,
+            "refresh_failures: 2",
+        ] {
+            assert!(shown.contains(expected), "{expected} not in {shown}");
+        }
+        for sealed_byte in ["159", "255", "201", "202", "203"] {
+            assert!(!shown.contains(sealed_byte), "{sealed_byte} in {shown}");
+        }
     }
 }
