@@ -582,4 +582,23 @@ mod tests {
             Err(CryptoError::NotAuthentic)
         ));
     }
+
+    /// A sealer in a log line says which binding it seals under, and nothing of its data key.
+    #[tokio::test]
+    async fn a_sealer_shows_its_format_and_nothing_of_its_key() {
+        let envelope = offline_envelope();
+        let (a, at) = (verifier("digest-a"), credential("alice", "accessToken"));
+        warm(&envelope, &a, 7);
+        warm(&envelope, &at, 7);
+        let partition = format!("{:?}", envelope.sealer(&a).await.unwrap());
+        let item = format!("{:?}", envelope.sealer(&at).await.unwrap());
+        assert!(partition.contains("format: 2"), "{partition}");
+        assert!(item.contains("format: 1"), "{item}");
+        for shown in [partition, item] {
+            assert!(
+                !shown.contains('7') && !shown.contains("wrapped") && !shown.contains("key"),
+                "{shown}"
+            );
+        }
+    }
 }
