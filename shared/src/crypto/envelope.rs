@@ -439,6 +439,35 @@ mod tests {
         assert!(matches!(split_sealed(&[3, 0, 0]), Err(CryptoError::Malformed)));
         assert!(matches!(split_sealed(&[1, 0, 5, 1, 2]), Err(CryptoError::Malformed)));
         assert!(matches!(split_sealed(&[2, 0, 5, 1, 2]), Err(CryptoError::Malformed)));
+        // Too short for the key length: refused, not read past its end.
+        for short in [&[1][..], &[2, 0]] {
+            assert!(matches!(split_sealed(short), Err(CryptoError::Malformed)), "{short:?}");
+        }
+        // An unknown format is refused however complete the rest looks.
+        let mut unknown = vec![3, 0, 4];
+        unknown.extend([0; 4 + NONCE_LEN + 16]);
+        assert!(matches!(split_sealed(&unknown), Err(CryptoError::Malformed)));
+        unknown[0] = FORMAT_ITEM_KEY;
+        assert!(split_sealed(&unknown).is_ok(), "the same bytes in a known format");
+    }
+
+    /// The shortest sealed value, an empty plaintext (only the tag after the nonce), opens.
+    #[tokio::test]
+    async fn an_empty_value_seals_and_opens() {
+        let envelope = offline_envelope();
+        let at = credential("alice", "accessToken");
+        warm(&envelope, &at, 9);
+        let sealed = envelope.seal(&at, b"").await.unwrap();
+        assert_eq!(sealed.len(), 3 + 16 + NONCE_LEN + AES_256_GCM.tag_len());
+        let opened = envelope
+            .open(&at, &sealed)
+            .await
+            .expect("the shortest sealed value opens");
+        assert!(opened.expose_secret().is_empty());
+        assert!(matches!(
+            envelope.open(&at, &sealed[..sealed.len() - 1]).await,
+            Err(CryptoError::Malformed)
+        ));
     }
 
     #[test]
