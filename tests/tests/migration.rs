@@ -151,3 +151,57 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     );
     assert_eq!(stack.state_snapshot().await, before);
 }
+
+/// A production table is far over one Scan page (1 MB, counted before the filter): the migration
+/// reads every page, so a credential stored behind a megabyte of other items is pinned too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_reads_every_page_of_a_table_over_a_megabyte() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let padding = AttributeValue::B(vec![b'x'; 100 * 1024].into());
+    for i in 0..14 {
+        stack
+            .aws
+            .dynamodb
+            .put_item()
+            .table_name(&stack.aws.table)
+            .item("pk", AttributeValue::S(format!("BULK#{i:02}")))
+            .item("sk", AttributeValue::S("padding".into()))
+            .item("padding", padding.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let alice = stack.login().await;
+    let cred_pk = format!("CREDENTIAL#{}", stack.connection_id);
+    strip(
+        &stack,
+        &cred_pk,
+        &format!("USER#{}", alice.user_id),
+        "issuedTokenUrl, issuedRevocationUrl, issuedClientId, connectionGeneration",
+    )
+    .await;
+    let first_page = stack
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&stack.aws.table)
+        .filter_expression("begins_with(pk, :credential)")
+        .expression_attribute_values(":credential", AttributeValue::S("CREDENTIAL#".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        first_page.items().is_empty() && first_page.last_evaluated_key.is_some_and(|k| !k.is_empty()),
+        "premise: the credential is behind the first Scan page"
+    );
+
+    let report = credvault::migration::migrate(
+        &stack.instance.table,
+        &stack.instance.envelope,
+        stack.instance.clock.as_ref(),
+    )
+    .await
+    .unwrap();
+    let report: Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(report["credentialsPinned"], 1, "{report}");
+}
