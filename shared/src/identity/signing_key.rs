@@ -151,16 +151,11 @@ pub fn der_signature_to_raw(der: &[u8]) -> Option<[u8; 64]> {
     Some(out)
 }
 
+/// A DER length in its short form, the only one a P-256 signature has: two INTEGERs of at most 33
+/// bytes make a SEQUENCE of at most 70, under the 128 where the long form begins.
 fn der_length(input: &[u8]) -> Option<(usize, &[u8])> {
     let (&first, rest) = input.split_first()?;
-    match first {
-        0..=0x7f => Some((first as usize, rest)),
-        0x81 => {
-            let (&len, rest) = rest.split_first()?;
-            Some((len as usize, rest))
-        }
-        _ => None,
-    }
+    (first <= 0x7f).then_some((first as usize, rest))
 }
 
 /// One positive INTEGER, without its sign-padding zero bytes; at most 32 bytes of value.
@@ -216,6 +211,8 @@ mod tests {
         assert!(der_signature_to_raw(&[0x30, 0x02, 0x02, 0x00]).is_none());
         assert!(der_signature_to_raw(&[0x31, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]).is_none());
         assert!(der_signature_to_raw(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]).is_some());
+        // The long form of the same length is no P-256 signature's encoding.
+        assert!(der_signature_to_raw(&[0x30, 0x81, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]).is_none());
     }
 
     #[test]
