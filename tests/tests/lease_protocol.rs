@@ -534,6 +534,64 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
     assert_eq!(stack.stored_refresh_token(&user.user_id).await.unwrap(), "rt-successor");
 }
 
+/// The user logs in again while a refresh is in flight: the login's tokens take the item over (a new
+/// version, no lease), so neither the holder, nor an instance that read the item before the login and
+/// claims only now, can write tokens of the old grant over the new one: DynamoDB refuses both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_a_refresh_leaves_no_way_to_write_the_old_grant_over_it() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let user = stack.login().await;
+    let dynamo = DynamoCredentials::new(stack.instance.table.clone(), stack.instance.envelope.clone());
+    let read = dynamo
+        .get(&stack.connection_id, &user.user_id)
+        .await
+        .unwrap()
+        .expect("the login's credential");
+    let now_ms = credvault::clock::Clock::now_millis(&stack.clock);
+    assert!(dynamo.claim_lease(&read, "holder", now_ms, 60_000).await.unwrap());
+
+    stack.login().await;
+    let relogin_refresh_token = stack.stored_refresh_token(&user.user_id).await.unwrap();
+    let after_login = stack.credential(&user.user_id).await.unwrap();
+    assert_eq!(
+        after_login.token_version,
+        read.token_version + 1,
+        "a login is a new version"
+    );
+
+    let stale = dynamo
+        .sealer(&stack.connection_id, &user.user_id)
+        .await
+        .unwrap()
+        .seal(PlainTokens {
+            access_token: SecretString::from("at-from-the-old-grant"),
+            refresh_token: Some(SecretString::from("rt-from-the-old-grant")),
+            access_expires_at: 10_000,
+            access_issued_at: 0,
+            token_type: "Bearer".into(),
+            scope: None,
+            metadata: Default::default(),
+            keep_alive_due_at: None,
+        })
+        .unwrap();
+    assert!(
+        !dynamo.commit_refresh(&read, "holder", stale, 0).await.unwrap(),
+        "the holder's commit is refused: the login replaced what it read"
+    );
+    assert!(
+        !dynamo
+            .claim_lease(&read, "read-before-the-login", now_ms, 60_000)
+            .await
+            .unwrap(),
+        "a claim on the version before the login is refused"
+    );
+    assert_eq!(
+        stack.stored_refresh_token(&user.user_id).await.unwrap(),
+        relogin_refresh_token,
+        "the new login's refresh token is kept"
+    );
+}
+
 /// The provider refused the refresh token and marking the credential dead is throttled: the holder
 /// keeps trying while its lease lasts, so the credential ends REAUTH_REQUIRED and its dead token is
 /// never sent again by whoever would take the lease over.
