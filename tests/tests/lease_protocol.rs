@@ -279,10 +279,15 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         !repo.claim_lease(&item, "b", 2_000, 5_000).await.unwrap(),
         "a live lease is not taken over"
     );
+    let leased = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert_eq!(leased.lease.as_ref().map(|l| l.owner.as_str()), Some("a"));
     assert!(
-        repo.claim_lease(&item, "b", 7_000, 5_000).await.unwrap(),
+        repo.claim_lease(&leased, "b", 7_500, 5_000).await.unwrap(),
         "an expired lease is taken over"
     );
+    // Its holder may have died after the provider rotated: the rotation is in doubt from now on.
+    let taken_over = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert_eq!(taken_over.rotation_unconfirmed_at, Some(7), "in epoch seconds");
     let tokens = |n: &str| PlainTokens {
         access_token: SecretString::from(format!("at-{n}")),
         refresh_token: Some(SecretString::from(format!("rt-{n}"))),
