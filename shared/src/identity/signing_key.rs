@@ -224,4 +224,25 @@ mod tests {
         assert_eq!(y[0], 32);
         assert!(p256_point_from_spki(&spki[..90]).is_none());
     }
+
+    #[test]
+    fn integers_that_are_empty_or_overrun_the_signature_are_refused() {
+        // r claims five bytes where four are left: refused, not read past the end.
+        assert!(der_signature_to_raw(&[0x30, 0x06, 0x02, 0x05, 0x01, 0x02, 0x01, 0x01]).is_none());
+        // A zero-length INTEGER is no number.
+        assert!(der_signature_to_raw(&[0x30, 0x05, 0x02, 0x00, 0x02, 0x01, 0x01]).is_none());
+    }
+
+    /// The `kid` is the RFC 7638 thumbprint, so a verifier can check it and it changes with the key:
+    /// here for the P-256 key of RFC 7515 appendix A.3, the expected value computed by Python's
+    /// hashlib over the canonical JSON.
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        let (x, y) = (
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        );
+        assert_eq!(jwk_thumbprint(x, y), "oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-U");
+        assert_ne!(jwk_thumbprint(y, x), jwk_thumbprint(x, y));
+    }
 }
