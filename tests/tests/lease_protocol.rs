@@ -316,6 +316,20 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         !repo.mark_reauth_required(&item, "a", "invalid_grant", 0).await.unwrap(),
         "nor declare it dead"
     );
+    assert!(
+        !repo.renew_lease(&item, "a", 7_600, 5_000).await.unwrap(),
+        "nor renew the lease it lost"
+    );
+    assert!(
+        repo.renew_lease(&item, "b", 8_000, 5_000).await.unwrap(),
+        "the holder renews its own lease"
+    );
+    let renewed = repo.get(connection_id, user_id).await.unwrap().unwrap();
+    assert_eq!(
+        renewed.lease.map(|l| (l.owner, l.expires_at_ms)),
+        Some(("b".to_string(), 13_000)),
+        "to now and a lease length"
+    );
     let fresh = repo
         .sealer(connection_id, user_id)
         .await
