@@ -266,6 +266,20 @@ async fn without_enough_lease_the_provider_is_not_called() {
     assert_eq!(p.provider.counters().reuse_detected, 0);
 }
 
+/// Tokens a refresh (or a login) would seal, named `n`: `at-n`, `rt-n`.
+fn tokens(n: &str) -> PlainTokens {
+    PlainTokens {
+        access_token: SecretString::from(format!("at-{n}")),
+        refresh_token: Some(SecretString::from(format!("rt-{n}"))),
+        access_expires_at: 10_000,
+        access_issued_at: 0,
+        token_type: "Bearer".into(),
+        scope: None,
+        metadata: Default::default(),
+        keep_alive_due_at: None,
+    }
+}
+
 /// The conditions every race relies on, for both repositories: a holder whose lease was taken over can
 /// no longer commit, release, or declare the credential dead; only the new holder can.
 async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id: &str, user_id: &str) {
@@ -288,16 +302,6 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
     // Its holder may have died after the provider rotated: the rotation is in doubt from now on.
     let taken_over = repo.get(connection_id, user_id).await.unwrap().unwrap();
     assert_eq!(taken_over.rotation_unconfirmed_at, Some(7), "in epoch seconds");
-    let tokens = |n: &str| PlainTokens {
-        access_token: SecretString::from(format!("at-{n}")),
-        refresh_token: Some(SecretString::from(format!("rt-{n}"))),
-        access_expires_at: 10_000,
-        access_issued_at: 0,
-        token_type: "Bearer".into(),
-        scope: None,
-        metadata: Default::default(),
-        keep_alive_due_at: None,
-    };
     let late = repo
         .sealer(connection_id, user_id)
         .await
@@ -419,14 +423,8 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         ..before.issued_under.clone().expect("pinned")
     };
     let login = |n: &str| PlainTokens {
-        access_token: SecretString::from(format!("at-{n}")),
         refresh_token: None,
-        access_expires_at: 10_000,
-        access_issued_at: 0,
-        token_type: "Bearer".into(),
-        scope: None,
-        metadata: Default::default(),
-        keep_alive_due_at: None,
+        ..tokens(n)
     };
     let same = repo
         .sealer(connection_id, user_id)
@@ -505,21 +503,15 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
     );
     let taken_over = stack.raw_credential(&user.user_id).await.unwrap();
 
-    let tokens = |n: &str| PlainTokens {
-        access_token: SecretString::from(format!("at-{n}")),
-        refresh_token: Some(SecretString::from(format!("rt-{n}"))),
-        access_expires_at: 10_000,
-        access_issued_at: 0,
-        token_type: "Bearer".into(),
+    let scoped = |n: &str| PlainTokens {
         scope: Some(format!("scope-{n}")),
-        metadata: Default::default(),
-        keep_alive_due_at: None,
+        ..tokens(n)
     };
     let late = dynamo
         .sealer(&stack.connection_id, &user.user_id)
         .await
         .unwrap()
-        .seal(tokens("late"))
+        .seal(scoped("late"))
         .unwrap();
     assert!(
         !dynamo.commit_refresh(&read, "late-holder", late, 0).await.unwrap(),
@@ -544,7 +536,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
         .sealer(&stack.connection_id, &user.user_id)
         .await
         .unwrap()
-        .seal(tokens("successor"))
+        .seal(scoped("successor"))
         .unwrap();
     assert!(dynamo.commit_refresh(&read, "successor", fresh, 0).await.unwrap());
     let committed = stack.credential(&user.user_id).await.unwrap();
@@ -582,16 +574,7 @@ async fn a_login_during_a_refresh_leaves_no_way_to_write_the_old_grant_over_it()
         .sealer(&stack.connection_id, &user.user_id)
         .await
         .unwrap()
-        .seal(PlainTokens {
-            access_token: SecretString::from("at-from-the-old-grant"),
-            refresh_token: Some(SecretString::from("rt-from-the-old-grant")),
-            access_expires_at: 10_000,
-            access_issued_at: 0,
-            token_type: "Bearer".into(),
-            scope: None,
-            metadata: Default::default(),
-            keep_alive_due_at: None,
-        })
+        .seal(tokens("from-the-old-grant"))
         .unwrap();
     assert!(
         !dynamo.commit_refresh(&read, "holder", stale, 0).await.unwrap(),

@@ -40,6 +40,18 @@ async fn delete(stack: &LocalStack, pk: &str, sk: &str) {
         .unwrap();
 }
 
+/// Runs the migration over the stack's table; its report as JSON.
+async fn migrate(stack: &LocalStack) -> Value {
+    let report = credvault::migration::migrate(
+        &stack.instance.table,
+        &stack.instance.envelope,
+        stack.instance.clock.as_ref(),
+    )
+    .await
+    .unwrap();
+    serde_json::to_value(&report).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     let stack = LocalStack::start(StackOptions::default()).await;
@@ -96,14 +108,7 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     .await;
     delete(&stack, &format!("IDENTITY#{}", alice.user_id), "IDENTITY").await;
 
-    let report = credvault::migration::migrate(
-        &stack.instance.table,
-        &stack.instance.envelope,
-        stack.instance.clock.as_ref(),
-    )
-    .await
-    .unwrap();
-    let report: Value = serde_json::to_value(&report).unwrap();
+    let report = migrate(&stack).await;
     assert_eq!(report["connectionsGivenAGeneration"], 1, "{report}");
     assert_eq!(report["credentialsPinned"], 1, "{report}");
     assert_eq!(report["identitiesClaimed"], 1, "{report}");
@@ -131,16 +136,7 @@ async fn the_migration_pins_claims_and_recounts_what_the_old_release_stored() {
     assert_eq!(stack.provider.counters().refreshes, 1);
     // Running it again changes nothing.
     let before = stack.state_snapshot().await;
-    let again: Value = serde_json::to_value(
-        credvault::migration::migrate(
-            &stack.instance.table,
-            &stack.instance.envelope,
-            stack.instance.clock.as_ref(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let again = migrate(&stack).await;
     assert_eq!(
         (
             again["connectionsGivenAGeneration"].as_i64(),
@@ -195,13 +191,6 @@ async fn the_migration_reads_every_page_of_a_table_over_a_megabyte() {
         "premise: the credential is behind the first Scan page"
     );
 
-    let report = credvault::migration::migrate(
-        &stack.instance.table,
-        &stack.instance.envelope,
-        stack.instance.clock.as_ref(),
-    )
-    .await
-    .unwrap();
-    let report: Value = serde_json::to_value(&report).unwrap();
+    let report = migrate(&stack).await;
     assert_eq!(report["credentialsPinned"], 1, "{report}");
 }
