@@ -289,3 +289,32 @@ pub(crate) async fn query_page(table: &Table, page: PageQuery<'_>) -> Result<(Ve
         .map(|sk| URL_SAFE_NO_PAD.encode(sk));
     Ok((out.items.unwrap_or_default(), next))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(value: Option<AttributeValue>) -> Item {
+        value.into_iter().map(|v| ("a".to_string(), v)).collect()
+    }
+
+    /// An optional attribute reads as absent when missing or NULL, as its value when of its type, and
+    /// as a malformed item (never a guess) when of another type.
+    #[test]
+    fn optional_attributes_read_as_absent_as_their_value_or_as_malformed() {
+        for absent in [None, Some(AttributeValue::Null(true))] {
+            assert_eq!(opt_n(&item(absent.clone()), "a").unwrap(), None);
+            assert_eq!(opt_s(&item(absent), "a").unwrap(), None);
+        }
+        assert_eq!(opt_n(&item(Some(n(1_795_801_006))), "a").unwrap(), Some(1_795_801_006));
+        assert_eq!(opt_n(&item(Some(n(-2))), "a").unwrap(), Some(-2));
+        assert_eq!(opt_s(&item(Some(s("x"))), "a").unwrap().as_deref(), Some("x"));
+        for wrong in [
+            opt_n(&item(Some(s("12"))), "a"),
+            opt_n(&item(Some(AttributeValue::N("1.5".into()))), "a"),
+        ] {
+            assert!(matches!(wrong, Err(StoreError::Malformed(_))), "{wrong:?}");
+        }
+        assert!(matches!(opt_s(&item(Some(n(1))), "a"), Err(StoreError::Malformed(_))));
+    }
+}
