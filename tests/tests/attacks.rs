@@ -400,6 +400,20 @@ async fn a_user_id_belongs_to_the_connection_that_made_it_first() {
             .is_err(),
         "linking an id that never logged in makes no owner"
     );
+    // The operator's ids are input too: either one malformed is refused before anything is looked up.
+    let too_long = "a".repeat(credvault::oauth::connection::MAX_USER_ID_LEN + 1);
+    for (user_id, connection_id) in [
+        ("", "con_other"),
+        (too_long.as_str(), "con_other"),
+        ("alice", "con/other"),
+    ] {
+        let refused = credvault::store::identities::link_checked(&stack.instance.table, user_id, connection_id).await;
+        assert!(
+            matches!(refused, Err(credvault::store::identities::LinkError::InvalidId)),
+            "{connection_id} {}: {refused:?}",
+            user_id.len()
+        );
+    }
 }
 
 /// Attack 3, by email: an `{email}` user id needs the provider to vouch for the address; otherwise
@@ -738,7 +752,12 @@ async fn the_policy_snapshot_is_bounded_in_count_and_size() {
         .parse()
         .unwrap();
     let now = stack.instance.clock.now_secs();
-    assert!(ttl > now && ttl <= now + credvault::store::policy::DELETED_RECORD_RETENTION_SECS);
+    let thirty_days = 30 * 86_400;
+    assert!(
+        (thirty_days - 60..=thirty_days).contains(&(ttl - now)),
+        "readable for the documented 30 days: {} s",
+        ttl - now
+    );
     let (status, shown) = as_admin(stack, "GET", "/v1/records/rec_x", None).await;
     assert_eq!((status, shown["status"].as_str()), (200, Some("DELETED")));
     let (status, _) = as_admin(stack, "PUT", "/v1/records/rec_x", Some(&record)).await;

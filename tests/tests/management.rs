@@ -324,3 +324,177 @@ async fn connection_secrets_are_write_only_and_discovery_fills_endpoints() {
         404
     );
 }
+
+/// Base64url without padding, as the listings encode their cursors (an opaque value to a client; a
+/// forged one is made the same way).
+fn cursor_of(sort_key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_in_id_order_and_refuse_cursors_they_did_not_give() {
+    let stack = LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    for id in ["ro_c", "ro_a", "ro_e", "ro_b", "ro_d"] {
+        let role = json!({"roleId": id, "name": id, "permissions": [{"action": "x:read", "allow": true}]});
+        assert_eq!(stack.call("POST", "/v1/roles", Some(&admin), Some(&role)).await.0, 201);
+    }
+    let mut listed = Vec::new();
+    let mut path = "/v1/roles?limit=2".to_string();
+    loop {
+        let (status, page) = stack.call("GET", &path, Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let roles = page["roles"].as_array().unwrap();
+        assert!(roles.len() <= 2, "{page}");
+        listed.extend(roles.iter().map(|r| r["roleId"].as_str().unwrap().to_string()));
+        match page["pagination"]["next"]["cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/roles?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    // The bootstrap's admin role is there too; every role once, in id order.
+    let mut expected: Vec<String> = ["ro_a", "ro_b", "ro_c", "ro_d", "ro_e", "vault:admin"]
+        .map(String::from)
+        .to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // A cursor is only ever a sort key of the listed kind: one naming another kind's key, or one longer
+    // than any key DynamoDB holds, is refused before the store is asked.
+    for forged in [
+        cursor_of("CLIENT#sc_x"),
+        cursor_of("RECORD#rec_x"),
+        cursor_of(&format!("ROLE#{}", "x".repeat(1100))),
+    ] {
+        let (status, out) = stack
+            .call("GET", &format!("/v1/roles?limit=2&cursor={forged}"), Some(&admin), None)
+            .await;
+        assert_eq!(
+            (status, out["errorCode"].as_str()),
+            (400, Some("invalid_cursor")),
+            "{out}"
+        );
+    }
+    // The control: a cursor made the same way from a role's own key is one the listing could have given.
+    let (status, page) = stack
+        .call(
+            "GET",
+            &format!("/v1/roles?limit=2&cursor={}", cursor_of("ROLE#ro_b")),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["roles"][0]["roleId"], "ro_c");
+}
+
+/// What the counter item says, against what the table holds: the live roles and records, and the
+/// length of their stored bodies.
+async fn policy_counts(stack: &LocalStack) -> ((i64, i64, i64), (i64, i64, i64)) {
+    let stats = credvault::store::policy::stats(&stack.instance.table).await.unwrap();
+    let mut held = (0, 0, 0);
+    for item in stack.aws.scan_all().await {
+        let pk = item["pk"].as_s().unwrap().as_str();
+        if pk == "ROLES" || pk == "RECORDS" {
+            if pk == "ROLES" {
+                held.0 += 1;
+            } else {
+                held.1 += 1;
+            }
+            held.2 += item["body"].as_s().unwrap().len() as i64;
+        }
+    }
+    ((stats.roles, stats.records, stats.bytes), held)
+}
+
+/// Sets the counters directly (as if the table were near, at, or past a limit), keeping the version.
+async fn set_policy_counts(stack: &LocalStack, roles: i64, records: i64, bytes: i64) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    stack
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(&stack.aws.table)
+        .key("pk", AttributeValue::S("POLICY_STATS".into()))
+        .key("sk", AttributeValue::S("STATS".into()))
+        .update_expression("SET roleCount = :r, recordCount = :c, policyBytes = :b")
+        .expression_attribute_values(":r", AttributeValue::N(roles.to_string()))
+        .expression_attribute_values(":c", AttributeValue::N(records.to_string()))
+        .expression_attribute_values(":b", AttributeValue::N(bytes.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_counters_follow_every_write_and_only_growth_needs_room() {
+    let stack = &LocalStack::start(StackOptions::default()).await;
+    let admin = stack.client_token(&stack.admin_key);
+    let role = |actions: usize| {
+        let permissions: Vec<Value> = (0..actions)
+            .map(|i| json!({"action": format!("things:action{i:03}"), "allow": true}))
+            .collect();
+        json!({"roleId": "ro_counted", "name": "counted", "permissions": permissions})
+    };
+    let (stats, held) = policy_counts(stack).await;
+    assert_eq!(stats, held, "the bootstrap's role and record are counted");
+    let at_start = held;
+
+    // Created, grown, shrunk: each write moves the bytes by what the stored body changed.
+    assert_eq!(
+        stack.call("POST", "/v1/roles", Some(&admin), Some(&role(2))).await.0,
+        201
+    );
+    let (stats, held) = policy_counts(stack).await;
+    assert_eq!((stats, held.0), (held, at_start.0 + 1));
+    for actions in [40, 5] {
+        let (status, out) = stack
+            .call("PUT", "/v1/roles/ro_counted", Some(&admin), Some(&role(actions)))
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let (stats, held) = policy_counts(stack).await;
+        assert_eq!(stats, held, "after the replace with {actions} permissions");
+    }
+
+    // At the role limit a replace still goes through (it adds no role); past the size limit (limits can
+    // be lowered under a full table) one that does not grow the policy does too, and a delete frees.
+    let limits = credvault::store::policy::POLICY_LIMITS;
+    let (_, held) = policy_counts(stack).await;
+    set_policy_counts(stack, limits.max_roles, held.1, held.2).await;
+    let (status, out) = stack
+        .call("PUT", "/v1/roles/ro_counted", Some(&admin), Some(&role(4)))
+        .await;
+    assert_eq!(status, 200, "a replace at the role limit: {out}");
+    let (_, held) = policy_counts(stack).await;
+    set_policy_counts(stack, held.0, held.1, limits.max_bytes + 1_000).await;
+    let (status, out) = stack
+        .call("PUT", "/v1/roles/ro_counted", Some(&admin), Some(&role(4)))
+        .await;
+    assert_eq!(status, 200, "a replace of the same size past the size limit: {out}");
+    let (status, out) = stack
+        .call("PUT", "/v1/roles/ro_counted", Some(&admin), Some(&role(5)))
+        .await;
+    assert_eq!(
+        (status, out["errorCode"].as_str()),
+        (400, Some("policy_size_limit_reached")),
+        "but not one that grows it: {out}"
+    );
+    let (_, held) = policy_counts(stack).await;
+    set_policy_counts(stack, held.0, held.1, held.2).await;
+
+    // The delete takes the role and what it counted away again.
+    let (status, out) = stack.call("DELETE", "/v1/roles/ro_counted", Some(&admin), None).await;
+    assert_eq!(status, 204, "{out}");
+    assert_eq!(
+        stack.call("GET", "/v1/roles/ro_counted", Some(&admin), None).await.0,
+        404
+    );
+    let (stats, held) = policy_counts(stack).await;
+    assert_eq!((stats, held), (at_start, at_start));
+
+    // The documented bound is 16 MiB of bodies: a policy 4 KiB short of it still takes a small role.
+    set_policy_counts(stack, at_start.0, at_start.1, 16 * 1024 * 1024 - 4096).await;
+    let (status, out) = stack.call("POST", "/v1/roles", Some(&admin), Some(&role(2))).await;
+    assert_eq!(status, 201, "a small role just under 16 MiB: {out}");
+}

@@ -189,8 +189,6 @@ pub async fn list(
         sk_prefix: "CONNECTION#",
         limit,
         cursor,
-        newest_first: false,
-        filter: None,
     };
     let (items, next) = super::query_page(table, page).await?;
     let mut connections = Vec::with_capacity(items.len());

@@ -205,8 +205,6 @@ pub async fn list(
         sk_prefix: &kind.sort_key(""),
         limit,
         cursor,
-        newest_first: false,
-        filter: None,
     };
     let (items, next) = super::query_page(table, page).await?;
     Ok((items.into_iter().map(from_item).collect::<Result<Vec<_>, _>>()?, next))

@@ -231,18 +231,16 @@ pub(crate) async fn delete_existing(table: &Table, pk: &str, sk: &str) -> Result
     condition_outcome("DeleteItem", result)
 }
 
-/// One page of a partition: what listing routes and the audit trail share. The cursor is the last
+/// One page of a partition in sort-key order: what the listing routes share. The cursor is the last
 /// sort key of the previous page, base64url, and must start with `sk_prefix`.
 pub(crate) struct PageQuery<'a> {
     pub pk: &'a str,
     pub sk_prefix: &'a str,
     pub limit: i32,
     pub cursor: Option<&'a str>,
-    pub newest_first: bool,
-    /// Applied after the page is read.
-    pub filter: Option<Filter>,
 }
 
+/// A filter expression with its placeholders (the audit trail's listing), applied after a page is read.
 pub(crate) struct Filter {
     pub expression: String,
     pub names: Vec<(&'static str, &'static str)>,
@@ -258,18 +256,8 @@ pub(crate) async fn query_page(table: &Table, page: PageQuery<'_>) -> Result<(Ve
         .table_name(&table.name)
         .key_condition_expression("pk = :pk")
         .expression_attribute_values(":pk", s(page.pk))
-        .scan_index_forward(!page.newest_first)
         .consistent_read(true)
         .limit(page.limit);
-    if let Some(filter) = page.filter {
-        req = req.filter_expression(filter.expression);
-        for (placeholder, name) in filter.names {
-            req = req.expression_attribute_names(placeholder, name);
-        }
-        for (placeholder, value) in filter.values {
-            req = req.expression_attribute_values(placeholder, value);
-        }
-    }
     if let Some(cursor) = page.cursor {
         let start = URL_SAFE_NO_PAD
             .decode(cursor)
