@@ -92,7 +92,7 @@ async fn protocol() -> Protocol {
         .unwrap()
         .insert("con_demo".into(), connection.clone());
     let grant = provider_grant(&provider, &connection, &client).await;
-    let sealed = credentials.sealer("con_demo", USER).await.unwrap().seal(grant).unwrap();
+    let sealed = sealed(&*credentials, "con_demo", USER, grant).await;
     credentials
         .save_after_login("con_demo", USER, None, sealed, &IssuedUnder::of(&connection), 0)
         .await
@@ -280,6 +280,11 @@ fn tokens(n: &str) -> PlainTokens {
     }
 }
 
+/// `tokens` sealed for one credential, as a refresh or a login hands them to the repository.
+async fn sealed(repo: &dyn CredentialRepository, connection_id: &str, user_id: &str, tokens: PlainTokens) -> NewTokens {
+    repo.sealer(connection_id, user_id).await.unwrap().seal(tokens).unwrap()
+}
+
 /// The conditions every race relies on, for both repositories: a holder whose lease was taken over can
 /// no longer commit, release, or declare the credential dead; only the new holder can.
 async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id: &str, user_id: &str) {
@@ -302,12 +307,7 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
     // Its holder may have died after the provider rotated: the rotation is in doubt from now on.
     let taken_over = repo.get(connection_id, user_id).await.unwrap().unwrap();
     assert_eq!(taken_over.rotation_unconfirmed_at, Some(7), "in epoch seconds");
-    let late = repo
-        .sealer(connection_id, user_id)
-        .await
-        .unwrap()
-        .seal(tokens("late"))
-        .unwrap();
+    let late = sealed(repo, connection_id, user_id, tokens("late")).await;
     assert!(
         !repo.commit_refresh(&item, "a", late, 0).await.unwrap(),
         "the late holder's commit is refused"
@@ -334,12 +334,7 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         Some(("b".to_string(), 13_000)),
         "to now and a lease length"
     );
-    let fresh = repo
-        .sealer(connection_id, user_id)
-        .await
-        .unwrap()
-        .seal(tokens("b"))
-        .unwrap();
+    let fresh = sealed(repo, connection_id, user_id, tokens("b")).await;
     assert!(
         repo.commit_refresh(&item, "b", fresh, 0).await.unwrap(),
         "the holder commits"
@@ -351,12 +346,7 @@ async fn conditional_writes_hold(repo: &dyn CredentialRepository, connection_id:
         repo.open_refresh_token(&now).await.unwrap().unwrap().expose_secret(),
         "rt-b"
     );
-    let again = repo
-        .sealer(connection_id, user_id)
-        .await
-        .unwrap()
-        .seal(tokens("again"))
-        .unwrap();
+    let again = sealed(repo, connection_id, user_id, tokens("again")).await;
     assert!(
         !repo.commit_refresh(&item, "b", again, 0).await.unwrap(),
         "never twice onto one version"
@@ -426,12 +416,7 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         refresh_token: None,
         ..tokens(n)
     };
-    let same = repo
-        .sealer(connection_id, user_id)
-        .await
-        .unwrap()
-        .seal(login("same"))
-        .unwrap();
+    let same = sealed(repo, connection_id, user_id, login("same")).await;
     let pinned = before.issued_under.clone().unwrap();
     repo.save_after_login(connection_id, user_id, Some(&before), same, &pinned, 0)
         .await
@@ -441,12 +426,7 @@ async fn a_login_under_other_endpoints_drops_the_old_refresh_token(
         kept.refresh_token.is_some(),
         "under the same endpoints a login without one keeps it"
     );
-    let other = repo
-        .sealer(connection_id, user_id)
-        .await
-        .unwrap()
-        .seal(login("moved"))
-        .unwrap();
+    let other = sealed(repo, connection_id, user_id, login("moved")).await;
     repo.save_after_login(connection_id, user_id, Some(&kept), other, &moved, 0)
         .await
         .unwrap();
@@ -507,12 +487,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
         scope: Some(format!("scope-{n}")),
         ..tokens(n)
     };
-    let late = dynamo
-        .sealer(&stack.connection_id, &user.user_id)
-        .await
-        .unwrap()
-        .seal(scoped("late"))
-        .unwrap();
+    let late = sealed(&dynamo, &stack.connection_id, &user.user_id, scoped("late")).await;
     assert!(
         !dynamo.commit_refresh(&read, "late-holder", late, 0).await.unwrap(),
         "the late holder's commit is refused while another instance holds the lease"
@@ -532,12 +507,7 @@ async fn a_late_holder_is_refused_at_commit_by_dynamodb_and_changes_nothing() {
     );
 
     // The new holder commits onto the version both read.
-    let fresh = dynamo
-        .sealer(&stack.connection_id, &user.user_id)
-        .await
-        .unwrap()
-        .seal(scoped("successor"))
-        .unwrap();
+    let fresh = sealed(&dynamo, &stack.connection_id, &user.user_id, scoped("successor")).await;
     assert!(dynamo.commit_refresh(&read, "successor", fresh, 0).await.unwrap());
     let committed = stack.credential(&user.user_id).await.unwrap();
     assert_eq!(committed.token_version, read.token_version + 1);
@@ -570,12 +540,13 @@ async fn a_login_during_a_refresh_leaves_no_way_to_write_the_old_grant_over_it()
         "a login is a new version"
     );
 
-    let stale = dynamo
-        .sealer(&stack.connection_id, &user.user_id)
-        .await
-        .unwrap()
-        .seal(tokens("from-the-old-grant"))
-        .unwrap();
+    let stale = sealed(
+        &dynamo,
+        &stack.connection_id,
+        &user.user_id,
+        tokens("from-the-old-grant"),
+    )
+    .await;
     assert!(
         !dynamo.commit_refresh(&read, "holder", stale, 0).await.unwrap(),
         "the holder's commit is refused: the login replaced what it read"
