@@ -540,15 +540,7 @@ impl RefreshProtocol {
                     resent: reached_provider,
                 });
             };
-            let pause = match (&error, delivery) {
-                (_, Delivery::NotSent) => Some(crate::oauth::provider::backoff(attempt)),
-                (ProviderError::Transient { retry_after, .. }, Delivery::RetryLater) => {
-                    Some(retry_after.unwrap_or_else(|| crate::oauth::provider::backoff(attempt)))
-                        .filter(|wait| *wait <= IN_LEASE_RETRY_CAP)
-                }
-                _ => None,
-            };
-            match pause {
+            match retry_pause(&error, delivery, attempt) {
                 Some(pause) if attempt < self.timing.provider_attempts => {
                     reached_provider |= delivery == Delivery::RetryLater;
                     tracing::warn!(connection_id = %item.connection_id, attempt, error = %error, "provider refresh not done, trying again");
@@ -772,6 +764,21 @@ impl RefreshProtocol {
     }
 }
 
+/// How long to wait before sending a refresh again after `attempt` failed, or `None` when it must not
+/// be sent again: only a request that provably never reached the provider (the connection could not
+/// be made), or one it asked to repeat within a wait the lease can cover. Anything else may have
+/// rotated the refresh token at the provider.
+fn retry_pause(error: &ProviderError, delivery: Delivery, attempt: u32) -> Option<Duration> {
+    match (error, delivery) {
+        (_, Delivery::NotSent) => Some(crate::oauth::provider::backoff(attempt)),
+        (ProviderError::Transient { retry_after, .. }, Delivery::RetryLater) => {
+            Some(retry_after.unwrap_or_else(|| crate::oauth::provider::backoff(attempt)))
+                .filter(|wait| *wait <= IN_LEASE_RETRY_CAP)
+        }
+        _ => None,
+    }
+}
+
 fn poll_backoff(polls: u32) -> Duration {
     crate::random::jittered_backoff(POLL_BASE, POLL_CAP, polls)
 }
@@ -779,6 +786,44 @@ fn poll_backoff(polls: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sent again only when the provider cannot have acted on it (a `Permanent` failure has no
+    /// delivery and never gets here).
+    #[test]
+    fn a_refresh_is_sent_again_only_when_the_provider_cannot_have_acted() {
+        let failed = |delivery, retry_after| ProviderError::Transient {
+            reason: "failed".into(),
+            retry_after,
+            delivery,
+        };
+        for attempt in 1..=3 {
+            let pause = retry_pause(&failed(Delivery::NotSent, None), Delivery::NotSent, attempt)
+                .expect("a connection that could not be made is tried again");
+            assert!(pause > Duration::ZERO && pause <= Duration::from_secs(1), "{pause:?}");
+        }
+        let asked = |wait| failed(Delivery::RetryLater, Some(wait));
+        assert_eq!(
+            retry_pause(&asked(IN_LEASE_RETRY_CAP), Delivery::RetryLater, 1),
+            Some(IN_LEASE_RETRY_CAP),
+            "the provider's own wait, within the lease"
+        );
+        let longer = IN_LEASE_RETRY_CAP + Duration::from_millis(1);
+        assert_eq!(
+            retry_pause(&asked(longer), Delivery::RetryLater, 1),
+            None,
+            "a longer wait is the credential's backoff, after the lease"
+        );
+        let unsaid = retry_pause(&failed(Delivery::RetryLater, None), Delivery::RetryLater, 1)
+            .expect("a 429 without Retry-After waits the backoff");
+        assert!(unsaid > Duration::ZERO && unsaid <= IN_LEASE_RETRY_CAP, "{unsaid:?}");
+        for delivery in [Delivery::Unknown, Delivery::Refused] {
+            assert_eq!(
+                retry_pause(&failed(delivery, None), delivery, 1),
+                None,
+                "{delivery:?}: it may have rotated the token, or it refused"
+            );
+        }
+    }
 
     #[test]
     fn a_fresh_token_shows_when_it_expires_but_never_the_token() {

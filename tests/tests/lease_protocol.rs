@@ -692,8 +692,16 @@ async fn a_waiter_takes_the_other_instances_commit_and_a_token_without_refresh_i
         .await
         .unwrap();
     assert_eq!(served.access_token.expose_secret(), "the-other-instances-token");
-    // Once it has expired, the user must log in again.
-    p.clock.advance(601);
+    // Served up to its last second; at its expiry time it has expired (as a JWT's `exp`), and the
+    // user must log in again.
+    p.clock.advance(599);
+    let last_second = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(last_second.expires_at, credvault::clock::Clock::now_secs(&p.clock) + 1);
+    p.clock.advance(1);
     let expired = p
         .vault
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
