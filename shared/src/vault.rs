@@ -326,6 +326,9 @@ impl RefreshProtocol {
                 self.release(item, owner).await;
                 HolderOutcome::Done(Err(e))
             }
+            // Kept, not released: a lease that runs out is taken over with the rotation in doubt, so
+            // the provider's refusal of the stored refresh token is `rotation_lost`, not a revocation.
+            Err(RefreshFailure::Uncommitted(e)) => HolderOutcome::Done(Err(e)),
             Err(RefreshFailure::NoLeaseBudget) => {
                 self.release(item, owner).await;
                 HolderOutcome::Done(self.serve_unexpired_or_unavailable(item, DEFAULT_RETRY_AFTER).await)
@@ -402,18 +405,15 @@ enum RefreshFailure {
     NoLeaseBudget,
     /// The provider refused the refresh token; `resent`: an earlier attempt of this refresh reached
     /// the provider (which said to retry), so a provider that rotated anyway sees its own token back.
-    Permanent {
-        error: ProviderError,
-        resent: bool,
-    },
+    Permanent { error: ProviderError, resent: bool },
     /// The connection no longer matches what the credential was issued under.
     EndpointChanged(EndpointChange),
     /// The provider did not give new tokens; `delivery` says whether it may have rotated anyway.
-    Transient {
-        error: ProviderError,
-        delivery: Delivery,
-    },
+    Transient { error: ProviderError, delivery: Delivery },
+    /// Nothing was sent (a read, a decrypt or the data keys failed): the lease is given back.
     Internal(VaultError),
+    /// The provider answered, and its answer could not be stored before the lease ran out.
+    Uncommitted(VaultError),
 }
 
 /// Is the stored access token valid long enough? A caller may ask for more validity than the provider
@@ -465,7 +465,9 @@ impl RefreshProtocol {
         };
 
         // From here the provider may have rotated the refresh token: nothing but sealing (no KMS) and
-        // the commit before the lease runs out.
+        // the commit before the lease runs out. If they fail, the answer is lost, and the lease is
+        // left to run out rather than released, so whoever takes it over knows the rotation is in doubt.
+        let uncommitted = |e: VaultError| RefreshFailure::Uncommitted(e);
         let now = self.clock.now_secs();
         let expires_at = now + tokens.lifetime_secs();
         let scope = tokens.scope.clone().or_else(|| item.scope.clone());
@@ -477,11 +479,11 @@ impl RefreshProtocol {
             scope.clone(),
             connection.keep_alive_due(now),
         )
-        .map_err(internal)?;
+        .map_err(uncommitted)?;
         let committed = self
             .commit_while_leased(item, owner, new_tokens, now, lease_until)
             .await
-            .map_err(|e| internal(e.into()))?;
+            .map_err(|e| uncommitted(e.into()))?;
         if !committed {
             tracing::error!(connection_id = %item.connection_id, user_id = %item.user_id, "refresh lease was taken over before commit; discarding refreshed tokens");
             return Ok(None);

@@ -35,6 +35,10 @@ pub struct MemoryCredentials {
     /// The next this many writes of a kind (`mark_reauth`, `commit`, ...) are throttled, as DynamoDB
     /// does under load: the SDK-level fault the emulator cannot make on demand.
     pub throttle_next: Mutex<HashMap<&'static str, u32>>,
+    /// Another instance's change to the stored item, landing just before the next write of a kind
+    /// (`mark_revoking`, ...) is checked: the race between a read and the write made on it.
+    #[allow(clippy::type_complexity)]
+    pub lands_first: Mutex<HashMap<&'static str, Box<dyn FnOnce(&mut CredentialItem) + Send>>>,
 }
 
 impl MemoryCredentials {
@@ -78,8 +82,12 @@ impl MemoryCredentials {
             *left -= 1;
             return Err(StoreError::Throttled);
         }
+        let first = self.lands_first.lock().unwrap_or_else(|p| p.into_inner()).remove(what);
         let mut items = self.lock();
         let key = (item.connection_id.clone(), item.user_id.clone());
+        if let (Some(other), Some(stored)) = (first, items.get_mut(&key)) {
+            other(stored);
+        }
         match items.get_mut(&key) {
             Some(stored) if condition(stored) => {
                 change(stored);

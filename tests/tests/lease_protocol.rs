@@ -692,16 +692,21 @@ async fn a_waiter_takes_the_other_instances_commit_and_a_token_without_refresh_i
         .await
         .unwrap();
     assert_eq!(served.access_token.expose_secret(), "the-other-instances-token");
-    // Served up to its last second; at its expiry time it has expired (as a JWT's `exp`), and the
-    // user must log in again.
-    p.clock.advance(599);
-    let last_second = p
+    // Served in its last seconds; at its expiry time it has expired (as a JWT's `exp`), and the user
+    // must log in again. The expiry is set against the clock as it reads now (the test clock moves
+    // with the wall clock, so a second may tick over meanwhile: that only ever makes it older).
+    let expiring_at = |at: i64| {
+        let mut item = p.credentials.item("con_demo", USER).unwrap();
+        item.access_expires_at = at;
+        p.credentials.replace_item(item);
+    };
+    expiring_at(credvault::clock::Clock::now_secs(&p.clock) + 2);
+    let last_seconds = p
         .vault
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(last_second.expires_at, credvault::clock::Clock::now_secs(&p.clock) + 1);
-    p.clock.advance(1);
+        .await;
+    assert!(last_seconds.is_ok(), "{last_seconds:?}");
+    expiring_at(credvault::clock::Clock::now_secs(&p.clock));
     let expired = p
         .vault
         .fresh_access_token("con_demo", USER, Duration::from_secs(60))
@@ -743,4 +748,75 @@ async fn concurrent_claims_of_one_lease_in_dynamodb_grant_it_once() {
         }
         assert_eq!(won, 1, "round {round}: one holder");
     }
+}
+
+/// A commit throttled after the provider answered is retried while the lease could cover a retry,
+/// backing off as a throttled table needs (not every few milliseconds). When the lease runs out first
+/// the answer is lost, and the vault knows it: whoever refreshes next finds the rotation in doubt, and
+/// the provider's refusal of the old refresh token is audited `rotation_lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_throttled_for_the_whole_lease_backs_off_and_the_lost_rotation_is_detected() {
+    let p = protocol().await;
+    const THROTTLED: u32 = 10_000;
+    p.credentials.throttle_next.lock().unwrap().insert("commit", THROTTLED);
+    let fetch = p.vault.fresh_access_token("con_demo", USER, Duration::from_secs(60));
+    let lease_runs_out = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        p.clock.advance(timing().lease_length.as_secs() as i64);
+    };
+    let (outcome, ()) = tokio::join!(fetch, lease_runs_out);
+    assert!(outcome.is_err(), "{outcome:?}");
+    let tries = THROTTLED - p.credentials.throttle_next.lock().unwrap()["commit"];
+    // Pauses of 10 to 20 ms, doubling up to 50 to 100 ms: at most about 18 in 800 ms; at the first
+    // pause every time it would be 40 or more.
+    assert!((2..=25).contains(&tries), "{tries} commits tried");
+    assert_eq!(p.provider.counters().refreshes, 1);
+
+    p.credentials.throttle_next.lock().unwrap().clear();
+    p.clock.advance(3600);
+    let next = p
+        .vault
+        .fresh_access_token("con_demo", USER, Duration::from_secs(60))
+        .await;
+    assert!(
+        matches!(next, Err(credvault::vault::VaultError::ReauthenticationRequired)),
+        "the provider rotated the stored token away: {next:?}"
+    );
+    assert_eq!(p.provider.counters().reuse_detected, 1);
+    let reasons: Vec<Option<String>> = p
+        .audit
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "credential.reauth_required")
+        .map(|e| e.reason.clone())
+        .collect();
+    assert_eq!(reasons, [Some("rotation_lost".to_string())]);
+}
+
+/// A disconnect whose mark loses a race (another instance committed between its read and its write)
+/// reads again and revokes only what is stored then: one revocation at the provider, not one of a
+/// token it never marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_that_loses_a_race_reads_again_and_revokes_once() {
+    let p = protocol().await;
+    p.credentials
+        .lands_first
+        .lock()
+        .unwrap()
+        .insert("mark_revoking", Box::new(|item| item.token_version += 1));
+    let revocation = p.vault.disconnect("con_demo", USER).await.unwrap();
+    assert!(
+        matches!(revocation, credvault::vault::Revocation::Revoked),
+        "{revocation:?}"
+    );
+    assert_eq!(p.provider.counters().revocations, 1);
+    assert!(p.credentials.item("con_demo", USER).is_none(), "deleted");
+    let writes = p.credentials.writes.lock().unwrap().clone();
+    assert_eq!(
+        writes,
+        ["mark_revoking"],
+        "one mark landed: the one made on what was stored then"
+    );
 }
