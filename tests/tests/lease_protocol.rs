@@ -12,7 +12,7 @@ use credvault::oauth::connection::IssuedUnder;
 use credvault::oauth::pkce::PkceVerifier;
 use credvault::oauth::provider::ProviderClient;
 use credvault::store::credentials::{
-    CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, NewTokens, PlainTokens,
+    CredentialItem, CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, NewTokens, PlainTokens,
 };
 use credvault::vault::RefreshProtocol;
 use credvault_tests::clock::TestClock;
@@ -819,4 +819,40 @@ async fn a_disconnect_that_loses_a_race_reads_again_and_revokes_once() {
         ["mark_revoking"],
         "one mark landed: the one made on what was stored then"
     );
+}
+
+/// Keep-alive refreshes only what a refresh can keep: a credential that is not ACTIVE, or has no
+/// refresh token (a GitHub OAuth App's), is never leased or sent, however overdue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_leaves_a_credential_it_cannot_refresh_alone() {
+    use credvault::vault::KeptAlive;
+    let p = protocol().await;
+    let stored = p.credentials.item("con_demo", USER).unwrap();
+    let overdue = credvault::clock::Clock::now_secs(&p.clock) - 60;
+    let without_refresh = CredentialItem {
+        refresh_token: None,
+        keep_alive_due_at: Some(overdue),
+        ..stored.clone()
+    };
+    let not_active = CredentialItem {
+        status: CredentialStatus::ReauthRequired,
+        keep_alive_due_at: Some(overdue),
+        ..stored.clone()
+    };
+    for item in [without_refresh, not_active] {
+        p.credentials.replace_item(item.clone());
+        let kept = p.vault.keep_alive("con_demo", USER).await.unwrap();
+        assert_eq!(kept, KeptAlive::NotKept, "{item:?}");
+        assert!(p.credentials.writes.lock().unwrap().is_empty(), "no lease claimed");
+    }
+    // The control: the same credential, ACTIVE with its refresh token, is refreshed.
+    p.credentials.replace_item(CredentialItem {
+        keep_alive_due_at: Some(overdue),
+        ..stored
+    });
+    assert_eq!(
+        p.vault.keep_alive("con_demo", USER).await.unwrap(),
+        KeptAlive::Refreshed
+    );
+    assert_eq!(p.provider.counters().refreshes, 1);
 }
