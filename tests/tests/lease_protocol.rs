@@ -822,7 +822,8 @@ async fn a_disconnect_that_loses_a_race_reads_again_and_revokes_once() {
 }
 
 /// Keep-alive refreshes only what a refresh can keep: a credential that is not ACTIVE, or has no
-/// refresh token (a GitHub OAuth App's), is never leased or sent, however overdue.
+/// refresh token (a GitHub OAuth App's), is never leased or sent, however overdue; one whose
+/// provider is backing off waits for its next attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_leaves_a_credential_it_cannot_refresh_alone() {
     use credvault::vault::KeptAlive;
@@ -845,9 +846,21 @@ async fn keep_alive_leaves_a_credential_it_cannot_refresh_alone() {
         assert_eq!(kept, KeptAlive::NotKept, "{item:?}");
         assert!(p.credentials.writes.lock().unwrap().is_empty(), "no lease claimed");
     }
-    // The control: the same credential, ACTIVE with its refresh token, is refreshed.
+    // A provider backing off for this credential: not sent until its next attempt is due.
+    let now_ms = credvault::clock::Clock::now_millis(&p.clock);
     p.credentials.replace_item(CredentialItem {
         keep_alive_due_at: Some(overdue),
+        next_attempt_at_ms: Some(now_ms + 60_000),
+        ..stored.clone()
+    });
+    assert_eq!(p.vault.keep_alive("con_demo", USER).await.unwrap(), KeptAlive::Busy);
+    assert!(p.credentials.writes.lock().unwrap().is_empty(), "no lease claimed");
+    assert_eq!(p.provider.counters().refreshes, 0);
+    // The control: the same credential, ACTIVE with its refresh token and its backoff over, is
+    // refreshed.
+    p.credentials.replace_item(CredentialItem {
+        keep_alive_due_at: Some(overdue),
+        next_attempt_at_ms: Some(now_ms - 60_000),
         ..stored
     });
     assert_eq!(
