@@ -23,6 +23,8 @@ pub struct MemoryCredentials {
     items: Mutex<HashMap<(String, String), CredentialItem>>,
     /// Every write that landed, in order, for assertions (`claim`, `commit`, ...).
     pub writes: Mutex<Vec<&'static str>>,
+    /// Every write its condition refused, in order: a conditional write DynamoDB bills all the same.
+    pub refused: Mutex<Vec<&'static str>>,
     /// Run once when the next lease claim lands: a test makes the claim "slow" by moving its clock.
     pub claim_takes: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The same for the next renewal.
@@ -94,7 +96,10 @@ impl MemoryCredentials {
                 self.writes.lock().unwrap_or_else(|p| p.into_inner()).push(what);
                 Ok(true)
             }
-            _ => Ok(false),
+            _ => {
+                self.refused.lock().unwrap_or_else(|p| p.into_inner()).push(what);
+                Ok(false)
+            }
         }
     }
 }

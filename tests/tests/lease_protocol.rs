@@ -13,6 +13,7 @@ use credvault::oauth::pkce::PkceVerifier;
 use credvault::oauth::provider::ProviderClient;
 use credvault::store::credentials::{
     CredentialItem, CredentialRepository, CredentialStatus, DynamoCredentials, FailedAttempt, NewTokens, PlainTokens,
+    RefreshLease,
 };
 use credvault::vault::RefreshProtocol;
 use credvault_tests::clock::TestClock;
@@ -821,9 +822,82 @@ async fn a_disconnect_that_loses_a_race_reads_again_and_revokes_once() {
     );
 }
 
+/// Keep-alive leaves a credential that is not due yet, is leased by another instance, or whose
+/// provider is backing off, without so much as trying its lease: over a sweep of thousands, each try
+/// would be a conditional write billed for nothing. A lease that ran out is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_tries_the_lease_only_of_a_due_idle_credential() {
+    use credvault::vault::KeptAlive;
+    let p = protocol().await;
+    let stored = p.credentials.item("con_demo", USER).unwrap();
+    // A minute either side of now: the test clock moves with the wall clock.
+    let now_secs = credvault::clock::Clock::now_secs(&p.clock);
+    let now_ms = credvault::clock::Clock::now_millis(&p.clock);
+    let due = CredentialItem {
+        keep_alive_due_at: Some(now_secs - 60),
+        ..stored
+    };
+    let lease = |expires_at_ms| {
+        Some(RefreshLease {
+            owner: "another-instance".into(),
+            expires_at_ms,
+        })
+    };
+    let cases = [
+        (
+            "due in a minute",
+            CredentialItem {
+                keep_alive_due_at: Some(now_secs + 60),
+                ..due.clone()
+            },
+            KeptAlive::NotDue,
+        ),
+        (
+            "leased for another minute",
+            CredentialItem {
+                lease: lease(now_ms + 60_000),
+                ..due.clone()
+            },
+            KeptAlive::Busy,
+        ),
+        (
+            "backing off for another minute",
+            CredentialItem {
+                next_attempt_at_ms: Some(now_ms + 60_000),
+                ..due.clone()
+            },
+            KeptAlive::Busy,
+        ),
+    ];
+    for (case, item, expected) in cases {
+        p.credentials.replace_item(item);
+        assert_eq!(p.vault.keep_alive("con_demo", USER).await.unwrap(), expected, "{case}");
+        assert!(
+            p.credentials.writes.lock().unwrap().is_empty(),
+            "{case}: nothing written"
+        );
+        assert!(
+            p.credentials.refused.lock().unwrap().is_empty(),
+            "{case}: no claim tried"
+        );
+        assert_eq!(p.provider.counters().refreshes, 0, "{case}: nothing sent");
+    }
+    // Due, its backoff over and another instance's lease run out: taken over and refreshed.
+    p.credentials.replace_item(CredentialItem {
+        lease: lease(now_ms - 60_000),
+        next_attempt_at_ms: Some(now_ms - 60_000),
+        ..due
+    });
+    assert_eq!(
+        p.vault.keep_alive("con_demo", USER).await.unwrap(),
+        KeptAlive::Refreshed
+    );
+    assert_eq!(p.provider.counters().refreshes, 1);
+    assert_eq!(p.credentials.writes.lock().unwrap()[0], "claim");
+}
+
 /// Keep-alive refreshes only what a refresh can keep: a credential that is not ACTIVE, or has no
-/// refresh token (a GitHub OAuth App's), is never leased or sent, however overdue; one whose
-/// provider is backing off waits for its next attempt.
+/// refresh token (a GitHub OAuth App's), is never leased or sent, however overdue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_leaves_a_credential_it_cannot_refresh_alone() {
     use credvault::vault::KeptAlive;
@@ -846,21 +920,9 @@ async fn keep_alive_leaves_a_credential_it_cannot_refresh_alone() {
         assert_eq!(kept, KeptAlive::NotKept, "{item:?}");
         assert!(p.credentials.writes.lock().unwrap().is_empty(), "no lease claimed");
     }
-    // A provider backing off for this credential: not sent until its next attempt is due.
-    let now_ms = credvault::clock::Clock::now_millis(&p.clock);
+    // The control: the same credential, ACTIVE with its refresh token, is refreshed.
     p.credentials.replace_item(CredentialItem {
         keep_alive_due_at: Some(overdue),
-        next_attempt_at_ms: Some(now_ms + 60_000),
-        ..stored.clone()
-    });
-    assert_eq!(p.vault.keep_alive("con_demo", USER).await.unwrap(), KeptAlive::Busy);
-    assert!(p.credentials.writes.lock().unwrap().is_empty(), "no lease claimed");
-    assert_eq!(p.provider.counters().refreshes, 0);
-    // The control: the same credential, ACTIVE with its refresh token and its backoff over, is
-    // refreshed.
-    p.credentials.replace_item(CredentialItem {
-        keep_alive_due_at: Some(overdue),
-        next_attempt_at_ms: Some(now_ms - 60_000),
         ..stored
     });
     assert_eq!(
